@@ -1,0 +1,115 @@
+"""/v1 endpoints about money: the account and the ledger. Thin: parse, call a selector, present."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing.models import Plan
+from billing.money import format_usd
+from billing.selectors import balances_get, ledger_list, plan_get
+from dpp.models import Tenant
+from dpp.openapi import problems
+from dpp.pagination import decode_cursor, encode_cursor, parse_limit
+from dpp.ratelimit import RateLimitedViewMixin
+
+
+class TenantApiView(RateLimitedViewMixin, APIView):
+    """Base of every /v1 view: API-key auth, and the tenant's plan deciding its rate limits."""
+
+    def tenant(self, request: Request) -> Tenant:
+        assert isinstance(request.user, Tenant)  # noqa: S101 - guaranteed by dpp.auth.IsTenant
+        return request.user
+
+    def plan(self, request: Request) -> Plan:
+        """The tenant's plan, read once per request."""
+        cached: Plan | None = getattr(request, "_dpp_plan", None)
+        if cached is None:
+            cached = plan_get(tenant_id=self.tenant(request).pk)
+            request._dpp_plan = cached  # type: ignore[attr-defined]
+        return cached
+
+    def rate_limit_for(self, request: Request) -> int:
+        plan = self.plan(request)
+        return plan.submits_per_min if self.rate_limit_policy == "submits" else plan.reads_per_min
+
+
+class AccountOut(serializers.Serializer[Any]):
+    tenant_id = serializers.CharField()
+    plan = serializers.CharField()
+    available_usd = serializers.CharField(help_text='4-decimal USD string, e.g. "9.9890"')
+    held_usd = serializers.CharField()
+    currency = serializers.CharField()
+
+
+class LedgerItemOut(serializers.Serializer[Any]):
+    transaction_id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=["TOPUP", "RESERVE", "SETTLE", "ADJUSTMENT"])
+    run_id = serializers.UUIDField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    reason = serializers.CharField(allow_null=True)
+    available_delta_usd = serializers.CharField(help_text="signed 4-decimal USD string")
+    held_delta_usd = serializers.CharField()
+    charged_usd = serializers.CharField(help_text="what went to revenue")
+
+
+class LedgerPageOut(serializers.Serializer[Any]):
+    data = LedgerItemOut(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+
+
+class AccountApi(TenantApiView):
+    @extend_schema(operation_id="account_get", responses={200: AccountOut, **problems()}, tags=["account"])
+    def get(self, request: Request) -> Response:
+        tenant = self.tenant(request)
+        balances = balances_get(tenant_id=tenant.pk)
+        return Response(
+            {
+                "tenant_id": tenant.pk,
+                "plan": self.plan(request).code,
+                "available_usd": format_usd(balances.available_micros),
+                "held_usd": format_usd(balances.held_micros),
+                "currency": "USD",
+            }
+        )
+
+
+class LedgerApi(TenantApiView):
+    @extend_schema(
+        operation_id="ledger_list",
+        parameters=[
+            OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
+            OpenApiParameter("limit", int, description="1-100, default 20"),
+        ],
+        responses={200: LedgerPageOut, **problems(422)},
+        tags=["account"],
+    )
+    def get(self, request: Request) -> Response:
+        position = decode_cursor(request.query_params.get("cursor"))
+        limit = parse_limit(request.query_params.get("limit"))
+        before_id = _int_or_none(position.get("id")) if position else None
+        rows = list(ledger_list(tenant_id=self.tenant(request).pk, before_id=before_id)[: limit + 1])
+        next_cursor = encode_cursor({"id": rows[limit - 1].pk}) if len(rows) > limit else None
+        return Response({"data": [_ledger_item(txn) for txn in rows[:limit]], "next_cursor": next_cursor})
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _ledger_item(txn: Any) -> dict[str, Any]:
+    return {
+        "transaction_id": txn.pk,
+        "kind": txn.kind,
+        "run_id": str(txn.run_id) if txn.run_id else None,
+        "created_at": txn.created_at,
+        "reason": txn.reason or None,
+        "available_delta_usd": format_usd(txn.available_delta_micros),
+        "held_delta_usd": format_usd(txn.held_delta_micros),
+        "charged_usd": format_usd(txn.charged_micros),
+    }

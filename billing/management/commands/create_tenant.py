@@ -1,0 +1,30 @@
+from typing import Any
+
+from django.core.management.base import CommandParser
+
+from billing.services import tenant_onboard
+from dpp.management.base import DppCommand
+from dpp.services import api_key_issue
+
+
+class Command(DppCommand):
+    help = "Create a tenant with its ledger accounts and plan; prints a new API key once."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument("tenant_id", help="3-64 characters of [a-z0-9_-]")
+        parser.add_argument("--name", default="")
+        parser.add_argument("--plan", default="starter")
+
+    def run(self, **options: Any) -> None:
+        tenant = tenant_onboard(
+            tenant_id=options["tenant_id"],
+            name=options["name"],
+            plan_code=options["plan"],
+            actor="cli:create_tenant",
+        )
+        issued = api_key_issue(tenant=tenant, label="created with the tenant")
+        self.emit(
+            {"tenant_id": tenant.pk, "api_key": issued.secret, "plan": options["plan"]},
+            f"tenant {tenant.pk} created on plan {options['plan']}\nAPI key (shown once): {issued.secret}",
+        )

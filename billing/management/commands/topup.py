@@ -1,0 +1,43 @@
+from typing import Any
+
+from django.core.management.base import CommandParser
+
+from billing.money import format_usd, parse_usd
+from billing.selectors import balances_get
+from billing.services import ledger_topup
+from dpp.errors import ApplicationError
+from dpp.management.base import DppCommand
+from dpp.models import Tenant
+
+
+class Command(DppCommand):
+    help = "Add credit to a tenant (a TOPUP transaction: funding → available)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument("tenant_id")
+        parser.add_argument("amount_usd", help='e.g. "25.0000" (up to 4 decimals)')
+        parser.add_argument("--reason", required=True)
+        parser.add_argument("--actor", default="cli:topup", help="who asks for it (recorded on the transaction)")
+
+    def run(self, **options: Any) -> None:
+        tenant = Tenant.objects.filter(pk=options["tenant_id"]).first()
+        if tenant is None:
+            self.fail(f"no tenant {options['tenant_id']!r}")
+            return
+        try:
+            amount = parse_usd(options["amount_usd"], field="amount_usd")
+            txn = ledger_topup(tenant=tenant, amount_micros=amount, actor=options["actor"], reason=options["reason"])
+        except (ApplicationError, ValueError) as exc:
+            self.fail(getattr(exc, "detail", str(exc)))
+            return
+        available = format_usd(balances_get(tenant_id=tenant.pk).available_micros)
+        self.emit(
+            {
+                "tenant_id": tenant.pk,
+                "transaction_id": txn.pk,
+                "amount_usd": format_usd(amount),
+                "available_usd": available,
+            },
+            f"topped up {tenant.pk} by {format_usd(amount)} USD (transaction {txn.pk}); available {available} USD",
+        )

@@ -1,0 +1,205 @@
+"""The money of DPP: a double-entry ledger in PostgreSQL (SPEC §2).
+
+Accounts: per tenant `AVAILABLE` and `HELD`; platform-wide `REVENUE` and `FUNDING` (the outside world, may be
+negative). An account's id is its natural key (`<tenant>/available`, `@revenue`), so a service can write an
+entry without first reading the account.
+
+A `LedgerTransaction` is a set of `LedgerEntry` rows whose signed amounts sum to exactly zero; an entry adds
+its amount to its account's balance. Every transaction is written in one database transaction together with
+the state change it belongs to, and with the conditional UPDATE of the balances it moves.
+
+Invariants, and where each is kept:
+1. every transaction sums to zero — a deferred constraint trigger (PostgreSQL) and `audit_ledger`;
+2. each stored balance equals the sum of its entries — balances change only in `billing.services`, in the same
+   transaction as the entries; checked by `audit_ledger`;
+3. tenant balances are ≥ 0 — CHECK constraint, and the conditional UPDATE that moves them;
+4. a tenant's held balance equals its open reservations (RESERVE without SETTLE) — `audit_ledger`;
+5. per run at most one RESERVE and one SETTLE — a partial unique constraint; charge ≤ reserved — the run's
+   CHECK constraint and `ledger_settle`.
+Entries and transactions are append-only: triggers refuse UPDATE and DELETE, the admin offers neither.
+All amounts are int micros, multiples of 100 (CHECK constraints).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Mod
+from django.db.models.lookups import Exact
+from django.utils import timezone
+
+from dpp.models import Tenant
+
+PLATFORM_PREFIX = "@"
+
+
+class Plan(models.Model):
+    """What a tenant may do: packs and their max cost per run, request rates, concurrent runs."""
+
+    code = models.SlugField(max_length=32, unique=True)
+    name = models.CharField(max_length=100)
+    # {pack_type: max cost per run in micros}; the keys are the packs the plan allows.
+    pack_max_cost_micros = models.JSONField(default=dict)
+    submits_per_min = models.PositiveIntegerField()
+    reads_per_min = models.PositiveIntegerField()
+    max_concurrent_runs = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("code",)
+        constraints = [
+            models.CheckConstraint(condition=Q(submits_per_min__gt=0), name="billing_plan_submits_positive"),
+            models.CheckConstraint(condition=Q(reads_per_min__gt=0), name="billing_plan_reads_positive"),
+            models.CheckConstraint(condition=Q(max_concurrent_runs__gt=0), name="billing_plan_concurrency_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+    def allows(self, pack_type: str) -> bool:
+        return pack_type in self.pack_max_cost_micros
+
+    def max_cost_micros(self, pack_type: str) -> int:
+        return int(self.pack_max_cost_micros[pack_type])
+
+
+class TenantPlan(models.Model):
+    """The history of a tenant's plans; exactly one is open (ended_at NULL) at a time."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="plan_history")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="tenant_plans")
+    started_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    actor = models.CharField(max_length=150)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ("-started_at",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant"], condition=Q(ended_at__isnull=True), name="billing_one_open_plan_per_tenant"
+            ),
+            models.CheckConstraint(
+                condition=Q(ended_at__isnull=True) | Q(ended_at__gte=F("started_at")),
+                name="billing_plan_period",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}: {self.plan.code}"
+
+
+class Account(models.Model):
+    class Kind(models.TextChoices):
+        AVAILABLE = "AVAILABLE"
+        HELD = "HELD"
+        REVENUE = "REVENUE"
+        FUNDING = "FUNDING"
+
+    TENANT_KINDS = (Kind.AVAILABLE, Kind.HELD)
+    PLATFORM_KINDS = (Kind.REVENUE, Kind.FUNDING)
+
+    id = models.CharField(primary_key=True, max_length=80)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, null=True, blank=True, related_name="accounts")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    balance_micros = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("id",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "kind"],
+                condition=Q(tenant__isnull=False),
+                name="billing_one_account_per_kind",
+            ),
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=Q(tenant__isnull=True),
+                name="billing_one_platform_account_per_kind",
+            ),
+            models.CheckConstraint(
+                condition=(Q(tenant__isnull=False) & Q(kind__in=["AVAILABLE", "HELD"]))
+                | (Q(tenant__isnull=True) & Q(kind__in=["REVENUE", "FUNDING"])),
+                name="billing_account_kind_owner",
+            ),
+            models.CheckConstraint(
+                condition=Q(tenant__isnull=True) | Q(balance_micros__gte=0),
+                name="billing_tenant_balance_nonneg",
+            ),
+            models.CheckConstraint(condition=Exact(Mod("balance_micros", 100), 0), name="billing_balance_granule"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @staticmethod
+    def tenant_account_id(tenant_id: str, kind: str) -> str:
+        return f"{tenant_id}/{kind.lower()}"
+
+    @staticmethod
+    def platform_account_id(kind: str) -> str:
+        return f"{PLATFORM_PREFIX}{kind.lower()}"
+
+
+class LedgerTransaction(models.Model):
+    class Kind(models.TextChoices):
+        TOPUP = "TOPUP"
+        RESERVE = "RESERVE"
+        SETTLE = "SETTLE"
+        ADJUSTMENT = "ADJUSTMENT"
+
+    RUN_KINDS = (Kind.RESERVE, Kind.SETTLE)
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="ledger_transactions")
+    # The run this transaction belongs to (RESERVE, SETTLE); not a foreign key: billing does not depend on runs.
+    run_id = models.UUIDField(null=True, blank=True)
+    actor = models.CharField(max_length=150, blank=True)
+    reason = models.TextField(blank=True)
+    trace_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("-id",)
+        indexes = [
+            models.Index(fields=["tenant", "-id"], name="billing_txn_tenant_id"),
+            models.Index(fields=["created_at"], name="billing_txn_created"),
+            models.Index(fields=["kind", "created_at"], name="billing_txn_kind_created"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run_id", "kind"],
+                condition=Q(kind__in=["RESERVE", "SETTLE"]),
+                name="billing_once_per_run",
+            ),
+            models.CheckConstraint(
+                condition=(Q(kind__in=["RESERVE", "SETTLE"]) & Q(run_id__isnull=False))
+                | (Q(kind__in=["TOPUP", "ADJUSTMENT"]) & Q(run_id__isnull=True)),
+                name="billing_run_kinds_have_run",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=["RESERVE", "SETTLE"]) | (~Q(actor="") & ~Q(reason="")),
+                name="billing_manual_has_actor_and_reason",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} ({self.tenant_id})"
+
+
+class LedgerEntry(models.Model):
+    transaction = models.ForeignKey(LedgerTransaction, on_delete=models.PROTECT, related_name="entries")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    amount_micros = models.BigIntegerField()
+
+    class Meta:
+        ordering = ("id",)
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.CheckConstraint(condition=~Q(amount_micros=0), name="billing_entry_nonzero"),
+            models.CheckConstraint(condition=Exact(Mod("amount_micros", 100), 0), name="billing_entry_granule"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.amount_micros:+d}"

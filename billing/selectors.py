@@ -1,0 +1,48 @@
+"""Reads of money: balances, the tenant's plan, the tenant's ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
+
+from billing.models import Account, LedgerTransaction, Plan
+
+AccountKind = Account.Kind
+
+
+@dataclass(frozen=True)
+class Balances:
+    available_micros: int
+    held_micros: int
+
+
+def balances_get(*, tenant_id: str) -> Balances:
+    """The tenant's available and held balances (one query)."""
+    rows = dict(
+        Account.objects.filter(
+            pk__in=[Account.tenant_account_id(tenant_id, kind) for kind in Account.TENANT_KINDS]
+        ).values_list("kind", "balance_micros")
+    )
+    return Balances(available_micros=rows.get(AccountKind.AVAILABLE, 0), held_micros=rows.get(AccountKind.HELD, 0))
+
+
+def plan_get(*, tenant_id: str) -> Plan:
+    """The tenant's open plan (one query). Every onboarded tenant has exactly one."""
+    return Plan.objects.get(tenant_plans__tenant_id=tenant_id, tenant_plans__ended_at__isnull=True)
+
+
+def ledger_list(*, tenant_id: str, before_id: int | None = None) -> QuerySet[LedgerTransaction]:
+    """The tenant's transactions, newest first, with its deltas and the charge annotated (one query)."""
+    available = Account.tenant_account_id(tenant_id, AccountKind.AVAILABLE)
+    held = Account.tenant_account_id(tenant_id, AccountKind.HELD)
+    revenue = Account.platform_account_id(AccountKind.REVENUE)
+    qs = LedgerTransaction.objects.filter(tenant_id=tenant_id)
+    if before_id is not None:
+        qs = qs.filter(pk__lt=before_id)
+    return qs.order_by("-pk").annotate(
+        available_delta_micros=Coalesce(Sum("entries__amount_micros", filter=Q(entries__account_id=available)), 0),
+        held_delta_micros=Coalesce(Sum("entries__amount_micros", filter=Q(entries__account_id=held)), 0),
+        charged_micros=Coalesce(Sum("entries__amount_micros", filter=Q(entries__account_id=revenue)), 0),
+    )

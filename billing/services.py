@@ -1,0 +1,242 @@
+"""Every write of money. Each movement is a balanced transaction posted together with the conditional UPDATE
+of the balances it moves, inside the caller's database transaction.
+
+Lock order, to keep PostgreSQL free of deadlocks: a tenant's two account rows first (one UPDATE, rows in key
+order), platform rows last and as late as possible (`@revenue` is a hot row: hold its lock briefly).
+`ledger_reserve` and `ledger_settle` run inside a run service's transaction (the run's state change and its
+money commit together); `ledger_topup`, `ledger_adjust` and `tenant_onboard` are top-level and durable.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from django.db import connection, transaction
+from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
+
+from billing.models import Account, LedgerEntry, LedgerTransaction, Plan, TenantPlan
+from billing.money import GRANULE_MICROS, format_usd
+from dpp.errors import ApplicationError
+from dpp.models import Tenant
+from dpp.services import tenant_create
+
+Kind = LedgerTransaction.Kind
+AccountKind = Account.Kind
+
+
+class LedgerInvariantError(RuntimeError):
+    """A movement would break an invariant that cannot be the client's fault (e.g. held going negative)."""
+
+
+def _require_transaction() -> None:
+    if not connection.in_atomic_block:
+        raise RuntimeError("money must move inside the database transaction of its state change")
+
+
+def _check_amount(micros: int, *, allow_zero: bool = False) -> None:
+    if not isinstance(micros, int) or isinstance(micros, bool):
+        raise TypeError("money is int micros")
+    if micros % GRANULE_MICROS or micros < 0 or (micros == 0 and not allow_zero):
+        raise ValueError(f"{micros} is not a positive multiple of {GRANULE_MICROS} micros")
+
+
+def _move_tenant_balances(tenant_id: str, deltas: Mapping[str, int]) -> bool:
+    """One conditional UPDATE of the tenant's account rows; False (nothing to keep) if one would go negative."""
+    ids = {Account.tenant_account_id(tenant_id, kind): delta for kind, delta in deltas.items() if delta}
+    if not ids:
+        return True
+    whens = [When(pk=account_id, then=Value(delta)) for account_id, delta in ids.items()]
+    guard = Q()
+    for account_id, delta in ids.items():
+        guard |= Q(pk=account_id, balance_micros__gte=-delta)
+    changed = Account.objects.filter(guard).update(balance_micros=F("balance_micros") + Case(*whens))
+    return changed == len(ids)
+
+
+def _move_platform_balance(kind: str, delta: int) -> None:
+    if delta:
+        Account.objects.filter(pk=Account.platform_account_id(kind)).update(balance_micros=F("balance_micros") + delta)
+
+
+def _post(
+    *,
+    kind: str,
+    tenant_id: str,
+    legs: Mapping[str, int],
+    run_id: uuid.UUID | None = None,
+    actor: str = "",
+    reason: str = "",
+    trace_id: str = "",
+) -> LedgerTransaction:
+    """Write the transaction and its entries; the caller has already moved the balances."""
+    if sum(legs.values()) != 0:
+        raise LedgerInvariantError(f"unbalanced {kind}: {dict(legs)}")
+    txn = LedgerTransaction.objects.create(
+        kind=kind, tenant_id=tenant_id, run_id=run_id, actor=actor, reason=reason, trace_id=trace_id
+    )
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(transaction=txn, account_id=account_id, amount_micros=amount)
+        for account_id, amount in legs.items()
+        if amount
+    )
+    return txn
+
+
+def _available_micros(tenant_id: str) -> int:
+    return (
+        Account.objects.filter(pk=Account.tenant_account_id(tenant_id, AccountKind.AVAILABLE))
+        .values_list("balance_micros", flat=True)
+        .get()
+    )
+
+
+def ledger_reserve(*, tenant_id: str, run_id: uuid.UUID, amount_micros: int, trace_id: str) -> LedgerTransaction:
+    """available → held, or 402 INSUFFICIENT_FUNDS. Locks the tenant's accounts until the caller commits."""
+    _require_transaction()
+    _check_amount(amount_micros)
+    if not _move_tenant_balances(tenant_id, {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}):
+        available = _available_micros(tenant_id)
+        raise ApplicationError(
+            "INSUFFICIENT_FUNDS",
+            f"This run needs {format_usd(amount_micros)} USD held; {format_usd(available)} USD is available.",
+            extra={"available_usd": format_usd(available), "required_usd": format_usd(amount_micros)},
+        )
+    return _post(
+        kind=Kind.RESERVE,
+        tenant_id=tenant_id,
+        run_id=run_id,
+        trace_id=trace_id,
+        legs={
+            Account.tenant_account_id(tenant_id, AccountKind.AVAILABLE): -amount_micros,
+            Account.tenant_account_id(tenant_id, AccountKind.HELD): amount_micros,
+        },
+    )
+
+
+def ledger_settle(
+    *,
+    tenant_id: str,
+    run_id: uuid.UUID,
+    reserved_micros: int,
+    charge_micros: int,
+    trace_id: str,
+    reason: str = "",
+) -> LedgerTransaction:
+    """held → revenue (the charge) and held → available (the rest). At most once per run (unique constraint)."""
+    _require_transaction()
+    _check_amount(reserved_micros)
+    _check_amount(charge_micros, allow_zero=True)
+    if charge_micros > reserved_micros:
+        raise LedgerInvariantError(f"charge {charge_micros} exceeds reservation {reserved_micros}")
+    released = reserved_micros - charge_micros
+    if not _move_tenant_balances(tenant_id, {AccountKind.AVAILABLE: released, AccountKind.HELD: -reserved_micros}):
+        raise LedgerInvariantError(f"held balance of {tenant_id} is below the reservation of run {run_id}")
+    txn = _post(
+        kind=Kind.SETTLE,
+        tenant_id=tenant_id,
+        run_id=run_id,
+        trace_id=trace_id,
+        reason=reason,
+        legs={
+            Account.tenant_account_id(tenant_id, AccountKind.HELD): -reserved_micros,
+            Account.tenant_account_id(tenant_id, AccountKind.AVAILABLE): released,
+            Account.platform_account_id(AccountKind.REVENUE): charge_micros,
+        },
+    )
+    _move_platform_balance(AccountKind.REVENUE, charge_micros)
+    return txn
+
+
+def _require_actor_and_reason(actor: str, reason: str) -> None:
+    if not actor.strip() or not reason.strip():
+        raise ApplicationError("VALIDATION_ERROR", "A manual money movement needs an actor and a reason.")
+
+
+@transaction.atomic(durable=True)
+def ledger_topup(
+    *, tenant: Tenant, amount_micros: int, actor: str, reason: str, trace_id: str = ""
+) -> LedgerTransaction:
+    """funding → available: credit bought or granted."""
+    _require_actor_and_reason(actor, reason)
+    _check_amount(amount_micros)
+    if not _move_tenant_balances(tenant.pk, {AccountKind.AVAILABLE: amount_micros}):
+        raise LedgerInvariantError(f"tenant {tenant.pk} has no accounts")
+    txn = _post(
+        kind=Kind.TOPUP,
+        tenant_id=tenant.pk,
+        actor=actor,
+        reason=reason,
+        trace_id=trace_id,
+        legs={
+            Account.platform_account_id(AccountKind.FUNDING): -amount_micros,
+            Account.tenant_account_id(tenant.pk, AccountKind.AVAILABLE): amount_micros,
+        },
+    )
+    _move_platform_balance(AccountKind.FUNDING, -amount_micros)
+    return txn
+
+
+@transaction.atomic(durable=True)
+def ledger_adjust(
+    *, tenant: Tenant, amount_micros: int, counterparty: str, actor: str, reason: str, trace_id: str = ""
+) -> LedgerTransaction:
+    """A manual correction between the tenant's available balance and revenue or funding.
+
+    `amount_micros` > 0 credits the tenant (e.g. a refund from revenue); < 0 debits it (never below zero).
+    """
+    _require_actor_and_reason(actor, reason)
+    if counterparty not in (AccountKind.REVENUE, AccountKind.FUNDING):
+        raise ValueError("an adjustment's counterparty is REVENUE or FUNDING")
+    _check_amount(abs(amount_micros))
+    if not _move_tenant_balances(tenant.pk, {AccountKind.AVAILABLE: amount_micros}):
+        raise ApplicationError(
+            "INSUFFICIENT_FUNDS",
+            f"The adjustment would take {tenant.pk}'s available balance below zero.",
+            extra={
+                "available_usd": format_usd(_available_micros(tenant.pk)),
+                "required_usd": format_usd(-amount_micros),
+            },
+        )
+    txn = _post(
+        kind=Kind.ADJUSTMENT,
+        tenant_id=tenant.pk,
+        actor=actor,
+        reason=reason,
+        trace_id=trace_id,
+        legs={
+            Account.platform_account_id(counterparty): -amount_micros,
+            Account.tenant_account_id(tenant.pk, AccountKind.AVAILABLE): amount_micros,
+        },
+    )
+    _move_platform_balance(counterparty, -amount_micros)
+    return txn
+
+
+def _plan_assign(*, tenant: Tenant, plan_code: str, actor: str, reason: str) -> TenantPlan:
+    try:
+        plan = Plan.objects.get(code=plan_code)
+    except Plan.DoesNotExist:
+        raise ApplicationError("VALIDATION_ERROR", f"There is no plan {plan_code!r}.") from None
+    TenantPlan.objects.filter(tenant=tenant, ended_at__isnull=True).update(ended_at=timezone.now())
+    return TenantPlan.objects.create(tenant=tenant, plan=plan, actor=actor, reason=reason)
+
+
+@transaction.atomic(durable=True)
+def plan_assign(*, tenant: Tenant, plan_code: str, actor: str, reason: str) -> TenantPlan:
+    """Switch the tenant to another plan; the previous one is closed, kept in the history."""
+    _require_actor_and_reason(actor, reason)
+    return _plan_assign(tenant=tenant, plan_code=plan_code, actor=actor, reason=reason)
+
+
+@transaction.atomic(durable=True)
+def tenant_onboard(*, tenant_id: str, name: str = "", plan_code: str = "starter", actor: str) -> Tenant:
+    """A tenant with its two accounts (zero balances) and its plan, all or nothing."""
+    tenant = tenant_create(tenant_id=tenant_id, name=name)
+    Account.objects.bulk_create(
+        Account(id=Account.tenant_account_id(tenant.pk, kind), tenant=tenant, kind=kind)
+        for kind in Account.TENANT_KINDS
+    )
+    _plan_assign(tenant=tenant, plan_code=plan_code, actor=actor, reason="onboarding")
+    return tenant

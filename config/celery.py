@@ -1,0 +1,95 @@
+"""The Celery app: `celery -A config worker` and `celery -A config beat`.
+
+Delivery is at-least-once (acks late, re-queued when a worker dies): a duplicate delivery is harmless because
+leasing a run is a compare-and-set. Results are ignored: the database holds every outcome.
+The broker comes from CELERY_BROKER_URL: `sqs://` (production), `redis://`, or `filesystem://` (embedded mode).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("dpp")
+
+
+def broker_transport_options(settings: Any) -> dict[str, Any]:
+    """Transport options for the configured broker (SPEC §7; measured figures in docs/decisions.md)."""
+    url: str = settings.CELERY_BROKER_URL
+    # Longest run (90 s timebox) plus finalize and slack: SQS must not hand a running task to another worker
+    # while the first still holds the lease. If it does anyway, the lease CAS makes the copy a no-op.
+    visibility_timeout = 90 + settings.DPP_LEASE_S + 180
+    if url.startswith("sqs://"):
+        options: dict[str, Any] = {
+            "region": settings.DPP_SQS_REGION,
+            "is_secure": settings.DPP_SQS_IS_SECURE,
+            "visibility_timeout": visibility_timeout,
+            "polling_interval": settings.DPP_BROKER_POLLING_INTERVAL,
+            "wait_time_seconds": 1,
+        }
+        if settings.DPP_SQS_QUEUE_PREFIX:
+            options["queue_name_prefix"] = settings.DPP_SQS_QUEUE_PREFIX
+        return options
+    if url.startswith(("redis://", "rediss://")):
+        return {"visibility_timeout": visibility_timeout}
+    if url.startswith("filesystem://"):
+        folders = {name: settings.DPP_BROKER_DIR / name for name in ("queue", "control", "tmp")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        # kombu moves a message to the temp dir before reading it: it must be on the same filesystem for
+        # the move to be an atomic rename (two workers must never both take one message).
+        tempfile.tempdir = str(folders["tmp"])
+        return {
+            "data_folder_in": str(folders["queue"]),
+            "data_folder_out": str(folders["queue"]),
+            "control_folder": str(folders["control"]),
+            "polling_interval": settings.DPP_BROKER_POLLING_INTERVAL,
+        }
+    return {}
+
+
+def configure(settings: Any) -> None:
+    # The filesystem transport blocks between polls with prefetch 1 (~1.5 tasks/s): let it prefetch more.
+    # A crash then loses what it held, which the reaper re-drives (embedded mode only).
+    prefetch = 8 if settings.CELERY_BROKER_URL.startswith("filesystem://") else 1
+    app.conf.update(
+        broker_url=settings.CELERY_BROKER_URL,
+        broker_transport_options=broker_transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        task_default_queue=settings.DPP_TASK_QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=prefetch,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        timezone="UTC",
+        beat_schedule={
+            "reaper-reconcile": {
+                "task": "dpp.reaper.reconcile",
+                "schedule": timedelta(seconds=settings.DPP_REAPER_INTERVAL_S),
+                "options": {"expires": settings.DPP_REAPER_INTERVAL_S},
+            }
+        },
+        beat_schedule_filename=str(settings.VAR_DIR / "celerybeat-schedule"),
+    )
+
+
+def _setup() -> None:
+    from django.conf import settings
+
+    configure(settings)
+    app.autodiscover_tasks()
+
+
+_setup()

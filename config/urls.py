@@ -1,0 +1,26 @@
+"""URL map: the /v1 API, health, metrics, problem pages, OpenAPI and docs, the admin."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from dpp import problems
+from dpp import views as dpp_views
+
+urlpatterns = [
+    path("health", dpp_views.health, name="health"),
+    path("readyz", dpp_views.readyz, name="readyz"),
+    path("metrics", dpp_views.metrics, name="metrics"),
+    path("problems/<slug:slug>", problems.problem_page, name="problem-page"),
+    path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
+    path("redoc", SpectacularRedocView.as_view(url_name="openapi"), name="redoc"),
+    path("v1/", include("billing.urls")),
+    path("v1/", include("runs.urls")),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "dpp.problems.handler400"
+handler403 = "dpp.problems.handler403"
+handler404 = "dpp.problems.handler404"
+handler500 = "dpp.problems.handler500"

@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class DppConfig(AppConfig):
+    verbose_name = "Tenants and API keys"
+    name = "dpp"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from dpp import openapi  # noqa: F401 - registers the bearer scheme with drf-spectacular

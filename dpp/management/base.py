@@ -1,0 +1,33 @@
+"""A base for ops commands: `--json` prints one JSON object on stdout; errors exit non-zero."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+
+class DppCommand(BaseCommand):
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.as_json = bool(options["json"])
+        try:
+            self.run(**options)
+        except ValidationError as exc:
+            self.fail("; ".join(exc.messages))
+
+    def run(self, **options: Any) -> None:
+        raise NotImplementedError
+
+    def emit(self, payload: dict[str, Any], text: str) -> None:
+        """The answer: JSON for machines, or a human sentence."""
+        self.stdout.write(json.dumps(payload, default=str) if self.as_json else text)
+
+    def fail(self, message: str, code: int = 1) -> None:
+        if self.as_json:
+            self.stdout.write(json.dumps({"error": message}))
+        raise CommandError(message, returncode=code)

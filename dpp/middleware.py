@@ -1,0 +1,99 @@
+"""The outermost middleware: request and trace ids, body size limit, metrics, access log, problem safety net."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from dpp.errors import ApplicationError
+from dpp.observability import (
+    HTTP_LATENCY,
+    HTTP_REQUESTS,
+    request_id_var,
+    tenant_id_var,
+    trace_id_from_headers,
+    trace_id_var,
+)
+from dpp.problems import PROBLEM_CONTENT_TYPE, problem_from_status, problem_response
+
+access_log = logging.getLogger("dpp.access")
+
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+# Paths whose error responses are deliberately not problems: the admin's own HTML pages, and /readyz whose
+# 503 body is the SPEC's {"status": "not_ready", "services": …}.
+_EXEMPT_PATHS = ("/admin/", "/static/", "/readyz")
+
+
+def _route(request: HttpRequest) -> str:
+    match = getattr(request, "resolver_match", None)
+    return f"/{match.route}" if match is not None and match.route else "unmatched"
+
+
+class RequestContextMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+        trace_id = trace_id_from_headers(request.headers.get("X-Trace-Id"), request.headers.get("traceparent"))
+        tokens = (request_id_var.set(request_id), trace_id_var.set(trace_id), tenant_id_var.set(None))
+        try:
+            response = self._respond(request)
+            response["X-Request-ID"] = request_id
+            response["X-Trace-Id"] = trace_id
+            self._observe(request, response, time.perf_counter() - started)
+            return response
+        finally:
+            tenant_id_var.reset(tokens[2])
+            trace_id_var.reset(tokens[1])
+            request_id_var.reset(tokens[0])
+
+    def _respond(self, request: HttpRequest) -> HttpResponse:
+        if self._too_large(request):
+            return problem_response(ApplicationError("PAYLOAD_TOO_LARGE"), request)
+        response = self.get_response(request)
+        if (
+            response.status_code >= 400
+            and not response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE)
+            and not request.path.startswith(_EXEMPT_PATHS)
+        ):
+            converted = problem_from_status(response.status_code, request)
+            for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+                if header in response:
+                    converted[header] = response[header]
+            return converted
+        return response
+
+    @staticmethod
+    def _too_large(request: HttpRequest) -> bool:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return False
+        return length > settings.DPP_MAX_BODY_BYTES
+
+    @staticmethod
+    def _observe(request: HttpRequest, response: HttpResponse, elapsed: float) -> None:
+        route = _route(request)
+        HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(route, request.method).observe(elapsed)
+        if route not in ("/health", "/metrics"):
+            access_log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "status": response.status_code,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "route": route,
+                },
+            )

@@ -1,0 +1,62 @@
+"""Tenants and their API keys (SPEC §4 "Auth").
+
+Invariants:
+- a tenant id is a slug of 3-64 chars of [a-z0-9_-] (CHECK constraint);
+- an API key is never stored: only its HMAC-SHA256 under DPP_API_KEY_PEPPER (unique) and its first 16
+  characters in clear, to recognise it in the admin and to revoke it;
+- a revoked key stays revoked (revocation is a timestamp; nothing clears it).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+
+class Tenant(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "ACTIVE"
+        SUSPENDED = "SUSPENDED"
+
+    id = models.CharField(primary_key=True, max_length=64)
+    name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("id",)
+        constraints = [
+            models.CheckConstraint(condition=Q(id__regex=r"^[a-z0-9_-]{3,64}$"), name="dpp_tenant_id_slug"),
+            models.CheckConstraint(condition=Q(status__in=["ACTIVE", "SUSPENDED"]), name="dpp_tenant_status"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    # DRF puts the tenant in request.user; permission and throttle code asks this of a user.
+    is_authenticated = True
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class ApiKey(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="api_keys")
+    prefix = models.CharField(max_length=16, db_index=True, help_text="First 16 characters, kept in clear.")
+    key_hash = models.CharField(max_length=64, unique=True, help_text="HMAC-SHA256 of the key (hex).")
+    label = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.tenant_id})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None

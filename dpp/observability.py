@@ -1,0 +1,121 @@
+"""Trace context, structured JSON logs and Prometheus metrics shared by the API, workers and the reaper.
+
+The trace id, tenant id and run id of the work at hand live in context variables; every log record carries
+them, so one run can be followed across API, worker and reaper by its trace id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import traceback
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+from prometheus_client import Counter, Histogram
+
+trace_id_var: ContextVar[str | None] = ContextVar("dpp_trace_id", default=None)
+request_id_var: ContextVar[str | None] = ContextVar("dpp_request_id", default=None)
+tenant_id_var: ContextVar[str | None] = ContextVar("dpp_tenant_id", default=None)
+run_id_var: ContextVar[str | None] = ContextVar("dpp_run_id", default=None)
+
+_TRACE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_TRACEPARENT_RE = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def new_trace_id() -> str:
+    return uuid.uuid4().hex
+
+
+def valid_trace_id(value: str | None) -> bool:
+    return value is not None and _TRACE_ID_RE.fullmatch(value) is not None
+
+
+def trace_id_from_headers(trace_header: str | None, traceparent: str | None) -> str:
+    """X-Trace-Id if well formed, else the trace id of a W3C traceparent, else a new one."""
+    if valid_trace_id(trace_header):
+        return trace_header  # type: ignore[return-value]
+    if traceparent:
+        match = _TRACEPARENT_RE.fullmatch(traceparent.strip().lower())
+        if match and match.group(1) != "0" * 32:
+            return match.group(1)
+    return new_trace_id()
+
+
+def current_trace_id() -> str:
+    """The trace id of the work at hand; a fresh one outside any request or task."""
+    trace_id = trace_id_var.get()
+    if trace_id is None:
+        trace_id = new_trace_id()
+        trace_id_var.set(trace_id)
+    return trace_id
+
+
+@contextmanager
+def log_context(
+    *, trace_id: str | None = None, tenant_id: str | None = None, run_id: str | None = None
+) -> Iterator[None]:
+    """Bind ids for the log records written inside the block (a task, a reaper action)."""
+    tokens = [
+        (var, var.set(value))
+        for var, value in ((trace_id_var, trace_id), (tenant_id_var, tenant_id), (run_id_var, run_id))
+        if value is not None
+    ]
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, var in (
+            ("trace_id", trace_id_var),
+            ("request_id", request_id_var),
+            ("tenant_id", tenant_id_var),
+            ("run_id", run_id_var),
+        ):
+            if not hasattr(record, name):
+                setattr(record, name, var.get())
+        return True
+
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; `extra=` fields are kept, the ids of the context added."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        payload.update(
+            {key: value for key, value in record.__dict__.items() if key not in _STANDARD and value is not None}
+        )
+        if record.exc_info:
+            payload["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
+            payload["stack"] = "".join(traceback.format_exception(*record.exc_info))
+        return json.dumps(payload, default=str, ensure_ascii=False)
+
+
+HTTP_REQUESTS = Counter(
+    "dpp_http_requests_total", "HTTP requests by route, method and status.", ("route", "method", "status")
+)
+HTTP_LATENCY = Histogram(
+    "dpp_http_request_duration_seconds",
+    "HTTP request latency by route.",
+    ("route", "method"),
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12),
+)
+RATE_LIMIT_FAIL_OPEN = Counter(
+    "dpp_rate_limit_fail_open_total", "Requests let through because Redis was unreachable for rate limiting."
+)

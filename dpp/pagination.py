@@ -1,0 +1,48 @@
+"""Opaque keyset cursors for list endpoints: stable while new rows arrive, no COUNT(*)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from dpp.errors import ApplicationError
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+def encode_cursor(position: dict[str, Any]) -> str:
+    raw = json.dumps(position, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+    """The position a cursor names; 422 VALIDATION_ERROR for anything we did not issue."""
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        position = json.loads(raw)
+    except (binascii.Error, ValueError):
+        position = None
+    if not isinstance(position, dict):
+        raise ApplicationError(
+            "VALIDATION_ERROR",
+            "The cursor is not valid.",
+            errors=[{"field": "cursor", "message": "invalid cursor"}],
+        )
+    return position
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ApplicationError(
+            "VALIDATION_ERROR",
+            f"limit must be an integer from 1 to {MAX_LIMIT}.",
+            errors=[{"field": "limit", "message": f"1-{MAX_LIMIT}"}],
+        )
+    return int(raw)

@@ -1,0 +1,154 @@
+"""RFC 9457 problem responses for every error path: DRF exceptions, Django's 404/500 handlers, and a safety
+net (in the middleware) for any other error response. No stack trace, SQL or secret reaches a body: the
+detail is either ours or a fixed sentence; the exception itself goes to the log only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.utils.html import escape
+from rest_framework import exceptions as drf
+
+from dpp.errors import PROBLEMS, REASON_BY_STATUS, ApplicationError, ProblemType
+from dpp.observability import current_trace_id
+
+logger = logging.getLogger("dpp.errors")
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+UNAVAILABLE_RETRY_AFTER_S = 5
+
+
+def problem_response(error: ApplicationError, request: HttpRequest | None) -> HttpResponse:
+    body: dict[str, Any] = {
+        "type": f"/problems/{ProblemType.slug(error.reason_code)}",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "instance": request.path if request is not None else None,
+        "reason_code": error.reason_code,
+        "trace_id": current_trace_id(),
+    }
+    if error.errors is not None:
+        body["errors"] = error.errors
+    body.update(error.extra)
+    response = HttpResponse(
+        json.dumps(body, ensure_ascii=False), status=error.status, content_type=PROBLEM_CONTENT_TYPE
+    )
+    for name, value in error.headers.items():
+        response[name] = value
+    if error.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="dpp"'
+    return response
+
+
+def _field_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
+    """Flatten DRF's nested validation detail into [{"field", "message"}]."""
+    if isinstance(detail, dict):
+        out: list[dict[str, str]] = []
+        for key, value in detail.items():
+            name = prefix if key == "non_field_errors" else (f"{prefix}.{key}" if prefix else str(key))
+            out.extend(_field_errors(value, name))
+        return out
+    if isinstance(detail, list):
+        if all(not isinstance(item, (dict, list)) for item in detail):
+            return [{"field": prefix, "message": str(item)} for item in detail]
+        out = []
+        for index, item in enumerate(detail):
+            out.extend(_field_errors(item, f"{prefix}[{index}]"))
+        return out
+    return [{"field": prefix, "message": str(detail)}]
+
+
+def _database_unavailable(exc: Exception) -> ApplicationError:
+    # The database is unreachable or restarting: the client may retry; the log has the cause.
+    logger.error("database unavailable: %s", type(exc).__name__, exc_info=exc)
+    return ApplicationError("UNAVAILABLE", headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+
+
+# Known exceptions → the problem a client can act on; first match wins (subclasses before their bases).
+_MAPPING: list[tuple[tuple[type[Exception], ...], Callable[[Any], ApplicationError]]] = [
+    ((drf.NotAuthenticated, drf.AuthenticationFailed), lambda exc: ApplicationError("UNAUTHENTICATED")),
+    ((Http404, drf.NotFound), lambda exc: ApplicationError("NOT_FOUND")),
+    ((drf.MethodNotAllowed,), lambda exc: ApplicationError("METHOD_NOT_ALLOWED", str(exc.detail))),
+    ((drf.UnsupportedMediaType,), lambda exc: ApplicationError("UNSUPPORTED_MEDIA_TYPE")),
+    ((drf.ParseError,), lambda exc: ApplicationError("MALFORMED_JSON")),
+    ((drf.ValidationError,), lambda exc: ApplicationError("VALIDATION_ERROR", errors=_field_errors(exc.detail))),
+    (
+        (drf.Throttled,),
+        lambda exc: ApplicationError("RATE_LIMITED", headers={"Retry-After": str(int(exc.wait or 1))}),
+    ),
+    ((drf.PermissionDenied,), lambda exc: ApplicationError("FORBIDDEN")),
+    ((OperationalError, InterfaceError), _database_unavailable),
+    ((drf.APIException,), lambda exc: ApplicationError(REASON_BY_STATUS.get(exc.status_code, "BAD_REQUEST"))),
+]
+
+
+def as_application_error(exc: Exception) -> ApplicationError | None:
+    """Map a known exception to an ApplicationError; None for a bug (it becomes a logged 500)."""
+    if isinstance(exc, ApplicationError):
+        return exc
+    for types, make in _MAPPING:
+        if isinstance(exc, types):
+            return make(exc)
+    return None
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
+    """DRF's EXCEPTION_HANDLER: every exception raised in an API view becomes a problem response."""
+    request = context.get("request")
+    django_request = getattr(request, "_request", request)
+    error = as_application_error(exc)
+    if error is None:
+        kind = "database error" if isinstance(exc, DatabaseError) else "unhandled exception"
+        logger.error("%s in %s", kind, getattr(django_request, "path", "?"), exc_info=exc)
+        error = ApplicationError("INTERNAL_ERROR")
+    return problem_response(error, django_request)
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return problem_response(ApplicationError("NOT_FOUND"), request)
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    return problem_response(ApplicationError("INTERNAL_ERROR"), request)
+
+
+def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return problem_response(ApplicationError("BAD_REQUEST"), request)
+
+
+def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return problem_response(ApplicationError("FORBIDDEN"), request)
+
+
+def problem_from_status(status: int, request: HttpRequest) -> HttpResponse:
+    """The safety net: a plain error response from Django (a 405 of a plain view, a CSRF 403…)."""
+    reason = REASON_BY_STATUS.get(status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST")
+    error = ApplicationError(reason)
+    error.status = status
+    return problem_response(error, request)
+
+
+def problem_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """The human page behind each problem `type` URI."""
+    for reason_code, problem in PROBLEMS.items():
+        if ProblemType.slug(reason_code) == slug:
+            html = (
+                "<!doctype html><html><head><meta charset='utf-8'>"
+                f"<title>{escape(problem.title)} — DPP</title></head><body>"
+                f"<h1>{escape(problem.title)}</h1>"
+                f"<p>HTTP status <b>{problem.status}</b>, reason code <code>{escape(reason_code)}</code>.</p>"
+                f"<p>{escape(problem.description)}</p>"
+                "<p>Every DPP error is an RFC 9457 problem (<code>application/problem+json</code>) with "
+                "<code>type</code>, <code>title</code>, <code>status</code>, <code>detail</code>, "
+                "<code>instance</code>, <code>reason_code</code> and <code>trace_id</code>. "
+                "Quote the trace id when you contact support.</p></body></html>"
+            )
+            return HttpResponse(html, content_type="text/html; charset=utf-8")
+    return handler404(request)

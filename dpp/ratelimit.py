@@ -1,0 +1,133 @@
+"""Rate limits in Redis: GCRA in one Lua script, atomic, one round trip, Redis's clock for every API process.
+
+Headers follow the IETF draft (draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy: "reads";q=300;w=60`
+and `RateLimit: "reads";r=299;t=1`. If Redis is not configured or unreachable, requests are let through
+(money never lives in Redis), with a warning in the log and a metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from dpp.errors import ApplicationError
+from dpp.observability import RATE_LIMIT_FAIL_OPEN
+from dpp.redis import get_redis
+
+logger = logging.getLogger("dpp.ratelimit")
+
+WINDOW_S = 60
+
+# KEYS[1] = bucket key; ARGV[1] = emission interval (µs), ARGV[2] = limit (burst).
+# Returns {allowed, remaining, retry_after_us, reset_us}.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - burst * interval
+if now < allow_at then
+  return {0, 0, allow_at - now, tat - now}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000))
+local remaining = math.floor((now - allow_at) / interval)
+return {1, remaining, 0, new_tat - now}
+"""
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    policy: str
+    limit: int
+    remaining: int
+    reset_s: int
+    retry_after_s: int
+    allowed: bool
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Policy": f'"{self.policy}";q={self.limit};w={WINDOW_S}',
+            "RateLimit": f'"{self.policy}";r={self.remaining};t={self.reset_s}',
+        }
+
+
+_script: Any = None
+_last_warning = 0.0
+
+
+def _warn_fail_open(reason: str) -> None:
+    global _last_warning  # noqa: PLW0603 - one warning per 10 s per process, not one per request
+    RATE_LIMIT_FAIL_OPEN.inc()
+    now = time.monotonic()
+    if now - _last_warning > 10:
+        _last_warning = now
+        logger.warning("rate limiting fails open: %s", reason)
+
+
+def check(*, policy: str, identity: str, limit_per_min: int) -> RateDecision:
+    """Count one request of `identity` against `limit_per_min`; never raises."""
+    global _script  # noqa: PLW0603 - the registered script is cached per process
+    client = get_redis()
+    if client is None:
+        return RateDecision(policy, limit_per_min, limit_per_min, WINDOW_S, 0, allowed=True)
+    interval_us = WINDOW_S * 1_000_000 // max(limit_per_min, 1)
+    try:
+        if _script is None:
+            _script = client.register_script(_GCRA)
+        allowed, remaining, retry_us, reset_us = _script(
+            keys=[f"dpp:rl:{policy}:{identity}"], args=[interval_us, limit_per_min], client=client
+        )
+    except redis.RedisError as exc:
+        _warn_fail_open(type(exc).__name__)
+        return RateDecision(policy, limit_per_min, limit_per_min, WINDOW_S, 0, allowed=True)
+    return RateDecision(
+        policy=policy,
+        limit=limit_per_min,
+        remaining=int(remaining),
+        reset_s=-(-int(reset_us) // 1_000_000),
+        retry_after_s=max(1, -(-int(retry_us) // 1_000_000)) if not allowed else 0,
+        allowed=bool(allowed),
+    )
+
+
+class RateLimitedViewMixin:
+    """For DRF views: counts each authenticated request and adds the RateLimit headers to the response.
+
+    A subclass says which policy applies (`rate_limit_policy`) and how many requests per minute the
+    tenant may make (`rate_limit_for`); dpp itself knows nothing of plans.
+    """
+
+    rate_limit_policy = "reads"
+
+    def rate_limit_for(self, request: Request) -> int:
+        raise NotImplementedError
+
+    def check_throttles(self, request: Request) -> None:
+        tenant = request.user
+        decision = check(
+            policy=self.rate_limit_policy, identity=str(tenant.pk), limit_per_min=self.rate_limit_for(request)
+        )
+        request._dpp_rate_decision = decision  # type: ignore[attr-defined]
+        if not decision.allowed:
+            raise ApplicationError(
+                "RATE_LIMITED",
+                f"More than {decision.limit} {decision.policy} per minute; retry in {decision.retry_after_s} s.",
+                headers={**decision.headers(), "Retry-After": str(decision.retry_after_s)},
+            )
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        decision: RateDecision | None = getattr(request, "_dpp_rate_decision", None)
+        if decision is not None:
+            for name, value in decision.headers().items():
+                response.setdefault(name, value)
+        return response

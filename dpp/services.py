@@ -1,0 +1,58 @@
+"""Writes of the dpp app: tenants and API keys. Money (accounts, plans) is opened by billing's services."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from dpp import keys
+from dpp.models import ApiKey, Tenant
+
+TENANT_ID_RE = re.compile(r"[a-z0-9_-]{3,64}")
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: ApiKey
+    secret: str  # the full key: shown once, never stored
+
+
+def tenant_create(*, tenant_id: str, name: str = "") -> Tenant:
+    """A new ACTIVE tenant; the id is a slug of 3-64 chars of [a-z0-9_-]."""
+    if not TENANT_ID_RE.fullmatch(tenant_id):
+        raise ValidationError(f"tenant id {tenant_id!r} must be 3-64 characters of [a-z0-9_-]")
+    if Tenant.objects.filter(pk=tenant_id).exists():
+        raise ValidationError(f"tenant {tenant_id!r} already exists")
+    return Tenant.objects.create(id=tenant_id, name=name or tenant_id)
+
+
+def api_key_issue(*, tenant: Tenant, label: str = "", environment: str = "live") -> IssuedKey:
+    """A new key for the tenant; only its HMAC and its 16-character prefix are stored."""
+    secret = keys.generate(environment)
+    api_key = ApiKey.objects.create(
+        tenant=tenant,
+        prefix=keys.prefix(secret),
+        key_hash=keys.hash_key(secret, settings.DPP_API_KEY_PEPPER),
+        label=label,
+    )
+    return IssuedKey(api_key=api_key, secret=secret)
+
+
+def api_key_revoke(*, key_prefix: str) -> ApiKey:
+    """Revoke the one unrevoked key with this 16-character prefix; an ambiguous prefix is refused."""
+    if len(key_prefix) != keys.PREFIX_LENGTH:
+        raise ValidationError(f"a key prefix has exactly {keys.PREFIX_LENGTH} characters")
+    matches = list(ApiKey.objects.filter(prefix=key_prefix, revoked_at__isnull=True)[:2])
+    if not matches:
+        raise ValidationError(f"no active key with prefix {key_prefix!r}")
+    if len(matches) > 1:
+        raise ValidationError(f"prefix {key_prefix!r} matches several active keys; revoke from the admin")
+    updated = ApiKey.objects.filter(pk=matches[0].pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    if updated != 1:
+        raise ValidationError(f"key {key_prefix!r} was revoked concurrently")
+    matches[0].refresh_from_db()
+    return matches[0]

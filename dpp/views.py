@@ -1,0 +1,98 @@
+"""Liveness, readiness and metrics (SPEC §4): for load balancers, orchestrators and Prometheus."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from celery import current_app
+from django.core.files.storage import FileSystemStorage, storages
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from dpp.redis import get_redis
+
+logger = logging.getLogger("dpp.readyz")
+
+UP, DOWN, DISABLED = "up", "down", "disabled"
+
+
+@require_GET
+def health(request: HttpRequest) -> HttpResponse:
+    """Liveness: the process answers; touches nothing."""
+    return JsonResponse({"status": "ok"})
+
+
+def _check_database() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return UP
+
+
+def _check_redis() -> str:
+    client = get_redis()
+    if client is None:
+        return DISABLED
+    client.ping()
+    return UP
+
+
+def _check_broker() -> str:
+    with current_app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        conn.default_channel  # noqa: B018 - opening a channel is what proves SQS/Redis answer
+    return UP
+
+
+def _check_storage() -> str:
+    storage = storages["results"]
+    if isinstance(storage, FileSystemStorage):
+        location = Path(storage.location)
+        location.mkdir(parents=True, exist_ok=True)
+        return UP if os.access(location, os.W_OK) else DOWN
+    storage.exists("readyz-probe")  # a HEAD on the bucket: fails when S3 is unreachable or denies us
+    return UP
+
+
+CHECKS: dict[str, Callable[[], str]] = {
+    "database": _check_database,
+    "redis": _check_redis,
+    "broker": _check_broker,
+    "storage": _check_storage,
+}
+
+
+@require_GET
+def readyz(request: HttpRequest) -> HttpResponse:
+    """Readiness: each dependency up/down; 503 when one the configuration needs is down."""
+    services: dict[str, str] = {}
+    for name, check in CHECKS.items():
+        try:
+            services[name] = check()
+        except Exception as exc:
+            logger.warning("readiness: %s is down: %s", name, type(exc).__name__)
+            services[name] = DOWN
+    ready = DOWN not in services.values()
+    body: dict[str, object] = {"status": "ready" if ready else "not_ready", "services": services}
+    if services["redis"] == DISABLED:
+        body["warnings"] = ["rate limiting is off: REDIS_URL is not set"]
+    response = JsonResponse(body, status=200 if ready else 503)
+    if not ready:
+        response["Retry-After"] = "5"
+    return response
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format; aggregates all processes when PROMETHEUS_MULTIPROC_DIR is set (gunicorn)."""
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,161 @@
+"""A run: one paid execution of a pack (SPEC §3).
+
+States: `status` QUEUED → PROCESSING → COMPLETED | FAILED | CANCELED, and QUEUED → CANCELED | EXPIRED;
+`money_state` RESERVED → SETTLED (charge > 0) | REFUNDED (charge = 0); `finalize_stage` NULL → CLAIMED → COMMITTED.
+
+Invariants, and where each is kept:
+- a run is created RESERVED, in the database transaction that posts its RESERVE (runs.services.run_accept);
+- a run is terminal ⇔ finalize_stage is COMMITTED ⇔ money_state is SETTLED/REFUNDED ⇔ it has a SETTLE — the first
+  three by CHECK constraints here, the SETTLE by posting it in the same transaction (audit_ledger checks it);
+- charged ≤ reserved, both multiples of 100 micros; REFUNDED ⇔ charged = 0 — CHECK constraints;
+- an (tenant, Idempotency-Key) pair names at most one run — a unique constraint: the runs table is the
+  idempotency store, and keys live as long as their run;
+- every state change is a compare-and-set on `version` (and the worker's `lease_token` / `finalize_token`):
+  the loser of a race changes nothing and has no side effect (runs.services).
+The runs table is also the outbox: a QUEUED run whose task was lost is re-published by the reaper.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Mod
+from django.db.models.lookups import Exact
+
+from dpp.models import Tenant
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    EXPIRED = "EXPIRED"
+
+
+class MoneyState(models.TextChoices):
+    RESERVED = "RESERVED"
+    SETTLED = "SETTLED"
+    REFUNDED = "REFUNDED"
+
+
+class FinalizeStage(models.TextChoices):
+    CLAIMED = "CLAIMED"
+    COMMITTED = "COMMITTED"
+
+
+OPEN_STATUSES = (RunStatus.QUEUED, RunStatus.PROCESSING)
+TERMINAL_STATUSES = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.EXPIRED)
+
+
+class Run(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="runs")
+    pack_type = models.CharField(max_length=32)
+    profile_version = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    money_state = models.CharField(max_length=16, choices=MoneyState.choices, default=MoneyState.RESERVED)
+    # NULL is a state of its own (not yet claimed), distinct from any stage: hence a nullable CharField.
+    finalize_stage = models.CharField(  # noqa: DJ001
+        max_length=16, choices=FinalizeStage.choices, null=True, blank=True
+    )
+    version = models.PositiveIntegerField(default=0)
+
+    idempotency_key = models.CharField(max_length=64)
+    request_hash = models.CharField(max_length=64, help_text="SHA-256 of the canonical request payload.")
+    inputs = models.JSONField()
+    timebox_sec = models.PositiveSmallIntegerField()
+    trace_id = models.CharField(max_length=64)
+
+    reserved_micros = models.BigIntegerField()
+    minimum_fee_micros = models.BigIntegerField()
+    charged_micros = models.BigIntegerField(null=True, blank=True)
+
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    finalize_token = models.UUIDField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True, help_text="Last time its task was published.")
+
+    reason_code = models.CharField(max_length=32, blank=True)
+    error_detail = models.TextField(blank=True)
+    result_key = models.CharField(max_length=300, blank=True)
+    result_sha256 = models.CharField(max_length=64, blank=True)
+    result_bytes = models.PositiveIntegerField(null=True, blank=True)
+
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        indexes = [
+            # GET /v1/runs: newest first per tenant, keyset pagination on (created_at, id).
+            models.Index(fields=["tenant", "-created_at", "-id"], name="runs_tenant_created"),
+            models.Index(fields=["tenant", "status", "-created_at"], name="runs_tenant_status_created"),
+            models.Index(fields=["tenant", "pack_type", "-created_at"], name="runs_tenant_pack_created"),
+            models.Index(fields=["-created_at", "-id"], name="runs_created"),
+            models.Index(fields=["trace_id"], name="runs_trace"),
+            # The reaper's work lists: small partial indexes, so a pass costs what it acts on, not history.
+            models.Index(fields=["created_at"], condition=Q(status="QUEUED"), name="runs_queued"),
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status="PROCESSING", finalize_stage__isnull=True),
+                name="runs_leased",
+            ),
+            models.Index(fields=["claimed_at"], condition=Q(finalize_stage="CLAIMED"), name="runs_claimed"),
+            models.Index(
+                fields=["tenant"],
+                condition=Q(status__in=["QUEUED", "PROCESSING"]),
+                name="runs_open_by_tenant",
+            ),
+            models.Index(fields=["completed_at"], name="runs_completed"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "idempotency_key"], name="runs_one_run_per_idempotency_key"),
+            models.CheckConstraint(condition=Q(reserved_micros__gt=0), name="runs_reserved_positive"),
+            models.CheckConstraint(
+                condition=Q(minimum_fee_micros__gte=0, minimum_fee_micros__lte=F("reserved_micros")),
+                name="runs_min_fee_within_reservation",
+            ),
+            models.CheckConstraint(
+                condition=Q(charged_micros__isnull=True)
+                | Q(charged_micros__gte=0, charged_micros__lte=F("reserved_micros")),
+                name="runs_charge_within_reservation",
+            ),
+            models.CheckConstraint(
+                condition=Exact(Mod("reserved_micros", 100), 0) & Exact(Mod("minimum_fee_micros", 100), 0),
+                name="runs_amounts_granule",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(
+                        status__in=["QUEUED", "PROCESSING"],
+                        money_state="RESERVED",
+                        charged_micros__isnull=True,
+                    )
+                    & (Q(finalize_stage__isnull=True) | Q(finalize_stage="CLAIMED"))
+                )
+                | (
+                    Q(status__in=["COMPLETED", "FAILED", "CANCELED", "EXPIRED"], finalize_stage="COMMITTED")
+                    & (Q(money_state="SETTLED", charged_micros__gt=0) | Q(money_state="REFUNDED", charged_micros=0))
+                ),
+                name="runs_states_agree",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="QUEUED") | (Q(finalize_stage__isnull=True) & Q(lease_token__isnull=True)),
+                name="runs_queued_not_leased",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pk} {self.pack_type} {self.status}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES

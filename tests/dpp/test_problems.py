@@ -1,0 +1,125 @@
+"""Every error path answers RFC 9457 application/problem+json with all the members of SPEC §4.1."""
+
+import json
+
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from tests.conftest import Persona
+
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.dpp.urls")]
+
+MEMBERS = {"type", "title", "status", "detail", "instance", "reason_code", "trace_id"}
+
+
+def assert_problem(response, status: int, reason: str) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    body = json.loads(response.content)
+    assert body.keys() >= MEMBERS
+    assert body["status"] == status
+    assert body["reason_code"] == reason
+    assert body["type"] == "/problems/" + reason.lower().replace("_", "-")
+    assert body["trace_id"] == response["X-Trace-Id"]
+    assert body["instance"].startswith("/")
+    return body
+
+
+def test_unknown_path_is_a_problem() -> None:
+    body = assert_problem(Client().get("/no/such/path"), 404, "NOT_FOUND")
+    assert body["instance"] == "/no/such/path"
+
+
+def test_unknown_v1_path_is_a_problem(owner: Persona) -> None:
+    assert_problem(owner.client.get("/v1/nothing-here"), 404, "NOT_FOUND")
+
+
+def test_method_not_allowed_on_api_view(owner: Persona) -> None:
+    response = owner.client.delete("/v1/account")
+    assert_problem(response, 405, "METHOD_NOT_ALLOWED")
+    assert "GET" in response["Allow"]
+
+
+def test_method_not_allowed_on_plain_view() -> None:
+    response = Client().post("/health")
+    assert_problem(response, 405, "METHOD_NOT_ALLOWED")
+    assert response["Allow"] == "GET"
+
+
+def test_unsupported_media_type(owner: Persona) -> None:
+    response = owner.client.post("/test/echo", data="a=b", content_type="application/x-www-form-urlencoded")
+    assert_problem(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+
+
+def test_malformed_json(owner: Persona) -> None:
+    response = owner.client.post("/test/echo", data='{"a": ', content_type="application/json")
+    assert_problem(response, 400, "MALFORMED_JSON")
+
+
+def test_well_formed_json_passes(owner: Persona) -> None:
+    response = owner.client.post("/test/echo", data={"a": 1}, format="json")
+    assert response.status_code == 200
+    assert response.json() == {"echo": {"a": 1}}
+
+
+def test_body_over_256_kib(owner: Persona) -> None:
+    body = json.dumps({"pad": "x" * (256 * 1024)})
+    response = owner.client.post("/test/echo", data=body, content_type="application/json")
+    assert_problem(response, 413, "PAYLOAD_TOO_LARGE")
+
+
+def test_body_of_exactly_256_kib_is_accepted(owner: Persona) -> None:
+    pad = 256 * 1024 - len('{"pad":""}')
+    body = json.dumps({"pad": "x" * pad}, separators=(",", ":"))
+    assert len(body) == 256 * 1024
+    assert owner.client.post("/test/echo", data=body, content_type="application/json").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/test/boom", "/test/boom-plain"])
+def test_a_view_that_raises_gives_a_500_problem_without_internals(path: str) -> None:
+    client = Client(raise_request_exception=False)
+    response = client.get(path)
+    assert_problem(response, 500, "INTERNAL_ERROR")
+    text = response.content.decode()
+    for leak in (
+        "Traceback",
+        "nonexistent_table_xyz",
+        "SELECT",
+        "secret-sauce",
+        "hunter2",
+        "RuntimeError",
+        'File "',
+    ):
+        assert leak not in text
+
+
+def test_problem_pages_are_served_for_each_type(owner: Persona) -> None:
+    body = assert_problem(owner.client.delete("/v1/account"), 405, "METHOD_NOT_ALLOWED")
+    page = Client().get(body["type"])
+    assert page.status_code == 200
+    assert page["Content-Type"].startswith("text/html")
+    assert b"METHOD_NOT_ALLOWED" in page.content
+
+
+def test_unknown_problem_page_is_a_404_problem() -> None:
+    assert_problem(Client().get("/problems/no-such-problem"), 404, "NOT_FOUND")
+
+
+def test_request_id_is_echoed_or_generated() -> None:
+    echoed = Client().get("/health", HTTP_X_REQUEST_ID="req-123")
+    assert echoed["X-Request-ID"] == "req-123"
+    generated = Client().get("/health")
+    assert len(generated["X-Request-ID"]) == 32
+
+
+def test_incoming_trace_id_and_traceparent_are_honoured() -> None:
+    assert Client().get("/health", HTTP_X_TRACE_ID="trace-abc").get("X-Trace-Id") == "trace-abc"
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert Client().get("/nope", HTTP_TRACEPARENT=parent).json()["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_unauthenticated_problem_has_www_authenticate(anon_client: APIClient) -> None:
+    response = anon_client.get("/v1/ledger")
+    assert_problem(response, 401, "UNAUTHENTICATED")
+    assert response["WWW-Authenticate"].startswith("Bearer")
