@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -58,9 +58,10 @@ class LedgerItemOut(serializers.Serializer[Any]):
     charged_usd = serializers.CharField(help_text="what went to revenue")
 
 
-class LedgerPageOut(serializers.Serializer[Any]):
-    data = LedgerItemOut(many=True)
-    next_cursor = serializers.CharField(allow_null=True)
+# A field named `data` would shadow Serializer.data: list pages are described with inline serializers.
+LedgerPageOut = inline_serializer(
+    "LedgerPage", {"data": LedgerItemOut(many=True), "next_cursor": serializers.CharField(allow_null=True)}
+)
 
 
 class AccountApi(TenantApiView):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -16,19 +16,23 @@ class FieldErrorSerializer(serializers.Serializer[Any]):
     message = serializers.CharField()
 
 
-class ProblemSerializer(serializers.Serializer[Any]):
-    """An RFC 9457 problem; `errors` on validation failures; 402 adds available_usd and required_usd."""
-
-    type = serializers.CharField(help_text="/problems/<slug>, a human page")
-    title = serializers.CharField()
-    status = serializers.IntegerField()
-    detail = serializers.CharField()
-    instance = serializers.CharField()
-    reason_code = serializers.CharField()
-    trace_id = serializers.CharField()
-    errors = FieldErrorSerializer(many=True, required=False)
-    available_usd = serializers.CharField(required=False)
-    required_usd = serializers.CharField(required=False)
+# An RFC 9457 problem; `errors` on validation failures; 402 adds available_usd and required_usd.
+# (Inline: a field named `errors` would shadow Serializer.errors.)
+ProblemSerializer = inline_serializer(
+    "Problem",
+    {
+        "type": serializers.CharField(help_text="/problems/<slug>, a human page"),
+        "title": serializers.CharField(),
+        "status": serializers.IntegerField(),
+        "detail": serializers.CharField(),
+        "instance": serializers.CharField(),
+        "reason_code": serializers.CharField(),
+        "trace_id": serializers.CharField(),
+        "errors": FieldErrorSerializer(many=True, required=False),
+        "available_usd": serializers.CharField(required=False),
+        "required_usd": serializers.CharField(required=False),
+    },
+)
 
 
 def problems(*statuses: int) -> dict[Any, Any]:
@@ -39,7 +43,7 @@ def problems(*statuses: int) -> dict[Any, Any]:
     }
 
 
-class ApiKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+class ApiKeyScheme(OpenApiAuthenticationExtension):
     target_class = "dpp.auth.ApiKeyAuthentication"
     name = "ApiKey"
 

@@ -85,17 +85,14 @@ class Services:
                 return None
             shutil.chown(self.tmp, user=account)
             prefix = ["runuser", "-u", account, "--"]
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        subprocess.run([*prefix, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"], check=True, **quiet)
+
+        def quiet(args: list[str], *, check: bool = True) -> None:
+            subprocess.run(args, check=check, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        quiet([*prefix, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"])
         options = f"-p {port} -k {self.tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(
-            [*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", str(self.tmp / "pg.log"), "-w", "start"],
-            check=True,
-            **quiet,
-        )
-        self.cleanups.append(
-            lambda: subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], check=False, **quiet)
-        )
+        quiet([*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", str(self.tmp / "pg.log"), "-w", "start"])
+        self.cleanups.append(lambda: quiet([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], check=False))
         url = f"postgres://postgres@127.0.0.1:{port}/postgres"
         return url if _wait(lambda: _pg_accepts(url), 30) else None
 
@@ -113,7 +110,12 @@ class Services:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.cleanups.append(lambda: (proc.send_signal(signal.SIGTERM), proc.wait(10)))
+
+        def stop_redis() -> None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+
+        self.cleanups.append(stop_redis)
         return f"redis://127.0.0.1:{port}/0" if _wait(lambda: _port_open(port), 10) else None
 
     def stop(self) -> None:
