@@ -34,9 +34,9 @@ class TenantApiView(RateLimitedViewMixin, APIView):
             request._dpp_plan = cached  # type: ignore[attr-defined]
         return cached
 
-    def rate_limit_for(self, request: Request) -> int:
+    def rate_limit_for(self, request: Request, policy: str) -> int:
         plan = self.plan(request)
-        return plan.submits_per_min if self.rate_limit_policy == "submits" else plan.reads_per_min
+        return plan.submits_per_min if policy == "submits" else plan.reads_per_min
 
 
 class AccountOut(serializers.Serializer[Any]):

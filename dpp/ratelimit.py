@@ -108,14 +108,16 @@ class RateLimitedViewMixin:
 
     rate_limit_policy = "reads"
 
-    def rate_limit_for(self, request: Request) -> int:
+    def rate_limit_policy_for(self, request: Request) -> str:
+        return self.rate_limit_policy
+
+    def rate_limit_for(self, request: Request, policy: str) -> int:
         raise NotImplementedError
 
     def check_throttles(self, request: Request) -> None:
         tenant = request.user
-        decision = check(
-            policy=self.rate_limit_policy, identity=str(tenant.pk), limit_per_min=self.rate_limit_for(request)
-        )
+        policy = self.rate_limit_policy_for(request)
+        decision = check(policy=policy, identity=str(tenant.pk), limit_per_min=self.rate_limit_for(request, policy))
         request._dpp_rate_decision = decision  # type: ignore[attr-defined]
         if not decision.allowed:
             raise ApplicationError(

@@ -1,5 +1,14 @@
 """/v1 routes of the runs app."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list[object] = []
+from runs import apis
+
+urlpatterns = [
+    path("runs", apis.RunsApi.as_view(), name="runs"),
+    path("runs/<str:run_id>", apis.RunDetailApi.as_view(), name="run-detail"),
+    path("runs/<str:run_id>/cancel", apis.RunCancelApi.as_view(), name="run-cancel"),
+    path("runs/<str:run_id>/result", apis.RunResultApi.as_view(), name="run-result"),
+    path("usage", apis.UsageApi.as_view(), name="usage"),
+    path("packs", apis.PacksApi.as_view(), name="packs"),
+]

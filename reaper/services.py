@@ -1,0 +1,201 @@
+"""One reconcile pass (SPEC §3.3): finish what crashed workers left, re-drive lost tasks, expire stale queued
+runs, and raise audit flags for what no rule explains.
+
+Every action is a compare-and-set in runs.services, so any number of passes may run at once: the loser of a
+race does nothing. Each finding list is read through a small partial index and capped per pass
+(DPP_REAPER_BATCH), so a pass costs what it acts on, not the size of history.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from prometheus_client import Counter
+
+from billing.models import Account, LedgerTransaction
+from dpp.observability import log_context
+from reaper.models import AuditFlag
+from runs import results, services
+from runs.dispatch import publish_run
+from runs.models import OPEN_STATUSES, TERMINAL_STATUSES, FinalizeStage, Run, RunStatus
+
+logger = logging.getLogger("dpp.reaper")
+
+REAPER_ACTIONS = Counter("dpp_reaper_actions_total", "Reaper actions taken, by kind.", ("action",))
+AUDIT_FLAGS_RAISED = Counter("dpp_audit_flags_raised_total", "Audit flags raised, by kind.", ("kind",))
+
+
+@dataclass
+class ReconcileReport:
+    dry_run: bool
+    expired_leases: int = 0
+    rolled_forward: int = 0
+    rolled_back: int = 0
+    redriven: int = 0
+    expired_queued: int = 0
+    audit_flags: int = 0
+    actions: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def note(self, action: str, run: Run, outcome: str) -> None:
+        self.actions.append({"action": action, "run_id": str(run.pk), "trace_id": run.trace_id, "outcome": outcome})
+
+
+def _scope(qs: QuerySet[Run], run_id: uuid.UUID | None) -> QuerySet[Run]:
+    qs = qs.filter(pk=run_id) if run_id is not None else qs
+    return qs[: settings.DPP_REAPER_BATCH]
+
+
+def _act(report: ReconcileReport, action: str, run: Run, do: Any) -> bool:
+    """Run one action (unless dry run) with the run's trace id in every log line; count it if it happened."""
+    with log_context(trace_id=run.trace_id, tenant_id=run.tenant_id, run_id=str(run.pk)):
+        if report.dry_run:
+            report.note(action, run, "would do")
+            return True
+        done = bool(do())
+        report.note(action, run, "done" if done else "lost the race")
+        if done:
+            REAPER_ACTIONS.labels(action).inc()
+            logger.warning("reaper: %s run %s", action, run.pk)
+        return done
+
+
+def _expire_leases(report: ReconcileReport, run_id: uuid.UUID | None) -> None:
+    now = timezone.now()
+    stale = Run.objects.filter(status=RunStatus.PROCESSING, finalize_stage__isnull=True, lease_expires_at__lt=now)
+    for run in _scope(stale.order_by("lease_expires_at"), run_id):
+        if _act(report, "expire_lease", run, lambda run=run: services.run_expire_lease(run=run)):
+            report.expired_leases += 1
+
+
+def _finish_stale_claims(report: ReconcileReport, run_id: uuid.UUID | None) -> None:
+    cutoff = timezone.now() - timedelta(seconds=settings.DPP_FINALIZE_STALE_S)
+    stale = Run.objects.filter(finalize_stage=FinalizeStage.CLAIMED, claimed_at__lt=cutoff).order_by("claimed_at")
+    for run in _scope(stale, run_id):
+        assert run.finalize_token is not None  # noqa: S101 - CLAIMED implies a token
+        envelope = results.envelope_validate(run=run, key=results.envelope_key(run, run.finalize_token))
+        if envelope is not None:
+            stored = services.StoredResult(
+                key=envelope.key, sha256=envelope.sha256, size=envelope.size, cost_micros=envelope.cost_micros
+            )
+            if _act(
+                report, "roll_forward", run, lambda run=run, stored=stored: services.run_commit(run=run, stored=stored)
+            ):
+                report.rolled_forward += 1
+        elif _act(report, "roll_back", run, lambda run=run: services.run_roll_back(run=run)):
+            report.rolled_back += 1
+
+
+def _expire_queued(report: ReconcileReport, run_id: uuid.UUID | None) -> None:
+    cutoff = timezone.now() - timedelta(seconds=settings.DPP_QUEUE_TTL_S)
+    stale = Run.objects.filter(status=RunStatus.QUEUED, created_at__lt=cutoff).order_by("created_at")
+    for run in _scope(stale, run_id):
+        if _act(report, "expire_queued", run, lambda run=run: services.run_expire_queued(run=run)):
+            report.expired_queued += 1
+
+
+def _redrive(report: ReconcileReport, run_id: uuid.UUID | None) -> None:
+    cutoff = timezone.now() - timedelta(seconds=settings.DPP_REDRIVE_AFTER_S)
+    waiting = Run.objects.filter(status=RunStatus.QUEUED, created_at__lt=cutoff).filter(
+        Q(published_at__isnull=True) | Q(published_at__lt=cutoff)
+    )
+    for run in _scope(waiting.order_by("created_at"), run_id):
+        if _act(report, "redrive", run, lambda run=run: services.run_mark_published(run=run) and publish_run(run)):
+            report.redriven += 1
+
+
+# --- audit flags: findings no rule explains. Money is never touched here. --------------------------------
+
+
+def _raise_flag(report: ReconcileReport, *, kind: str, subject: str, detail: str, **ids: Any) -> None:
+    """One open flag per (kind, subject): a finding already flagged and not yet resolved is not raised again."""
+    if AuditFlag.objects.filter(kind=kind, subject=subject, resolved_at__isnull=True).exists():
+        return
+    report.audit_flags += 1
+    report.actions.append({"action": "audit_flag", "kind": kind, "subject": subject, "detail": detail})
+    if report.dry_run:
+        return
+    # ignore_conflicts: two reapers may find the same thing at once; the partial unique index keeps one.
+    AuditFlag.objects.bulk_create([AuditFlag(kind=kind, subject=subject, detail=detail, **ids)], ignore_conflicts=True)
+    AUDIT_FLAGS_RAISED.labels(kind).inc()
+    logger.critical("AUDIT FLAG %s on %s: %s", kind, subject, detail, extra={"audit_flag": kind})
+
+
+def _audit_recent_runs(report: ReconcileReport, run_id: uuid.UUID | None) -> None:
+    """Terminal runs without SETTLE and SETTLEs without a terminal run, among the recent ones."""
+    since = timezone.now() - timedelta(seconds=max(10 * settings.DPP_REAPER_INTERVAL_S, 600))
+    settles = LedgerTransaction.objects.filter(kind=LedgerTransaction.Kind.SETTLE, run_id=OuterRef("pk"))
+    unsettled = Run.objects.filter(status__in=TERMINAL_STATUSES, completed_at__gte=since).filter(~Exists(settles))
+    for run in _scope(unsettled, run_id):
+        _raise_flag(
+            report,
+            kind=AuditFlag.Kind.TERMINAL_WITHOUT_SETTLE,
+            subject=str(run.pk),
+            detail=f"run is {run.status} but has no SETTLE",
+            run_id=run.pk,
+            tenant_id=run.tenant_id,
+            trace_id=run.trace_id,
+        )
+    terminal = Run.objects.filter(pk=OuterRef("run_id"), status__in=TERMINAL_STATUSES)
+    orphans = LedgerTransaction.objects.filter(kind=LedgerTransaction.Kind.SETTLE, created_at__gte=since).filter(
+        ~Exists(terminal)
+    )
+    if run_id is not None:
+        orphans = orphans.filter(run_id=run_id)
+    for txn in orphans[: settings.DPP_REAPER_BATCH]:
+        _raise_flag(
+            report,
+            kind=AuditFlag.Kind.SETTLE_WITHOUT_TERMINAL,
+            subject=str(txn.run_id),
+            detail=f"SETTLE #{txn.pk} exists but its run is not terminal",
+            run_id=txn.run_id,
+            tenant_id=txn.tenant_id,
+        )
+
+
+def _audit_held(report: ReconcileReport) -> None:
+    """Tenants whose held balance differs from the reservations of their open runs (one consistent query)."""
+    open_sum = (
+        Run.objects.filter(tenant_id=OuterRef("tenant_id"), status__in=OPEN_STATUSES)
+        .values("tenant_id")
+        .annotate(total=Sum("reserved_micros"))
+        .values("total")
+    )
+    has_open = Run.objects.filter(tenant_id=OuterRef("tenant_id"), status__in=OPEN_STATUSES)
+    candidates = (
+        Account.objects.filter(kind=Account.Kind.HELD)
+        .filter(~Q(balance_micros=0) | Exists(has_open))
+        .annotate(open_micros=Coalesce(open_sum, 0))
+        .exclude(balance_micros=F("open_micros"))
+    )
+    for account in candidates[: settings.DPP_REAPER_BATCH]:
+        _raise_flag(
+            report,
+            kind=AuditFlag.Kind.HELD_MISMATCH,
+            subject=str(account.tenant_id),
+            detail=f"held is {account.balance_micros} micros, open reservations {account.open_micros}",  # type: ignore[attr-defined]
+            tenant_id=account.tenant_id,
+        )
+
+
+def reconcile_once(*, dry_run: bool = False, run_id: uuid.UUID | None = None) -> ReconcileReport:
+    """One reaper pass; with `run_id`, only that run (and no tenant-wide check)."""
+    report = ReconcileReport(dry_run=dry_run)
+    _expire_leases(report, run_id)
+    _finish_stale_claims(report, run_id)
+    _expire_queued(report, run_id)
+    _redrive(report, run_id)
+    _audit_recent_runs(report, run_id)
+    if run_id is None:
+        _audit_held(report)
+    return report

@@ -1,0 +1,272 @@
+"""The /v1 API of runs (SPEC §4): thin views that parse, call one service or selector, and present."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from django.http import HttpResponse
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from billing.apis import TenantApiView
+from billing.money import format_usd
+from billing.selectors import balances_get
+from dpp.errors import ApplicationError
+from dpp.observability import current_trace_id
+from dpp.openapi import problems
+from dpp.pagination import decode_cursor, encode_cursor, parse_limit
+from packs.registry import all_packs
+from runs import presenters, results, selectors, services
+from runs.models import Run, RunStatus
+from runs.serializers import PackListOut, ReceiptOut, RunOut, RunPageOut, RunSubmitIn, UsageOut
+from runs.submission import idempotency_key_parse, request_hash, submission_parse
+
+MAX_USAGE_DAYS = 366
+
+
+def _run_id(raw: str) -> uuid.UUID:
+    """A path run id; anything that is not a UUID is a 404, like a run that does not exist."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ApplicationError("NOT_FOUND") from None
+
+
+def _with_headers(response: Response, headers: dict[str, str]) -> Response:
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+class RunOwnerMixin:
+    def owned_run(self, tenant: Any, raw_id: str) -> Run:
+        run = selectors.run_get(tenant=tenant, run_id=_run_id(raw_id))
+        if run is None:
+            raise ApplicationError("NOT_FOUND")
+        return run
+
+
+class RunsApi(TenantApiView):
+    def rate_limit_policy_for(self, request: Request) -> str:
+        return "submits" if request.method == "POST" else "reads"
+
+    @extend_schema(
+        operation_id="runs_submit",
+        request=RunSubmitIn,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                pattern=r"^[A-Za-z0-9_.:-]{8,64}$",
+                description="8-64 chars of [A-Za-z0-9_.:-]; the same key and payload replay the receipt",
+            )
+        ],
+        responses={202: ReceiptOut, **problems(400, 402, 403, 409, 413, 415, 422, 503)},
+        tags=["runs"],
+    )
+    def post(self, request: Request) -> Response:
+        tenant, plan = self.tenant(request), self.plan(request)
+        key = idempotency_key_parse(request.headers.get("Idempotency-Key"))
+        body = request.data
+        body_hash = request_hash(body)
+        existing = services.run_find_by_key(tenant=tenant, idempotency_key=key)
+        if existing is not None:
+            accepted = services.replay_or_conflict(run=existing, request_hash=body_hash)
+        else:
+            submission = submission_parse(
+                body=body, idempotency_key=key, request_hash=body_hash, plan=plan, default_trace_id=current_trace_id()
+            )
+            accepted = services.run_accept(tenant=tenant, plan=plan, submission=submission)
+        run = accepted.run
+        headers = {**presenters.cost_headers(run), "Location": presenters.receipt(run)["poll"]["href"]}
+        if accepted.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return _with_headers(Response(presenters.receipt(run), status=202), headers)
+
+    @extend_schema(
+        operation_id="runs_list",
+        parameters=[
+            OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
+            OpenApiParameter("limit", int, description="1-100, default 20"),
+            OpenApiParameter("status", str, enum=[s.value for s in RunStatus], description="filter by status"),
+            OpenApiParameter("pack_type", str, description="filter by pack type"),
+            OpenApiParameter("created_after", datetime, description="ISO 8601; runs created after it"),
+            OpenApiParameter("created_before", datetime, description="ISO 8601; runs created before it"),
+        ],
+        responses={200: RunPageOut, **problems(422)},
+        tags=["runs"],
+    )
+    def get(self, request: Request) -> Response:
+        tenant = self.tenant(request)
+        limit = parse_limit(request.query_params.get("limit"))
+        filters = _filters(request)
+        after = _position(decode_cursor(request.query_params.get("cursor")))
+        runs = list(selectors.run_list(tenant=tenant, filters=filters, after=after)[: limit + 1])
+        next_cursor = None
+        if len(runs) > limit:
+            last = runs[limit - 1]
+            next_cursor = encode_cursor({"t": last.created_at.isoformat(), "id": str(last.pk)})
+        available = balances_get(tenant_id=tenant.pk).available_micros
+        data = [presenters.run_body(run, available_micros=available, request=request) for run in runs[:limit]]
+        return Response({"data": data, "next_cursor": next_cursor})
+
+
+def _filters(request: Request) -> selectors.RunFilters:
+    params = request.query_params
+    status = params.get("status")
+    if status and status not in RunStatus.values:
+        raise _bad_param("status", "must be one of " + ", ".join(RunStatus.values))
+    return selectors.RunFilters(
+        statuses=(status,) if status else (),
+        pack_type=params.get("pack_type") or None,
+        created_after=_datetime_param(params.get("created_after"), "created_after"),
+        created_before=_datetime_param(params.get("created_before"), "created_before"),
+    )
+
+
+def _bad_param(field: str, message: str) -> ApplicationError:
+    return ApplicationError("VALIDATION_ERROR", f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
+def _datetime_param(raw: str | None, field: str) -> datetime | None:
+    if not raw:
+        return None
+    try:
+        value = parse_datetime(raw)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise _bad_param(field, "must be an ISO 8601 date-time with a time zone, e.g. 2026-11-25T00:00:00Z")
+    return value
+
+
+def _position(position: dict[str, Any] | None) -> tuple[datetime, uuid.UUID] | None:
+    if position is None:
+        return None
+    try:
+        created_at = datetime.fromisoformat(position["t"])
+        return created_at, uuid.UUID(position["id"])
+    except (KeyError, TypeError, ValueError):
+        raise _bad_param("cursor", "invalid cursor") from None
+
+
+class RunDetailApi(RunOwnerMixin, TenantApiView):
+    @extend_schema(operation_id="runs_get", responses={200: RunOut, **problems(404)}, tags=["runs"])
+    def get(self, request: Request, run_id: str) -> Response:
+        tenant = self.tenant(request)
+        run = self.owned_run(tenant, run_id)
+        available = balances_get(tenant_id=tenant.pk).available_micros
+        body = presenters.run_body(run, available_micros=available, request=request)
+        return _with_headers(Response(body), presenters.cost_headers(run))
+
+
+class RunCancelApi(RunOwnerMixin, TenantApiView):
+    rate_limit_policy = "submits"
+
+    @extend_schema(
+        operation_id="runs_cancel",
+        request=None,
+        responses={200: RunOut, 202: RunOut, **problems(404, 409)},
+        tags=["runs"],
+    )
+    def post(self, request: Request, run_id: str) -> Response:
+        tenant = self.tenant(request)
+        outcome = services.run_cancel(tenant=tenant, run_id=_run_id(run_id))
+        available = balances_get(tenant_id=tenant.pk).available_micros
+        body = presenters.run_body(outcome.run, available_micros=available, request=request)
+        status = 202 if outcome.pending else 200
+        return _with_headers(Response(body, status=status), presenters.cost_headers(outcome.run))
+
+
+class RunResultApi(RunOwnerMixin, TenantApiView):
+    @extend_schema(
+        operation_id="runs_result",
+        responses={
+            200: {"type": "object", "description": "the result envelope (local storage)"},
+            302: None,
+            **problems(404, 409, 410),
+        },
+        tags=["runs"],
+    )
+    def get(self, request: Request, run_id: str) -> HttpResponse:
+        run = self.owned_run(self.tenant(request), run_id)
+        if run.status != RunStatus.COMPLETED or not run.result_key:
+            detail = "The run has not completed yet." if not run.is_terminal else f"The run ended {run.status}."
+            raise ApplicationError("RESULT_NOT_READY", detail + " Only a COMPLETED run has a result.")
+        expires_at = results.result_expires_at(run)
+        if expires_at is not None and expires_at <= datetime.now(tz=expires_at.tzinfo):
+            raise ApplicationError("RESULT_EXPIRED", f"The result expired at {expires_at.isoformat()}.")
+        if not results.is_local_storage():
+            response = HttpResponse(status=302)
+            response["Location"] = results.signed_url(run.result_key)
+            return response
+        content = results.envelope_read(run.result_key)
+        if content is None:
+            raise ApplicationError("RESULT_EXPIRED", "The result is no longer in storage.")
+        response = HttpResponse(content, content_type="application/json")
+        response["ETag"] = f'"{run.result_sha256}"'
+        response["X-DPP-Result-SHA256"] = run.result_sha256
+        return response
+
+
+class UsageApi(TenantApiView):
+    @extend_schema(
+        operation_id="usage_get",
+        parameters=[
+            OpenApiParameter("from", date, required=True, description="first UTC day, YYYY-MM-DD"),
+            OpenApiParameter("to", date, required=True, description="last UTC day, YYYY-MM-DD (≤ 366 days)"),
+        ],
+        responses={200: UsageOut, **problems(422)},
+        tags=["account"],
+    )
+    def get(self, request: Request) -> Response:
+        first, last = _date_param(request, "from"), _date_param(request, "to")
+        if first > last:
+            raise _bad_param("from", "must not be after to")
+        if (last - first).days + 1 > MAX_USAGE_DAYS:
+            raise _bad_param("to", f"the range is at most {MAX_USAGE_DAYS} days")
+        rows = selectors.usage_by_day(tenant=self.tenant(request), first=first, last=last)
+        days = [
+            {
+                "date": row["day"].isoformat(),
+                "runs": row["runs"],
+                "completed": row["completed"],
+                "failed": row["failed"],
+                "canceled": row["canceled"],
+                "expired": row["expired"],
+                "charged_usd": format_usd(row["charged_micros"]),
+                "reserved_usd": format_usd(row["reserved_micros"]),
+            }
+            for row in rows
+        ]
+        return Response({"from": first.isoformat(), "to": last.isoformat(), "days": days})
+
+
+def _date_param(request: Request, name: str) -> date:
+    raw = request.query_params.get(name)
+    try:
+        return date.fromisoformat(raw or "")
+    except ValueError:
+        raise _bad_param(name, "is required, as YYYY-MM-DD") from None
+
+
+class PacksApi(TenantApiView):
+    @extend_schema(operation_id="packs_list", responses={200: PackListOut, **problems()}, tags=["packs"])
+    def get(self, request: Request) -> Response:
+        data = [
+            {
+                "pack_type": pack.pack_type,
+                "description": pack.description,
+                "input_schema": pack.input_schema,
+                "pricing": pack.pricing(),
+                "max_timebox_sec": pack.max_timebox_sec,
+            }
+            for pack in all_packs()
+        ]
+        return Response({"data": data})

@@ -1,0 +1,35 @@
+"""Publishing a run's task to the broker. The runs table is the outbox: a publish that fails is logged and
+the reaper re-publishes the run later, so nothing here may raise into the caller."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import current_app
+
+from runs.models import Run
+
+logger = logging.getLogger("dpp.runs.dispatch")
+
+EXECUTE_TASK = "dpp.runs.execute"
+# Room after the timebox for claim, upload and commit before Celery's own limits strike.
+SOFT_LIMIT_MARGIN_S = 15
+HARD_LIMIT_MARGIN_S = 45
+
+
+def publish_run(run: Run) -> bool:
+    """Send execute_run(run_id); True if the broker took it."""
+    try:
+        current_app.send_task(
+            EXECUTE_TASK,
+            args=[str(run.pk)],
+            soft_time_limit=run.timebox_sec + SOFT_LIMIT_MARGIN_S,
+            time_limit=run.timebox_sec + HARD_LIMIT_MARGIN_S,
+            headers={"trace_id": run.trace_id},
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        )
+    except Exception:  # the reaper re-drives a QUEUED run whose task was lost
+        logger.exception("could not publish run %s; the reaper will re-drive it", run.pk)
+        return False
+    return True

@@ -1,0 +1,89 @@
+"""How runs look on the wire (SPEC §4): receipts, run bodies and the cost headers. Money as 4-decimal strings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.request import Request
+
+from billing.money import format_usd
+from runs import results
+from runs.models import Run, RunStatus
+
+RECOMMENDED_POLL_INTERVAL_MS = 1500
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def receipt(run: Run) -> dict[str, Any]:
+    """The answer to an accepted submit, identical on every replay."""
+    return {
+        "run_id": str(run.pk),
+        "status": RunStatus.QUEUED,
+        "poll": {
+            "href": reverse("run-detail", args=[run.pk]),
+            "recommended_interval_ms": RECOMMENDED_POLL_INTERVAL_MS,
+            "max_wait_sec": run.timebox_sec,
+        },
+        "reservation": {
+            "max_cost_usd": format_usd(run.reserved_micros),
+            "minimum_fee_usd": format_usd(run.minimum_fee_micros),
+            "currency": "USD",
+        },
+        "meta": {"created_at": _iso(run.created_at), "trace_id": run.trace_id, "profile_version": run.profile_version},
+    }
+
+
+def cost_headers(run: Run) -> dict[str, str]:
+    headers = {
+        "X-DPP-Cost-Reserved": format_usd(run.reserved_micros),
+        "X-DPP-Cost-Minimum-Fee": format_usd(run.minimum_fee_micros),
+    }
+    if run.charged_micros is not None:
+        headers["X-DPP-Cost-Actual"] = format_usd(run.charged_micros)
+    return headers
+
+
+def _result(run: Run, request: Request) -> dict[str, Any] | None:
+    if run.status != RunStatus.COMPLETED or not run.result_key:
+        return None
+    expires_at = results.result_expires_at(run)
+    expired = expires_at is not None and expires_at <= timezone.now()
+    if expired:
+        url = None
+    elif results.is_local_storage():
+        url = request.build_absolute_uri(reverse("run-result", args=[run.pk]))
+    else:
+        url = results.signed_url(run.result_key)
+    return {"url": url, "sha256": run.result_sha256, "bytes": run.result_bytes, "expires_at": _iso(expires_at)}
+
+
+def run_body(run: Run, *, available_micros: int, request: Request) -> dict[str, Any]:
+    error = None
+    if run.status in (RunStatus.FAILED, RunStatus.CANCELED, RunStatus.EXPIRED):
+        error = {"reason_code": run.reason_code, "detail": run.error_detail}
+    return {
+        "run_id": str(run.pk),
+        "pack_type": run.pack_type,
+        "status": run.status,
+        "money_state": run.money_state,
+        "cost": {
+            "reserved_usd": format_usd(run.reserved_micros),
+            "used_usd": format_usd(run.charged_micros) if run.charged_micros is not None else None,
+            "minimum_fee_usd": format_usd(run.minimum_fee_micros),
+            "budget_remaining_usd": format_usd(available_micros),
+        },
+        "result": _result(run, request),
+        "error": error,
+        "meta": {
+            "created_at": _iso(run.created_at),
+            "updated_at": _iso(run.updated_at),
+            "completed_at": _iso(run.completed_at),
+            "trace_id": run.trace_id,
+            "profile_version": run.profile_version,
+        },
+    }

@@ -1,0 +1,122 @@
+"""Result envelopes in storage (SPEC §3.2 step 5): local files or S3, the same code.
+
+The key is derived from the run and its finalize token (`results/<tenant>/<run>/<finalize_token>.json`), so a
+retried or rolled-forward finalize always names the same object. The run's `result_sha256` is the SHA-256 of
+the envelope's bytes exactly as stored and served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, Storage, storages
+
+from runs.models import Run
+
+logger = logging.getLogger("dpp.runs.results")
+
+
+def results_storage() -> Storage:
+    return storages["results"]
+
+
+def envelope_key(run: Run, finalize_token: uuid.UUID) -> str:
+    return f"results/{run.tenant_id}/{run.pk}/{finalize_token}.json"
+
+
+def envelope_bytes(
+    *, run: Run, finalize_token: uuid.UUID, data: dict[str, Any], cost_micros: int, finished_at: datetime
+) -> bytes:
+    envelope = {
+        "run_id": str(run.pk),
+        "finalize_token": str(finalize_token),
+        "pack_type": run.pack_type,
+        "profile_version": run.profile_version,
+        "actual_cost_usd_micros": cost_micros,
+        "created_at": run.created_at.isoformat(),
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": finished_at.isoformat(),
+        "trace_id": run.trace_id,
+        "data": data,
+    }
+    return json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    key: str
+    sha256: str
+    size: int
+    cost_micros: int
+
+
+def envelope_store(*, key: str, content: bytes, cost_micros: int) -> Envelope:
+    """Write the envelope at exactly `key` (overwriting a partial earlier attempt)."""
+    storage = results_storage()
+    if storage.exists(key):
+        storage.delete(key)
+    saved = storage.save(key, ContentFile(content))
+    if saved != key:
+        raise RuntimeError(f"storage saved the envelope as {saved!r} instead of {key!r}")
+    return Envelope(key=key, sha256=hashlib.sha256(content).hexdigest(), size=len(content), cost_micros=cost_micros)
+
+
+def envelope_read(key: str) -> bytes | None:
+    storage = results_storage()
+    try:
+        with storage.open(key, "rb") as handle:
+            content: bytes = handle.read()
+    except (FileNotFoundError, OSError):
+        return None
+    except Exception:  # S3's "no such key" and transport errors alike: the reaper treats it as absent
+        logger.warning("could not read envelope %s", key, exc_info=True)
+        return None
+    return content
+
+
+def envelope_validate(*, run: Run, key: str) -> Envelope | None:
+    """The stored envelope of a claimed run, if present and valid for this run and finalize token."""
+    content = envelope_read(key)
+    if content is None:
+        return None
+    try:
+        envelope = json.loads(content)
+    except ValueError:
+        return None
+    if not isinstance(envelope, dict):
+        return None
+    cost = envelope.get("actual_cost_usd_micros")
+    if (
+        envelope.get("run_id") != str(run.pk)
+        or envelope.get("finalize_token") != str(run.finalize_token)
+        or isinstance(cost, bool)
+        or not isinstance(cost, int)
+        or cost < 0
+        or cost % 100
+        or "data" not in envelope
+    ):
+        return None
+    return Envelope(key=key, sha256=hashlib.sha256(content).hexdigest(), size=len(content), cost_micros=cost)
+
+
+def result_expires_at(run: Run) -> datetime | None:
+    if run.completed_at is None:
+        return None
+    return run.completed_at + timedelta(days=settings.DPP_RESULT_RETENTION_DAYS)
+
+
+def is_local_storage() -> bool:
+    return isinstance(results_storage(), FileSystemStorage)
+
+
+def signed_url(key: str) -> str:
+    """A time-limited URL of the object (S3: a presigned GET)."""
+    return str(results_storage().url(key))

@@ -1,0 +1,132 @@
+"""Shapes of the runs API for the OpenAPI document (SPEC §4). Parsing happens in runs.submission, rendering in
+runs.presenters: these classes describe, they do not convert."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import inline_serializer
+from rest_framework import serializers
+
+from packs.registry import all_packs
+
+MONEY_PATTERN = r"^\d+(\.\d{1,4})?$"
+
+
+class ReservationIn(serializers.Serializer[Any]):
+    max_cost_usd = serializers.RegexField(
+        MONEY_PATTERN, max_length=18, help_text='The most this run may cost, e.g. "0.0500" (> 0, ≤ 10000.0000).'
+    )
+    timebox_sec = serializers.IntegerField(min_value=1, max_value=90, required=False, default=90)
+
+
+class MetaIn(serializers.Serializer[Any]):
+    trace_id = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,64}$", required=False)
+
+
+class RunSubmitIn(serializers.Serializer[Any]):
+    pack_type = serializers.ChoiceField(choices=[pack.pack_type for pack in all_packs()])
+    inputs = serializers.DictField(help_text="Pack specific: see input_schema in GET /v1/packs.")
+    reservation = ReservationIn()
+    meta = MetaIn(required=False)
+
+
+class PollOut(serializers.Serializer[Any]):
+    href = serializers.CharField()
+    recommended_interval_ms = serializers.IntegerField()
+    max_wait_sec = serializers.IntegerField()
+
+
+class ReservationOut(serializers.Serializer[Any]):
+    max_cost_usd = serializers.CharField()
+    minimum_fee_usd = serializers.CharField()
+    currency = serializers.CharField()
+
+
+class ReceiptMetaOut(serializers.Serializer[Any]):
+    created_at = serializers.DateTimeField()
+    trace_id = serializers.CharField()
+    profile_version = serializers.CharField()
+
+
+class ReceiptOut(serializers.Serializer[Any]):
+    run_id = serializers.UUIDField()
+    status = serializers.CharField()
+    poll = PollOut()
+    reservation = ReservationOut()
+    meta = ReceiptMetaOut()
+
+
+class CostOut(serializers.Serializer[Any]):
+    reserved_usd = serializers.CharField()
+    used_usd = serializers.CharField(allow_null=True)
+    minimum_fee_usd = serializers.CharField()
+    budget_remaining_usd = serializers.CharField()
+
+
+class ResultOut(serializers.Serializer[Any]):
+    url = serializers.CharField(allow_null=True)
+    sha256 = serializers.CharField()
+    bytes = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+
+
+class RunErrorOut(serializers.Serializer[Any]):
+    reason_code = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class RunMetaOut(serializers.Serializer[Any]):
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+    trace_id = serializers.CharField()
+    profile_version = serializers.CharField()
+
+
+class RunOut(serializers.Serializer[Any]):
+    run_id = serializers.UUIDField()
+    pack_type = serializers.CharField()
+    status = serializers.ChoiceField(choices=["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELED", "EXPIRED"])
+    money_state = serializers.ChoiceField(choices=["RESERVED", "SETTLED", "REFUNDED"])
+    cost = CostOut()
+    result = ResultOut(allow_null=True)
+    error = RunErrorOut(allow_null=True)
+    meta = RunMetaOut()
+
+
+RunPageOut = inline_serializer(
+    "RunPage", {"data": RunOut(many=True), "next_cursor": serializers.CharField(allow_null=True)}
+)
+
+
+class UsageDayOut(serializers.Serializer[Any]):
+    date = serializers.DateField()
+    runs = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    canceled = serializers.IntegerField()
+    expired = serializers.IntegerField()
+    charged_usd = serializers.CharField()
+    reserved_usd = serializers.CharField()
+
+
+class UsageOut(serializers.Serializer[Any]):
+    to = serializers.DateField()
+    days = UsageDayOut(many=True)
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField()  # a Python keyword: added by name
+        return fields
+
+
+class PackOut(serializers.Serializer[Any]):
+    pack_type = serializers.CharField()
+    description = serializers.CharField()
+    input_schema = serializers.DictField()
+    pricing = serializers.DictField()
+    max_timebox_sec = serializers.IntegerField()
+
+
+PackListOut = inline_serializer("PackList", {"data": PackOut(many=True)})

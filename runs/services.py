@@ -1,0 +1,374 @@
+"""Every state change of a run, each a compare-and-set (SPEC §3).
+
+A transition is one `UPDATE … WHERE id = ? AND version = ? AND <expected state>`; if no row changed, another
+process won the race and this one does nothing else — in particular it posts no money. A transition that ends
+a run posts the run's SETTLE in the same database transaction (`_finish`), so "terminal ⇔ settled" holds after
+every commit. Lock order: the run's row first, then the tenant's accounts (billing.services).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from billing.models import Plan
+from billing.money import minimum_fee
+from billing.services import ledger_reserve, ledger_settle
+from dpp.errors import ApplicationError
+from dpp.models import Tenant
+from dpp.observability import log_context
+from runs.dispatch import publish_run
+from runs.models import OPEN_STATUSES, FinalizeStage, MoneyState, Run, RunStatus
+from runs.submission import Submission
+
+logger = logging.getLogger("dpp.runs")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    run: Run
+    replayed: bool
+
+
+# --- accept (API) ---------------------------------------------------------------------------------------
+
+
+def run_find_by_key(*, tenant: Tenant, idempotency_key: str) -> Run | None:
+    return Run.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+
+
+def replay_or_conflict(*, run: Run, request_hash: str) -> Accepted:
+    """The original receipt for the same payload; 409 for another payload under the same key."""
+    if run.request_hash != request_hash:
+        raise ApplicationError(
+            "IDEMPOTENCY_KEY_REUSED",
+            f"Idempotency-Key {run.idempotency_key!r} was used for run {run.pk} with a different payload.",
+        )
+    return Accepted(run=run, replayed=True)
+
+
+def run_accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Accepted:
+    """Insert the run and hold its money in one transaction, then publish its task after commit.
+
+    Concurrent identical submits: the unique (tenant, key) index makes every loser fail its INSERT once the
+    winner commits; the loser then answers the winner's receipt. A refused request leaves no row at all.
+    """
+    try:
+        run = _accept(tenant=tenant, plan=plan, submission=submission)
+    except IntegrityError:
+        existing = run_find_by_key(tenant=tenant, idempotency_key=submission.idempotency_key)
+        if existing is None:
+            raise
+        return replay_or_conflict(run=existing, request_hash=submission.request_hash)
+    return Accepted(run=run, replayed=False)
+
+
+@transaction.atomic(durable=True)
+def _accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Run:
+    now = timezone.now()
+    # The INSERT comes first: a concurrent request with the same key waits on the unique index here and
+    # fails once we commit, before it could touch money (so it replays instead of answering 402).
+    run = Run.objects.create(
+        id=uuid.uuid4(),
+        tenant=tenant,
+        pack_type=submission.pack_type,
+        profile_version=submission.profile_version,
+        idempotency_key=submission.idempotency_key,
+        request_hash=submission.request_hash,
+        inputs=submission.inputs,
+        timebox_sec=submission.timebox_sec,
+        trace_id=submission.trace_id,
+        reserved_micros=submission.max_cost_micros,
+        minimum_fee_micros=minimum_fee(submission.max_cost_micros),
+        created_at=now,
+        updated_at=now,
+    )
+    # Takes the tenant's account row locks until commit: every accept of this tenant is serialised from here,
+    # so the count below is exact (it sees every committed run, and no other accept is in between).
+    ledger_reserve(tenant_id=tenant.pk, run_id=run.pk, amount_micros=run.reserved_micros, trace_id=run.trace_id)
+    open_runs = Run.objects.filter(tenant=tenant, status__in=OPEN_STATUSES).count()
+    if open_runs > plan.max_concurrent_runs:
+        raise ApplicationError(
+            "CONCURRENCY_LIMITED",
+            f"Your plan allows {plan.max_concurrent_runs} runs at once; wait for one to end.",
+            headers={"Retry-After": "2"},
+        )
+    transaction.on_commit(lambda: publish_run(run), robust=True)
+    return run
+
+
+# --- terminal transitions (worker, reaper, cancel) ------------------------------------------------------
+
+
+def _finish(
+    run: Run,
+    *,
+    guard: Q,
+    status: str,
+    charge_micros: int,
+    reason_code: str = "",
+    detail: str = "",
+    result: dict[str, Any] | None = None,
+) -> bool:
+    """CAS the run to a terminal state and post its SETTLE; False (and nothing done) if the CAS lost."""
+    charge = min(charge_micros, run.reserved_micros)
+    now = timezone.now()
+    changed = Run.objects.filter(guard, pk=run.pk, version=run.version).update(
+        status=status,
+        finalize_stage=FinalizeStage.COMMITTED,
+        money_state=MoneyState.SETTLED if charge else MoneyState.REFUNDED,
+        charged_micros=charge,
+        reason_code=reason_code,
+        error_detail=detail[:2000],
+        version=F("version") + 1,
+        updated_at=now,
+        completed_at=now,
+        **(result or {}),
+    )
+    if changed != 1:
+        logger.info("run %s: lost the race to finish it as %s; nothing done", run.pk, status)
+        return False
+    ledger_settle(
+        tenant_id=run.tenant_id,
+        run_id=run.pk,
+        reserved_micros=run.reserved_micros,
+        charge_micros=charge,
+        trace_id=run.trace_id,
+        reason=f"{status} {reason_code}".strip(),
+    )
+    logger.info("run %s finished %s %s, charged %s micros", run.pk, status, reason_code, charge)
+    return True
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    run: Run
+    pending: bool  # True: the run is PROCESSING; the worker stops at its next heartbeat
+
+
+def run_cancel(*, tenant: Tenant, run_id: uuid.UUID) -> CancelOutcome:
+    """QUEUED → CANCELED with a full release; PROCESSING → cancel requested; terminal → 409 RUN_TERMINAL."""
+    for _ in range(3):  # a lost CAS means the run moved on (e.g. leased): look again
+        run = Run.objects.filter(tenant=tenant, pk=run_id).first()
+        if run is None:
+            raise ApplicationError("NOT_FOUND")
+        if run.is_terminal:
+            raise ApplicationError("RUN_TERMINAL", f"Run {run.pk} is already {run.status}.")
+        if run.status == RunStatus.QUEUED and _cancel_queued(run):
+            break
+        if run.status == RunStatus.PROCESSING and _request_cancel(run):
+            break
+    else:
+        raise ApplicationError("UNAVAILABLE", "The run is changing state; retry.", headers={"Retry-After": "1"})
+    run.refresh_from_db()
+    return CancelOutcome(run=run, pending=not run.is_terminal)
+
+
+@transaction.atomic(durable=True)
+def _cancel_queued(run: Run) -> bool:
+    with log_context(trace_id=run.trace_id, tenant_id=run.tenant_id, run_id=str(run.pk)):
+        return _finish(
+            run,
+            guard=Q(status=RunStatus.QUEUED),
+            status=RunStatus.CANCELED,
+            charge_micros=0,
+            reason_code="CANCELED_BY_CLIENT",
+            detail="canceled by the client before it started",
+        )
+
+
+def _request_cancel(run: Run) -> bool:
+    if run.cancel_requested_at is not None:
+        return True  # asked before: idempotent
+    now = timezone.now()
+    return (
+        Run.objects.filter(
+            pk=run.pk, version=run.version, status=RunStatus.PROCESSING, finalize_stage__isnull=True
+        ).update(cancel_requested_at=now, updated_at=now, version=F("version") + 1)
+        == 1
+    )
+
+
+# --- worker transitions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lease:
+    run: Run
+    token: uuid.UUID
+
+
+def run_lease(*, run_id: uuid.UUID) -> Lease | None:
+    """QUEUED → PROCESSING with a fresh lease; None when the run is not QUEUED (a duplicate delivery)."""
+    run = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).first()
+    if run is None:
+        return None
+    token, now = uuid.uuid4(), timezone.now()
+    changed = Run.objects.filter(pk=run.pk, version=run.version, status=RunStatus.QUEUED).update(
+        status=RunStatus.PROCESSING,
+        lease_token=token,
+        lease_expires_at=now + timedelta(seconds=settings.DPP_LEASE_S),
+        started_at=now,
+        updated_at=now,
+        version=F("version") + 1,
+    )
+    if changed != 1:
+        return None
+    run.refresh_from_db()
+    return Lease(run=run, token=token)
+
+
+class HeartbeatState:
+    OK = "OK"
+    CANCEL_REQUESTED = "CANCEL_REQUESTED"
+    LOST = "LOST"
+
+
+def run_heartbeat(*, run_id: uuid.UUID, lease_token: uuid.UUID) -> str:
+    """Extend the lease (CAS on the token, lease not yet expired; `version` untouched) and report a cancel."""
+    now = timezone.now()
+    ours = Q(pk=run_id, lease_token=lease_token, status=RunStatus.PROCESSING, finalize_stage__isnull=True)
+    extended = Run.objects.filter(ours, lease_expires_at__gt=now).update(
+        lease_expires_at=now + timedelta(seconds=settings.DPP_LEASE_S)
+    )
+    if extended != 1:
+        return HeartbeatState.LOST
+    cancel_requested = Run.objects.filter(ours, cancel_requested_at__isnull=False).exists()
+    return HeartbeatState.CANCEL_REQUESTED if cancel_requested else HeartbeatState.OK
+
+
+def _worker_guard(lease_token: uuid.UUID) -> Q:
+    return Q(
+        status=RunStatus.PROCESSING,
+        finalize_stage__isnull=True,
+        lease_token=lease_token,
+        lease_expires_at__gt=timezone.now(),
+    )
+
+
+@transaction.atomic(durable=True)
+def run_fail(*, run: Run, lease_token: uuid.UUID, reason_code: str, detail: str) -> bool:
+    """The worker ends a started run that produced no result: FAILED with the minimum fee."""
+    return _finish(
+        run,
+        guard=_worker_guard(lease_token),
+        status=RunStatus.FAILED,
+        charge_micros=run.minimum_fee_micros,
+        reason_code=reason_code,
+        detail=detail,
+    )
+
+
+@transaction.atomic(durable=True)
+def run_cancel_started(*, run: Run, lease_token: uuid.UUID) -> bool:
+    """The worker stopped a run whose cancel was requested: CANCELED with the minimum fee."""
+    return _finish(
+        run,
+        guard=_worker_guard(lease_token),
+        status=RunStatus.CANCELED,
+        charge_micros=run.minimum_fee_micros,
+        reason_code="CANCELED_BY_CLIENT",
+        detail="canceled by the client while it ran",
+    )
+
+
+def run_claim(*, run_id: uuid.UUID, lease_token: uuid.UUID) -> Run | None:
+    """Phase 1 of finalize: NULL → CLAIMED with a fresh finalize token; None if the lease was lost."""
+    run = Run.objects.filter(pk=run_id).first()
+    if run is None:
+        return None
+    now = timezone.now()
+    changed = Run.objects.filter(_worker_guard(lease_token), pk=run.pk, version=run.version).update(
+        finalize_stage=FinalizeStage.CLAIMED,
+        finalize_token=uuid.uuid4(),
+        claimed_at=now,
+        updated_at=now,
+        version=F("version") + 1,
+    )
+    if changed != 1:
+        return None
+    run.refresh_from_db()
+    return run
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    key: str
+    sha256: str
+    size: int
+    cost_micros: int
+
+
+def _claimed_guard(finalize_token: uuid.UUID) -> Q:
+    return Q(finalize_stage=FinalizeStage.CLAIMED, finalize_token=finalize_token)
+
+
+@transaction.atomic(durable=True)
+def run_commit(*, run: Run, stored: StoredResult) -> bool:
+    """Phase 2 of finalize (worker or the reaper rolling forward): COMPLETED, charged the capped cost."""
+    assert run.finalize_token is not None  # noqa: S101 - a claimed run has a token
+    return _finish(
+        run,
+        guard=_claimed_guard(run.finalize_token),
+        status=RunStatus.COMPLETED,
+        charge_micros=stored.cost_micros,
+        result={"result_key": stored.key, "result_sha256": stored.sha256, "result_bytes": stored.size},
+    )
+
+
+# --- reaper transitions ---------------------------------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def run_expire_lease(*, run: Run) -> bool:
+    """A PROCESSING run whose lease expired unclaimed: FAILED/WORKER_TIMEOUT (CANCELED if asked), minimum fee."""
+    canceled = run.cancel_requested_at is not None
+    return _finish(
+        run,
+        guard=Q(status=RunStatus.PROCESSING, finalize_stage__isnull=True, lease_expires_at__lt=timezone.now()),
+        status=RunStatus.CANCELED if canceled else RunStatus.FAILED,
+        charge_micros=run.minimum_fee_micros,
+        reason_code="CANCELED_BY_CLIENT" if canceled else "WORKER_TIMEOUT",
+        detail="the worker stopped heartbeating before it finished",
+    )
+
+
+@transaction.atomic(durable=True)
+def run_roll_back(*, run: Run) -> bool:
+    """A stale CLAIMED run without a valid envelope: FAILED/FINALIZE_ABORTED, minimum fee."""
+    assert run.finalize_token is not None  # noqa: S101 - a claimed run has a token
+    return _finish(
+        run,
+        guard=_claimed_guard(run.finalize_token),
+        status=RunStatus.FAILED,
+        charge_micros=run.minimum_fee_micros,
+        reason_code="FINALIZE_ABORTED",
+        detail="the worker stopped between claiming and committing, and left no valid result",
+    )
+
+
+@transaction.atomic(durable=True)
+def run_expire_queued(*, run: Run) -> bool:
+    """A run QUEUED past DPP_QUEUE_TTL_S: EXPIRED/QUEUE_TIMEOUT with a full release."""
+    return _finish(
+        run,
+        guard=Q(status=RunStatus.QUEUED),
+        status=RunStatus.EXPIRED,
+        charge_micros=0,
+        reason_code="QUEUE_TIMEOUT",
+        detail=f"no worker started it within {settings.DPP_QUEUE_TTL_S} s",
+    )
+
+
+def run_mark_published(*, run: Run) -> bool:
+    """Record a re-publish (CAS on the previous publish time, so two reapers do not both re-drive)."""
+    previous = Q(published_at__isnull=True) if run.published_at is None else Q(published_at=run.published_at)
+    return Run.objects.filter(previous, pk=run.pk, status=RunStatus.QUEUED).update(published_at=timezone.now()) == 1
