@@ -183,7 +183,7 @@ def _audit_held(report: ReconcileReport) -> None:
             report,
             kind=AuditFlag.Kind.HELD_MISMATCH,
             subject=str(account.tenant_id),
-            detail=f"held is {account.balance_micros} micros, open reservations {account.open_micros}",  # type: ignore[attr-defined]
+            detail=f"held is {account.balance_micros} micros, open reservations {account.open_micros}",
             tenant_id=account.tenant_id,
         )
 

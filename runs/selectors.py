@@ -69,4 +69,4 @@ def usage_by_day(*, tenant: Tenant, first: date, last: date) -> list[dict[str, A
         )
         .order_by("day")
     )
-    return list(rows)
+    return [dict(row) for row in rows]

@@ -9,6 +9,8 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
+from billing.bootstrap import ensure_platform_rows
+from billing.models import Account, Plan
 from billing.services import ledger_topup, tenant_onboard
 from dpp.models import Tenant
 from dpp.redis import get_redis
@@ -25,6 +27,15 @@ def _real_services(django_db_setup: None, django_db_blocker: pytest.FixtureReque
             pytest.exit("the tests need PostgreSQL and Redis: run `make test` (or set DATABASE_URL and REDIS_URL)", 2)
     if get_redis() is None:
         pytest.exit("the tests need Redis: run `make test` (or set REDIS_URL)", 2)
+
+
+@pytest.fixture(autouse=True)
+def _platform_rows(request: pytest.FixtureRequest) -> None:
+    """A transactional test flushes every table, data-migration rows included: put them back first."""
+    uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & set(request.fixturenames)
+    if uses_db:
+        request.getfixturevalue("_django_db_helper")
+        ensure_platform_rows(Plan, Account)
 
 
 @dataclass

@@ -1,0 +1,322 @@
+"""The reaper pass (SPEC §3.3): each finding, its action, its charge — and that two reapers are safe."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from billing.models import Account, LedgerTransaction
+from billing.selectors import balances_get
+from billing.services import ledger_settle
+from reaper.models import AuditFlag
+from reaper.services import reconcile_once
+from runs import results, services
+from runs.models import Run
+from tests.conftest import USD, Persona, make_persona
+from tests.factories import submit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def tenant() -> Persona:
+    return make_persona(plan="unlimited", credit_micros=1 * USD)
+
+
+def _age(run: Run, **fields_ago: int) -> None:
+    """Move the run's timestamps into the past (seconds ago)."""
+    now = timezone.now()
+    Run.objects.filter(pk=run.pk).update(**{f: now - timedelta(seconds=s) for f, s in fields_ago.items()})
+
+
+def _leased(tenant: Persona, **kwargs: str) -> services.Lease:
+    lease = services.run_lease(run_id=submit(tenant, **kwargs).pk)
+    assert lease is not None
+    return lease
+
+
+def _claimed(tenant: Persona, *, max_cost_usd: str = "0.0500") -> tuple[Run, services.Lease]:
+    lease = _leased(tenant, max_cost_usd=max_cost_usd)
+    claimed = services.run_claim(run_id=lease.run.pk, lease_token=lease.token)
+    assert claimed is not None
+    return claimed, lease
+
+
+def _settle_count(run: Run) -> int:
+    return LedgerTransaction.objects.filter(run_id=run.pk, kind="SETTLE").count()
+
+
+def test_expired_lease_fails_with_worker_timeout_and_the_minimum_fee(tenant: Persona) -> None:
+    lease = _leased(tenant, max_cost_usd="0.0500")
+    _age(lease.run, lease_expires_at=1)
+    report = reconcile_once()
+    assert report.expired_leases == 1
+    run = Run.objects.get(pk=lease.run.pk)
+    assert (run.status, run.reason_code, run.charged_micros) == ("FAILED", "WORKER_TIMEOUT", 5_000)
+    assert _settle_count(run) == 1
+    assert reconcile_once().expired_leases == 0
+
+
+def test_expired_lease_of_a_cancel_requested_run_ends_canceled(tenant: Persona) -> None:
+    lease = _leased(tenant)
+    services.run_cancel(tenant=tenant.tenant, run_id=lease.run.pk)
+    _age(lease.run, lease_expires_at=1)
+    reconcile_once()
+    run = Run.objects.get(pk=lease.run.pk)
+    assert (run.status, run.reason_code, run.charged_micros) == ("CANCELED", "CANCELED_BY_CLIENT", 5_000)
+
+
+def test_a_live_lease_is_left_alone(tenant: Persona) -> None:
+    lease = _leased(tenant)
+    assert reconcile_once().expired_leases == 0
+    assert Run.objects.get(pk=lease.run.pk).status == "PROCESSING"
+
+
+def test_stale_claim_with_a_valid_envelope_rolls_forward_at_the_envelope_cost(tenant: Persona) -> None:
+    claimed, _ = _claimed(tenant, max_cost_usd="0.0500")
+    assert claimed.finalize_token is not None
+    key = results.envelope_key(claimed, claimed.finalize_token)
+    content = results.envelope_bytes(
+        run=claimed,
+        finalize_token=claimed.finalize_token,
+        data={"x": 1},
+        cost_micros=12_300,
+        finished_at=timezone.now(),
+    )
+    results.envelope_store(key=key, content=content, cost_micros=12_300)
+    _age(claimed, claimed_at=121)
+    report = reconcile_once()
+    assert (report.rolled_forward, report.rolled_back) == (1, 0)
+    run = Run.objects.get(pk=claimed.pk)
+    assert (run.status, run.charged_micros, run.result_key) == ("COMPLETED", 12_300, key)
+    assert run.result_bytes == len(content)
+
+
+def test_roll_forward_caps_the_envelope_cost_at_the_reservation(tenant: Persona) -> None:
+    claimed, _ = _claimed(tenant, max_cost_usd="0.0100")
+    assert claimed.finalize_token is not None
+    key = results.envelope_key(claimed, claimed.finalize_token)
+    content = results.envelope_bytes(
+        run=claimed, finalize_token=claimed.finalize_token, data={}, cost_micros=99_900, finished_at=timezone.now()
+    )
+    results.envelope_store(key=key, content=content, cost_micros=99_900)
+    _age(claimed, claimed_at=121)
+    reconcile_once()
+    assert Run.objects.get(pk=claimed.pk).charged_micros == 10_000
+
+
+@pytest.mark.parametrize("envelope", [None, b"{not json", b'{"run_id": "someone-else"}'])
+def test_stale_claim_without_a_valid_envelope_rolls_back(tenant: Persona, envelope: bytes | None) -> None:
+    claimed, _ = _claimed(tenant)
+    if envelope is not None:
+        assert claimed.finalize_token is not None
+        results.envelope_store(
+            key=results.envelope_key(claimed, claimed.finalize_token), content=envelope, cost_micros=0
+        )
+    _age(claimed, claimed_at=121)
+    report = reconcile_once()
+    assert (report.rolled_forward, report.rolled_back) == (0, 1)
+    run = Run.objects.get(pk=claimed.pk)
+    assert (run.status, run.reason_code, run.charged_micros) == ("FAILED", "FINALIZE_ABORTED", 5_000)
+
+
+def test_a_fresh_claim_is_left_to_its_worker(tenant: Persona) -> None:
+    claimed, _ = _claimed(tenant)
+    report = reconcile_once()
+    assert (report.rolled_forward, report.rolled_back) == (0, 0)
+    assert Run.objects.get(pk=claimed.pk).finalize_stage == "CLAIMED"
+
+
+def test_queued_runs_are_redriven_once_per_interval(tenant: Persona) -> None:
+    run = submit(tenant)
+    assert reconcile_once().redriven == 0  # too young
+    _age(run, created_at=61)
+    assert reconcile_once().redriven == 1
+    assert Run.objects.get(pk=run.pk).published_at is not None
+    assert reconcile_once().redriven == 0  # just re-published
+    _age(run, published_at=61)
+    assert reconcile_once().redriven == 1
+
+
+def test_queued_runs_expire_after_the_queue_ttl_with_a_full_release(tenant: Persona) -> None:
+    run = submit(tenant, max_cost_usd="0.2000")
+    _age(run, created_at=3601)
+    report = reconcile_once()
+    assert (report.expired_queued, report.redriven) == (1, 0)
+    run.refresh_from_db()
+    assert (run.status, run.reason_code, run.money_state, run.charged_micros) == (
+        "EXPIRED",
+        "QUEUE_TIMEOUT",
+        "REFUNDED",
+        0,
+    )
+    assert balances_get(tenant_id=tenant.tenant.pk).available_micros == 1 * USD
+
+
+def test_dry_run_changes_nothing(tenant: Persona) -> None:
+    lease = _leased(tenant)
+    _age(lease.run, lease_expires_at=1)
+    queued = submit(tenant)
+    _age(queued, created_at=3601)
+    report = reconcile_once(dry_run=True)
+    assert (report.expired_leases, report.expired_queued) == (1, 1)
+    assert Run.objects.get(pk=lease.run.pk).status == "PROCESSING"
+    assert Run.objects.get(pk=queued.pk).status == "QUEUED"
+    assert LedgerTransaction.objects.filter(kind="SETTLE").count() == 0
+
+
+def test_run_option_restricts_the_pass(tenant: Persona) -> None:
+    first, second = _leased(tenant), _leased(tenant)
+    _age(first.run, lease_expires_at=1)
+    _age(second.run, lease_expires_at=1)
+    assert reconcile_once(run_id=first.run.pk).expired_leases == 1
+    assert Run.objects.get(pk=second.run.pk).status == "PROCESSING"
+
+
+def test_many_reapers_at_once_settle_each_run_exactly_once(tenant: Persona) -> None:
+    leases = [_leased(tenant, max_cost_usd="0.0100") for _ in range(10)]
+    for lease in leases:
+        _age(lease.run, lease_expires_at=1)
+    totals: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def reap() -> None:
+        barrier.wait()
+        try:
+            totals.append(reconcile_once().expired_leases)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=reap) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(totals) == 10
+    assert LedgerTransaction.objects.filter(kind="SETTLE", run_id__in=[lease.run.pk for lease in leases]).count() == 10
+    balances = balances_get(tenant_id=tenant.tenant.pk)
+    assert (balances.available_micros, balances.held_micros) == (1 * USD - 10 * 5_000, 0)
+
+
+def test_pass_cost_does_not_grow_with_history(tenant: Persona) -> None:
+    def queries_of_a_pass() -> int:
+        lease = _leased(tenant, max_cost_usd="0.0100")
+        _age(lease.run, lease_expires_at=1)
+        with CaptureQueriesContext(connection) as captured:
+            assert reconcile_once().expired_leases == 1
+        return len(captured.captured_queries)
+
+    small = queries_of_a_pass()
+    for _ in range(30):  # history: finished runs the reaper has nothing to do with
+        services.run_cancel(tenant=tenant.tenant, run_id=submit(tenant, max_cost_usd="0.0100").pk)
+    _age_all_completed()
+    assert queries_of_a_pass() == small
+
+
+def _age_all_completed() -> None:
+    Run.objects.filter(completed_at__isnull=False).update(completed_at=timezone.now() - timedelta(days=2))
+
+
+# --- audit flags ----------------------------------------------------------------------------------------
+
+
+def _flags(kind: str) -> list[AuditFlag]:
+    return list(AuditFlag.objects.filter(kind=kind))
+
+
+def test_terminal_run_without_settle_raises_one_flag_and_touches_no_money(
+    tenant: Persona, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = submit(tenant)
+    # Tampering no service can do: the run is marked COMPLETED directly, without its SETTLE.
+    Run.objects.filter(pk=run.pk).update(
+        status="COMPLETED",
+        finalize_stage="COMMITTED",
+        money_state="SETTLED",
+        charged_micros=100,
+        completed_at=timezone.now(),
+    )
+    before = balances_get(tenant_id=tenant.tenant.pk)
+    with caplog.at_level(logging.CRITICAL, logger="dpp.reaper"):
+        report = reconcile_once()
+    # Two findings: the run has no SETTLE, and so its reservation is still held with no open run behind it.
+    assert sorted(a["kind"] for a in report.actions) == ["HELD_MISMATCH", "TERMINAL_WITHOUT_SETTLE"]
+    assert reconcile_once().audit_flags == 0  # already flagged and still open
+    flags = _flags(AuditFlag.Kind.TERMINAL_WITHOUT_SETTLE)
+    assert [(f.subject, f.tenant_id, f.trace_id) for f in flags] == [(str(run.pk), tenant.tenant.pk, run.trace_id)]
+    assert any("AUDIT FLAG" in r.getMessage() and r.levelno == logging.CRITICAL for r in caplog.records)
+    assert balances_get(tenant_id=tenant.tenant.pk) == before
+
+
+def test_settle_without_a_terminal_run_raises_a_flag(tenant: Persona) -> None:
+    run = submit(tenant, max_cost_usd="0.0100")
+    with transaction.atomic():
+        ledger_settle(tenant_id=tenant.tenant.pk, run_id=run.pk, reserved_micros=10_000, charge_micros=0, trace_id="t")
+    reconcile_once()
+    assert [f.subject for f in _flags(AuditFlag.Kind.SETTLE_WITHOUT_TERMINAL)] == [str(run.pk)]
+
+
+def test_held_not_matching_open_reservations_raises_a_flag(tenant: Persona) -> None:
+    submit(tenant, max_cost_usd="0.0100")
+    Account.objects.filter(pk=f"{tenant.tenant.pk}/held").update(balance_micros=20_000)
+    reconcile_once()
+    flags = _flags(AuditFlag.Kind.HELD_MISMATCH)
+    assert [f.subject for f in flags] == [tenant.tenant.pk]
+    assert "20000" in flags[0].detail
+    assert "10000" in flags[0].detail
+
+
+def test_a_resolved_flag_can_be_raised_again(tenant: Persona) -> None:
+    submit(tenant, max_cost_usd="0.0100")
+    Account.objects.filter(pk=f"{tenant.tenant.pk}/held").update(balance_micros=20_000)
+    reconcile_once()
+    AuditFlag.objects.update(resolved_at=timezone.now(), resolved_by="ops")
+    assert reconcile_once().audit_flags == 1
+    assert AuditFlag.objects.count() == 2
+
+
+def test_open_flags_are_counted_in_metrics(tenant: Persona, client) -> None:
+    AuditFlag.objects.create(kind=AuditFlag.Kind.HELD_MISMATCH, subject="x", detail="d")
+    text = client.get("/metrics").content.decode()
+    assert "dpp_audit_flags_open 1.0" in text
+
+
+# --- the command ----------------------------------------------------------------------------------------
+
+
+def test_reconcile_command_json(tenant: Persona) -> None:
+    lease = _leased(tenant)
+    _age(lease.run, lease_expires_at=1)
+    out = io.StringIO()
+    call_command("reconcile", "--json", stdout=out)
+    payload = json.loads(out.getvalue())
+    assert {k: payload[k] for k in ("dry_run", "expired_leases", "rolled_forward", "rolled_back")} == {
+        "dry_run": False,
+        "expired_leases": 1,
+        "rolled_forward": 0,
+        "rolled_back": 0,
+    }
+    assert {"redriven", "expired_queued", "audit_flags"} <= payload.keys()
+    assert payload["actions"][0]["run_id"] == str(lease.run.pk)
+
+
+def test_reconcile_command_dry_run_and_single_run(tenant: Persona) -> None:
+    lease = _leased(tenant)
+    _age(lease.run, lease_expires_at=1)
+    out = io.StringIO()
+    call_command("reconcile", "--dry-run", "--run", str(lease.run.pk), stdout=out)
+    assert "would do" in out.getvalue()
+    assert Run.objects.get(pk=lease.run.pk).status == "PROCESSING"
+    with pytest.raises(Exception, match="not a run id"):
+        call_command("reconcile", "--run", "nope", stdout=io.StringIO())
+    assert reconcile_once(run_id=uuid.uuid4()).expired_leases == 0

@@ -1,0 +1,255 @@
+"""The run state machine (SPEC §3.1-3.2): every transition is a compare-and-set whose loser does nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from billing.models import LedgerTransaction
+from billing.selectors import balances_get
+from runs import executor, results, services
+from runs.models import FinalizeStage, MoneyState, Run, RunStatus
+from tests.conftest import USD, Persona, make_persona
+from tests.factories import submit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def tenant() -> Persona:
+    return make_persona(plan="unlimited", credit_micros=1 * USD)
+
+
+def settles(run: Run) -> list[LedgerTransaction]:
+    return list(LedgerTransaction.objects.filter(run_id=run.pk, kind="SETTLE"))
+
+
+def test_accept_reserves_and_creates_a_queued_reserved_run(tenant: Persona) -> None:
+    run = submit(tenant, max_cost_usd="0.0500")
+    assert (run.status, run.money_state, run.finalize_stage, run.version) == ("QUEUED", "RESERVED", None, 0)
+    assert run.reserved_micros == 50_000
+    assert run.minimum_fee_micros == 5_000
+    balances = balances_get(tenant_id=tenant.tenant.pk)
+    assert (balances.available_micros, balances.held_micros) == (950_000, 50_000)
+    assert LedgerTransaction.objects.filter(run_id=run.pk, kind="RESERVE").count() == 1
+
+
+def test_lease_is_a_compare_and_set(tenant: Persona) -> None:
+    run = submit(tenant)
+    first = services.run_lease(run_id=run.pk)
+    assert first is not None
+    assert first.run.status == RunStatus.PROCESSING
+    assert first.run.lease_token == first.token
+    assert services.run_lease(run_id=run.pk) is None  # a duplicate delivery finds nothing to lease
+    assert Run.objects.get(pk=run.pk).version == 1
+
+
+def test_concurrent_leases_have_exactly_one_winner(tenant: Persona) -> None:
+    run = submit(tenant)
+    winners: list[object] = []
+    barrier = threading.Barrier(8)
+
+    def lease() -> None:
+        barrier.wait()
+        try:
+            winners.append(services.run_lease(run_id=run.pk))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=lease) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(1 for w in winners if w is not None) == 1
+
+
+def test_heartbeat_extends_the_lease_without_bumping_version(tenant: Persona, settings) -> None:
+    lease = services.run_lease(run_id=submit(tenant).pk)
+    assert lease is not None
+    before = Run.objects.get(pk=lease.run.pk)
+    time.sleep(0.01)
+    assert services.run_heartbeat(run_id=lease.run.pk, lease_token=lease.token) == "OK"
+    after = Run.objects.get(pk=lease.run.pk)
+    assert after.lease_expires_at > before.lease_expires_at
+    assert after.version == before.version
+
+
+def test_heartbeat_with_a_wrong_token_or_after_expiry_is_lost(tenant: Persona) -> None:
+    lease = services.run_lease(run_id=submit(tenant).pk)
+    assert lease is not None
+    assert services.run_heartbeat(run_id=lease.run.pk, lease_token=uuid.uuid4()) == "LOST"
+    Run.objects.filter(pk=lease.run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.run_heartbeat(run_id=lease.run.pk, lease_token=lease.token) == "LOST"
+
+
+def test_heartbeat_reports_a_cancel_request(tenant: Persona) -> None:
+    lease = services.run_lease(run_id=submit(tenant).pk)
+    assert lease is not None
+    outcome = services.run_cancel(tenant=tenant.tenant, run_id=lease.run.pk)
+    assert outcome.pending
+    assert services.run_heartbeat(run_id=lease.run.pk, lease_token=lease.token) == "CANCEL_REQUESTED"
+
+
+def test_worker_failure_charges_the_minimum_fee_once(tenant: Persona) -> None:
+    lease = services.run_lease(run_id=submit(tenant, max_cost_usd="0.5000").pk)
+    assert lease is not None
+    assert services.run_fail(run=lease.run, lease_token=lease.token, reason_code="PACK_FAILED", detail="x")
+    # the same transition again, with the stale version, loses and posts nothing
+    assert not services.run_fail(run=lease.run, lease_token=lease.token, reason_code="PACK_FAILED", detail="x")
+    run = Run.objects.get(pk=lease.run.pk)
+    assert (run.status, run.money_state, run.charged_micros, run.reason_code) == (
+        "FAILED",
+        "SETTLED",
+        10_000,  # 2 % of 0.5000
+        "PACK_FAILED",
+    )
+    assert len(settles(run)) == 1
+    assert balances_get(tenant_id=tenant.tenant.pk).held_micros == 0
+    assert balances_get(tenant_id=tenant.tenant.pk).available_micros == 1 * USD - 10_000
+
+
+def test_claim_needs_the_lease_token_and_a_live_lease(tenant: Persona) -> None:
+    lease = services.run_lease(run_id=submit(tenant).pk)
+    assert lease is not None
+    assert services.run_claim(run_id=lease.run.pk, lease_token=uuid.uuid4()) is None
+    Run.objects.filter(pk=lease.run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.run_claim(run_id=lease.run.pk, lease_token=lease.token) is None
+    assert Run.objects.get(pk=lease.run.pk).finalize_stage is None
+
+
+def _store(run: Run, cost: int) -> services.StoredResult:
+    assert run.finalize_token is not None
+    key = results.envelope_key(run, run.finalize_token)
+    content = results.envelope_bytes(
+        run=run, finalize_token=run.finalize_token, data={"ok": True}, cost_micros=cost, finished_at=timezone.now()
+    )
+    envelope = results.envelope_store(key=key, content=content, cost_micros=cost)
+    return services.StoredResult(key=envelope.key, sha256=envelope.sha256, size=envelope.size, cost_micros=cost)
+
+
+def test_two_phase_finalize_commits_once_and_caps_the_charge(tenant: Persona) -> None:
+    lease = services.run_lease(run_id=submit(tenant, max_cost_usd="0.0200").pk)
+    assert lease is not None
+    claimed = services.run_claim(run_id=lease.run.pk, lease_token=lease.token)
+    assert claimed is not None
+    assert claimed.finalize_stage == FinalizeStage.CLAIMED
+    stored = _store(claimed, cost=30_000)  # above the 0.0200 reservation
+    assert services.run_commit(run=claimed, stored=stored)
+    assert not services.run_commit(run=claimed, stored=stored)
+    run = Run.objects.get(pk=claimed.pk)
+    assert (run.status, run.finalize_stage, run.money_state, run.charged_micros) == (
+        "COMPLETED",
+        "COMMITTED",
+        "SETTLED",
+        20_000,
+    )
+    assert run.result_sha256 == stored.sha256
+    assert len(settles(run)) == 1
+    assert balances_get(tenant_id=tenant.tenant.pk).available_micros == 1 * USD - 20_000
+
+
+def test_cancel_queued_releases_everything(tenant: Persona) -> None:
+    run = submit(tenant, max_cost_usd="0.1000")
+    outcome = services.run_cancel(tenant=tenant.tenant, run_id=run.pk)
+    assert not outcome.pending
+    assert (outcome.run.status, outcome.run.money_state, outcome.run.charged_micros) == ("CANCELED", "REFUNDED", 0)
+    assert outcome.run.reason_code == "CANCELED_BY_CLIENT"
+    assert balances_get(tenant_id=tenant.tenant.pk).available_micros == 1 * USD
+    assert services.run_lease(run_id=run.pk) is None
+
+
+def test_cancel_of_another_tenants_run_is_not_found(tenant: Persona) -> None:
+    run = submit(tenant)
+    stranger = make_persona()
+    with pytest.raises(Exception, match="NOT_FOUND"):
+        services.run_cancel(tenant=stranger.tenant, run_id=run.pk)
+    assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
+
+
+# --- the executor, in-process (the Celery task body) ----------------------------------------------------
+
+
+def test_execute_success(tenant: Persona) -> None:
+    run = submit(tenant, inputs={"sleep_ms": 0, "cost_usd": "0.0300"}, max_cost_usd="0.0500")
+    assert executor.run_execute(run_id=run.pk) == "completed"
+    assert executor.run_execute(run_id=run.pk) == "not-leased"  # a second delivery does nothing
+    run.refresh_from_db()
+    assert (run.status, run.charged_micros) == ("COMPLETED", 30_000)
+    content = results.envelope_read(run.result_key)
+    assert content is not None
+    assert results.envelope_validate(run=run, key=run.result_key) is not None
+    assert len(settles(run)) == 1
+
+
+def test_execute_pack_failure_charges_the_minimum_fee(tenant: Persona) -> None:
+    run = submit(tenant, inputs={"outcome": "fail"}, max_cost_usd="0.0500")
+    assert executor.run_execute(run_id=run.pk) == "failed:PACK_FAILED"
+    run.refresh_from_db()
+    assert (run.status, run.reason_code, run.charged_micros) == ("FAILED", "PACK_FAILED", 5_000)
+
+
+def test_execute_over_the_timebox_fails_with_the_minimum_fee(tenant: Persona) -> None:
+    run = submit(tenant, inputs={"sleep_ms": 3_000}, timebox_sec=1)
+    started = time.monotonic()
+    assert executor.run_execute(run_id=run.pk) == "failed:TIMEBOX_EXCEEDED"
+    assert time.monotonic() - started < 2.5  # stopped at the timebox, not after the full sleep
+    run.refresh_from_db()
+    assert (run.status, run.reason_code, run.money_state) == ("FAILED", "TIMEBOX_EXCEEDED", MoneyState.SETTLED)
+    assert run.charged_micros == run.minimum_fee_micros
+
+
+def _run_in_thread(run_id: uuid.UUID) -> tuple[threading.Thread, list[str]]:
+    outcome: list[str] = []
+
+    def target() -> None:
+        try:
+            outcome.append(executor.run_execute(run_id=run_id))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, outcome
+
+
+def _wait_status(run_id: uuid.UUID, status: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while Run.objects.get(pk=run_id).status != status:
+        assert time.monotonic() < deadline, f"run never reached {status}"
+        time.sleep(0.02)
+
+
+def test_cancel_while_processing_stops_the_worker_at_its_heartbeat(tenant: Persona, settings) -> None:
+    settings.DPP_LEASE_S = 3  # heartbeat every second
+    run = submit(tenant, inputs={"sleep_ms": 20_000}, max_cost_usd="0.0500")
+    thread, outcome = _run_in_thread(run.pk)
+    _wait_status(run.pk, "PROCESSING")
+    started = time.monotonic()
+    assert services.run_cancel(tenant=tenant.tenant, run_id=run.pk).pending
+    thread.join(10)
+    assert outcome == ["canceled"]
+    assert time.monotonic() - started < 3
+    run.refresh_from_db()
+    assert (run.status, run.reason_code, run.charged_micros) == ("CANCELED", "CANCELED_BY_CLIENT", 5_000)
+
+
+def test_a_worker_that_lost_its_lease_finalizes_nothing(tenant: Persona, settings) -> None:
+    settings.DPP_LEASE_S = 3
+    run = submit(tenant, inputs={"sleep_ms": 20_000})
+    thread, outcome = _run_in_thread(run.pk)
+    _wait_status(run.pk, "PROCESSING")
+    # The reaper decides the worker is gone: the lease expires and the run is finished without it.
+    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.run_expire_lease(run=Run.objects.get(pk=run.pk))
+    thread.join(10)
+    assert outcome == ["lease-lost"]
+    run.refresh_from_db()
+    assert (run.status, run.reason_code) == ("FAILED", "WORKER_TIMEOUT")
+    assert len(settles(run)) == 1
