@@ -1,0 +1,72 @@
+"""Structured logs carry the ids of the work at hand; CORS exposes the DPP headers to browsers."""
+
+import json
+import logging
+import sys
+
+import pytest
+from django.test import Client
+
+from dpp.observability import ContextFilter, JsonFormatter, log_context
+from tests.conftest import Persona
+
+
+def _format(record: logging.LogRecord) -> dict:
+    ContextFilter().filter(record)
+    return json.loads(JsonFormatter().format(record))
+
+
+def test_log_lines_are_json_with_the_bound_ids() -> None:
+    with log_context(trace_id="trace-1", tenant_id="acme", run_id="run-1"):
+        record = logging.LogRecord("dpp.test", logging.INFO, __file__, 1, "hello %s", ("world",), None)
+        line = _format(record)
+    assert line["message"] == "hello world"
+    assert (line["trace_id"], line["tenant_id"], line["run_id"]) == ("trace-1", "acme", "run-1")
+    assert line["level"] == "INFO"
+    outside = _format(logging.LogRecord("dpp.test", logging.INFO, __file__, 1, "x", (), None))
+    assert "run_id" not in outside
+
+
+def _boom() -> None:
+    raise ValueError("boom")
+
+
+def test_exceptions_are_logged_with_their_stack() -> None:
+    try:
+        _boom()
+    except ValueError:
+        record = logging.LogRecord("dpp.test", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    line = _format(record)
+    assert line["exc_type"] == "ValueError"
+    assert "boom" in line["stack"]
+
+
+@pytest.mark.django_db
+def test_access_log_carries_trace_and_tenant(owner: Persona, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="dpp.access"):
+        owner.client.get("/v1/account", HTTP_X_TRACE_ID="trace-xyz")
+    records = [r for r in caplog.records if r.name == "dpp.access"]
+    assert len(records) == 1
+    line = _format(records[0])
+    assert line["trace_id"] == "trace-xyz"
+    assert line["tenant_id"] == owner.tenant.pk
+    assert line["status"] == 200
+    assert line["route"] == "/v1/account"
+
+
+@pytest.mark.django_db
+def test_cors_exposes_dpp_headers_to_allowed_origins(settings, owner: Persona) -> None:
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+    response = owner.client.get("/v1/account", HTTP_ORIGIN="https://app.example.com")
+    assert response["Access-Control-Allow-Origin"] == "https://app.example.com"
+    exposed = {h.strip().lower() for h in response["Access-Control-Expose-Headers"].split(",")}
+    assert {
+        "x-dpp-cost-reserved",
+        "x-dpp-cost-minimum-fee",
+        "x-dpp-cost-actual",
+        "ratelimit",
+        "ratelimit-policy",
+    } <= exposed
+    assert "retry-after" in exposed
+    other = Client().get("/health", HTTP_ORIGIN="https://evil.example.com")
+    assert "Access-Control-Allow-Origin" not in other
