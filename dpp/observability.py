@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.registry import Collector
 
 trace_id_var: ContextVar[str | None] = ContextVar("dpp_trace_id", default=None)
 request_id_var: ContextVar[str | None] = ContextVar("dpp_request_id", default=None)
@@ -119,3 +120,14 @@ HTTP_LATENCY = Histogram(
 RATE_LIMIT_FAIL_OPEN = Counter(
     "dpp_rate_limit_fail_open_total", "Requests let through because Redis was unreachable for rate limiting."
 )
+
+# Collectors that read the database at scrape time (registered by other apps, e.g. the reaper's gauges). In
+# gunicorn's multiprocess mode /metrics builds a fresh registry per scrape and adds these to it.
+DB_COLLECTORS: list[Collector] = []
+
+
+def register_db_collector(collector: Collector) -> None:
+    if any(type(existing) is type(collector) for existing in DB_COLLECTORS):
+        return
+    DB_COLLECTORS.append(collector)
+    REGISTRY.register(collector)

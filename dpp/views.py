@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from dpp.observability import DB_COLLECTORS
 from dpp.redis import get_redis
 
 logger = logging.getLogger("dpp.readyz")
@@ -95,4 +96,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        for collector in DB_COLLECTORS:
+            registry.register(collector)
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

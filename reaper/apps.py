@@ -7,9 +7,7 @@ class ReaperConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from prometheus_client import REGISTRY
-
+        from dpp.observability import register_db_collector
         from reaper.metrics import ReconciliationCollector
 
-        if not any(isinstance(c, ReconciliationCollector) for c in list(REGISTRY._collector_to_names)):
-            REGISTRY.register(ReconciliationCollector())
+        register_db_collector(ReconciliationCollector())

@@ -7,6 +7,9 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.serializers.json import DjangoJSONEncoder
+
+from dpp.errors import ApplicationError
 
 
 class DppCommand(BaseCommand):
@@ -19,13 +22,15 @@ class DppCommand(BaseCommand):
             self.run(**options)
         except ValidationError as exc:
             self.fail("; ".join(exc.messages))
+        except ApplicationError as exc:
+            self.fail(exc.detail)
 
     def run(self, **options: Any) -> None:
         raise NotImplementedError
 
     def emit(self, payload: dict[str, Any], text: str) -> None:
         """The answer: JSON for machines, or a human sentence."""
-        self.stdout.write(json.dumps(payload, default=str) if self.as_json else text)
+        self.stdout.write(json.dumps(payload, cls=DjangoJSONEncoder) if self.as_json else text)
 
     def fail(self, message: str, code: int = 1) -> None:
         if self.as_json:
