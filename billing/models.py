@@ -162,6 +162,8 @@ class LedgerTransaction(models.Model):
 
     class Meta:
         ordering = ("-id",)
+        # Manual money movements from the admin (groups `finance`, migration 0005).
+        permissions = [("topup", "Can top up tenant credit"), ("adjust", "Can make a manual adjustment")]
         indexes = [
             models.Index(fields=["tenant", "-id"], name="billing_txn_tenant_id"),
             models.Index(fields=["created_at"], name="billing_txn_created"),

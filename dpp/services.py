@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ from dpp import keys
 from dpp.models import ApiKey, Tenant
 
 TENANT_ID_RE = re.compile(r"[a-z0-9_-]{3,64}")
+
+logger = logging.getLogger("dpp.keys")
 
 
 @dataclass(frozen=True)
@@ -56,3 +59,13 @@ def api_key_revoke(*, key_prefix: str) -> ApiKey:
         raise ValidationError(f"key {key_prefix!r} was revoked concurrently")
     matches[0].refresh_from_db()
     return matches[0]
+
+
+def api_key_revoke_by_id(*, api_key: ApiKey, actor: str) -> bool:
+    """Revoke this key now; False if it was already revoked (the first revocation time is kept)."""
+    # Conditional UPDATE: two staff revoking at once both succeed, and revoked_at keeps the earlier time.
+    updated = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    api_key.refresh_from_db(fields=["revoked_at"])
+    if updated:
+        logger.info("api key %s of %s revoked by %s", api_key.prefix, api_key.tenant_id, actor)
+    return updated == 1

@@ -188,6 +188,16 @@ def _audit_held(report: ReconcileReport) -> None:
         )
 
 
+def audit_flag_resolve(*, flag_ids: list[int], actor: str, note: str) -> int:
+    """Resolve the flags among `flag_ids` that are still open; returns how many this call resolved."""
+    if not note.strip():
+        raise ValueError("resolving a flag needs a note")
+    # Conditional UPDATE: a flag resolved meanwhile by someone else keeps its first resolution.
+    return AuditFlag.objects.filter(pk__in=flag_ids, resolved_at__isnull=True).update(
+        resolved_at=timezone.now(), resolved_by=actor, resolution_note=note.strip()
+    )
+
+
 def reconcile_once(*, dry_run: bool = False, run_id: uuid.UUID | None = None) -> ReconcileReport:
     """One reaper pass; with `run_id`, only that run (and no tenant-wide check)."""
     report = ReconcileReport(dry_run=dry_run)

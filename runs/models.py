@@ -101,6 +101,7 @@ class Run(models.Model):
             models.Index(fields=["tenant", "pack_type", "-created_at"], name="runs_tenant_pack_created"),
             models.Index(fields=["-created_at", "-id"], name="runs_created"),
             models.Index(fields=["trace_id"], name="runs_trace"),
+            models.Index(fields=["idempotency_key"], name="runs_idempotency_key"),  # admin search
             # The reaper's work lists: small partial indexes, so a pass costs what it acts on, not history.
             models.Index(fields=["created_at"], condition=Q(status="QUEUED"), name="runs_queued"),
             models.Index(

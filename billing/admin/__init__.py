@@ -1,0 +1,14 @@
+"""The Django admin for finance staff and ops (SPEC §1): tenants and their money, keys, the ledger (read-only).
+
+Registration happens on import of the modules below; runs and reaper register their own admins.
+"""
+
+from django.contrib import admin
+
+from billing.admin import ledger, tenants
+
+admin.site.site_header = "DPP administration"
+admin.site.site_title = "DPP administration"
+admin.site.index_title = "Finance and operations"
+
+__all__ = ["ledger", "tenants"]

@@ -1,0 +1,312 @@
+"""The ledger, read-only: accounts, transactions with their entries, plans; and the CSV export of transactions.
+
+Nobody adds, changes or deletes a transaction or an entry here, superusers included (the database refuses it
+too: append-only triggers). A mistake is corrected by a new ADJUSTMENT, from the tenant's page.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.contrib.admin.utils import quote
+from django.core.exceptions import PermissionDenied
+from django.db.models import CharField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Concat
+from django.http import HttpRequest, HttpResponseBase
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+
+from billing.admin.forms import TransactionExportForm
+from billing.models import Account, LedgerEntry, LedgerTransaction, Plan
+from billing.money import format_usd
+from dpp.admin_tools import (
+    InputFilter,
+    ReadOnlyModelAdmin,
+    ReadOnlyTabularInline,
+    TenantFilter,
+    csv_text,
+    form_page,
+    stream_csv,
+)
+
+EXPORT_HEADER = (
+    "transaction_id",
+    "created_at",
+    "kind",
+    "tenant_id",
+    "run_id",
+    "actor",
+    "reason",
+    "available_delta_usd",
+    "held_delta_usd",
+    "charged_usd",
+)
+
+
+def _leg(account_id: Any) -> Subquery:
+    # A transaction has at most one entry per account; one lookup on the entries' transaction index, evaluated
+    # only for the rows returned (a page, or the export's stream), never for the whole table.
+    entries = LedgerEntry.objects.filter(transaction=OuterRef("pk"), account_id=account_id)
+    return Subquery(entries.order_by().values("amount_micros")[:1])
+
+
+def with_deltas(queryset: QuerySet[LedgerTransaction]) -> QuerySet[LedgerTransaction]:
+    """Annotate each transaction with its deltas on its tenant's two accounts and the charge (to revenue)."""
+    return queryset.annotate(
+        available_delta_micros=_leg(Concat(OuterRef("tenant_id"), Value("/available"), output_field=CharField())),
+        held_delta_micros=_leg(Concat(OuterRef("tenant_id"), Value("/held"), output_field=CharField())),
+        charged_micros=_leg(Value(Account.platform_account_id(Account.Kind.REVENUE))),
+    )
+
+
+def _usd(micros: int | None) -> str:
+    return format_usd(micros or 0)
+
+
+def run_link(run_id: uuid.UUID | None) -> str:
+    if run_id is None:
+        return "—"
+    # A URL name, not an import: billing does not depend on runs.
+    return format_html('<a href="{}">{}</a>', reverse("admin:runs_run_change", args=[run_id]), run_id)
+
+
+def tenant_link(tenant_id: str) -> str:
+    return format_html('<a href="{}">{}</a>', reverse("admin:dpp_tenant_change", args=[quote(tenant_id)]), tenant_id)
+
+
+class RunFilter(InputFilter):
+    title = "run"
+    parameter_name = "run"
+    lookup = "run_id"
+    placeholder = "run id"
+
+    def clean(self, value: str) -> object | None:
+        try:
+            return uuid.UUID(value.strip())
+        except ValueError:
+            return None
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        # Only RESERVE and SETTLE carry a run: saying so lets PostgreSQL use the partial unique index.
+        if self.value():
+            queryset = queryset.filter(kind__in=LedgerTransaction.RUN_KINDS)
+        return super().queryset(request, queryset)
+
+
+class LedgerEntryInline(ReadOnlyTabularInline):
+    model = LedgerEntry
+    fields = ("account", "amount")
+    readonly_fields = fields
+
+    @admin.display(description="amount (USD)")
+    def amount(self, obj: LedgerEntry) -> str:
+        return format_usd(obj.amount_micros)
+
+
+@admin.register(LedgerTransaction)
+class LedgerTransactionAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "id",
+        "created_at",
+        "kind",
+        "tenant",
+        "run",
+        "actor",
+        "short_reason",
+        "available_delta",
+        "held_delta",
+        "charged",
+    )
+    list_filter = ("kind", TenantFilter, RunFilter, ("created_at", admin.DateFieldListFilter))
+    list_select_related = ("tenant",)
+    sortable_by = ("id", "created_at")  # the indexed orders only: a click never sorts the whole table
+    search_fields = ("id",)
+    search_help_text = "A transaction id or a run id, exactly."
+    fields = (
+        "id",
+        "kind",
+        "tenant",
+        "run",
+        "actor",
+        "reason",
+        "trace_id",
+        "created_at",
+        "available_delta",
+        "held_delta",
+        "charged",
+    )
+    readonly_fields = fields
+    inlines = (LedgerEntryInline,)
+    ordering = ("-id",)
+    change_list_template = "billing/admin/ledgertransaction_change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[LedgerTransaction]:
+        return with_deltas(super().get_queryset(request))
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[LedgerTransaction], search_term: str
+    ) -> tuple[QuerySet[LedgerTransaction], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if term.isdigit():
+            return queryset.filter(pk=int(term)), False
+        try:
+            run_id = uuid.UUID(term)
+        except ValueError:
+            return queryset.none(), False
+        return queryset.filter(run_id=run_id, kind__in=LedgerTransaction.RUN_KINDS), False
+
+    @admin.display(description="run", ordering="run_id")
+    def run(self, obj: LedgerTransaction) -> str:
+        return run_link(obj.run_id)
+
+    @admin.display(description="reason")
+    def short_reason(self, obj: LedgerTransaction) -> str:
+        return obj.reason if len(obj.reason) <= 60 else f"{obj.reason[:59]}…"
+
+    @admin.display(description="available Δ (USD)")
+    def available_delta(self, obj: LedgerTransaction) -> str:
+        return _usd(getattr(obj, "available_delta_micros", 0))
+
+    @admin.display(description="held Δ (USD)")
+    def held_delta(self, obj: LedgerTransaction) -> str:
+        return _usd(getattr(obj, "held_delta_micros", 0))
+
+    @admin.display(description="charged (USD)")
+    def charged(self, obj: LedgerTransaction) -> str:
+        return _usd(getattr(obj, "charged_micros", 0))
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap: Callable[..., Any] = self.admin_site.admin_view
+        name = f"{self.opts.app_label}_{self.opts.model_name}_export"
+        return [path("export/", wrap(self.export_view), name=name), *super().get_urls()]
+
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
+        """GET with a date range: the transactions as CSV, streamed; without one: the form."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = TransactionExportForm(request.GET or None)
+        if not form.is_valid():
+            return form_page(
+                request,
+                self,
+                title="Export transactions (CSV)",
+                form=form,
+                submit_label="Download CSV",
+                method="get",
+                intro="Every transaction created in the range, oldest first; amounts are 4-decimal USD strings.",
+            )
+        start, end = form.created_range()
+        queryset = LedgerTransaction.objects.filter(created_at__gte=start, created_at__lt=end)
+        if form.cleaned_data["tenant"]:
+            queryset = queryset.filter(tenant_id=form.cleaned_data["tenant"])
+        if form.cleaned_data["kind"]:
+            queryset = queryset.filter(kind=form.cleaned_data["kind"])
+        filename = f"dpp-transactions-{start.date().isoformat()}-{form.cleaned_data['date_to'].isoformat()}.csv"
+        return stream_csv(filename=filename, header=EXPORT_HEADER, rows=_export_rows(queryset))
+
+
+def _export_rows(queryset: QuerySet[LedgerTransaction]) -> Iterator[list[str]]:
+    rows = with_deltas(queryset).order_by("created_at", "pk")
+    # A server-side cursor on PostgreSQL: rows arrive in chunks while the response is being sent.
+    for txn in rows.iterator(chunk_size=2000):
+        yield [
+            str(txn.pk),
+            txn.created_at.isoformat(),
+            txn.kind,
+            csv_text(txn.tenant_id),
+            str(txn.run_id) if txn.run_id else "",
+            csv_text(txn.actor),
+            csv_text(txn.reason),
+            _usd(getattr(txn, "available_delta_micros", 0)),
+            _usd(getattr(txn, "held_delta_micros", 0)),
+            _usd(getattr(txn, "charged_micros", 0)),
+        ]
+
+
+class AccountFilter(InputFilter):
+    title = "account"
+    parameter_name = "account"
+    lookup = "account_id"
+    placeholder = "e.g. acme/available, @revenue"
+
+
+class TransactionFilter(InputFilter):
+    title = "transaction"
+    parameter_name = "transaction"
+    lookup = "transaction_id"
+    placeholder = "transaction id"
+
+    def clean(self, value: str) -> object | None:
+        value = value.strip()
+        return int(value) if value.isdigit() else None
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyModelAdmin):
+    list_display = ("id", "transaction_link", "kind", "created_at", "account", "amount")
+    list_filter = (AccountFilter, TransactionFilter)
+    list_select_related = ("transaction",)
+    sortable_by = ("id",)
+    fields = ("id", "transaction_link", "kind", "created_at", "account", "amount")
+    readonly_fields = fields
+    ordering = ("-id",)
+
+    @admin.display(description="transaction", ordering="transaction_id")
+    def transaction_link(self, obj: LedgerEntry) -> str:
+        url = reverse("admin:billing_ledgertransaction_change", args=[obj.transaction_id])
+        return format_html('<a href="{}">#{}</a>', url, obj.transaction_id)
+
+    @admin.display(description="kind")
+    def kind(self, obj: LedgerEntry) -> str:
+        return obj.transaction.kind
+
+    @admin.display(description="created at")
+    def created_at(self, obj: LedgerEntry) -> Any:
+        return obj.transaction.created_at
+
+    @admin.display(description="amount (USD)", ordering="amount_micros")
+    def amount(self, obj: LedgerEntry) -> str:
+        return format_usd(obj.amount_micros)
+
+
+@admin.register(Account)
+class AccountAdmin(ReadOnlyModelAdmin):
+    list_display = ("id", "tenant_id", "kind", "balance", "entries_link")
+    list_filter = ("kind", TenantFilter)
+    search_fields = ("id",)
+    search_help_text = "An account id, exactly (acme/available, acme/held, @revenue, @funding)."
+    fields = ("id", "tenant_id", "kind", "balance", "created_at", "entries_link")
+    readonly_fields = fields
+    ordering = ("id",)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Account], search_term: str
+    ) -> tuple[QuerySet[Account], bool]:
+        term = search_term.strip()
+        return (queryset.filter(pk=term) if term else queryset), False
+
+    @admin.display(description="balance (USD)", ordering="balance_micros")
+    def balance(self, obj: Account) -> str:
+        return format_usd(obj.balance_micros)
+
+    @admin.display(description="entries")
+    def entries_link(self, obj: Account) -> str:
+        url = reverse("admin:billing_ledgerentry_changelist")
+        return format_html('<a href="{}?{}">entries</a>', url, urlencode({"account": obj.pk}))
+
+
+@admin.register(Plan)
+class PlanAdmin(ReadOnlyModelAdmin):
+    list_display = ("code", "name", "packs", "submits_per_min", "reads_per_min", "max_concurrent_runs")
+    fields = ("code", "name", "packs", "submits_per_min", "reads_per_min", "max_concurrent_runs", "created_at")
+    readonly_fields = fields
+
+    @admin.display(description="packs (max cost per run, USD)")
+    def packs(self, obj: Plan) -> str:
+        return ", ".join(f"{pack} ≤ {format_usd(int(cost))}" for pack, cost in obj.pack_max_cost_micros.items())

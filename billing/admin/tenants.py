@@ -1,0 +1,302 @@
+"""Tenants with their money, API keys, and the two manual money movements: top-up and adjustment.
+
+The tenant list annotates both balances and the open plan in its one page query (no N+1). A top-up or an
+adjustment is a form that calls billing.services with actor "admin:<username>" and a mandatory reason; it is
+gated by the permissions `billing.topup` / `billing.adjust` (group `finance`), not by the tenant's change
+permission. Tenants themselves are read-only here: they are created by `create_tenant` (their accounts and plan
+come with them), and no one edits a tenant's money except through the ledger.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.db import connection
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from billing.admin.forms import AdjustForm, TopupForm
+from billing.models import Account, LedgerTransaction, Plan, TenantPlan
+from billing.money import format_usd
+from billing.selectors import balances_get
+from billing.services import ledger_adjust, ledger_topup
+from dpp.admin_tools import DppModelAdmin, ReadOnlyTabularInline, TenantFilter, form_page, staff_actor
+from dpp.errors import ApplicationError
+from dpp.models import ApiKey, Tenant
+from dpp.services import api_key_revoke_by_id
+
+TOPUP_PERMISSION = "billing.topup"
+ADJUST_PERMISSION = "billing.adjust"
+# Revoking a key is the one write on keys the admin offers; it needs dpp's change permission on keys.
+REVOKE_PERMISSION = "dpp.change_apikey"
+
+
+def _balance(kind: str) -> Subquery:
+    # One index lookup per listed tenant (unique (tenant, kind)), evaluated for the page's rows only.
+    return Subquery(Account.objects.filter(tenant=OuterRef("pk"), kind=kind).order_by().values("balance_micros")[:1])
+
+
+def _usd(micros: int | None) -> str:
+    return "—" if micros is None else format_usd(micros)
+
+
+class PlanFilter(admin.SimpleListFilter):
+    title = "plan"
+    parameter_name = "plan"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Tenant]) -> list[tuple[str, str]]:
+        return list(Plan.objects.values_list("code", "name"))
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> QuerySet[Tenant]:
+        value = self.value()
+        if not value:
+            return queryset
+        return queryset.filter(plan_history__ended_at__isnull=True, plan_history__plan__code=value)
+
+
+class ApiKeyInline(ReadOnlyTabularInline):
+    model = ApiKey
+    fields = ("prefix", "label", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    show_change_link = True
+    ordering = ("-created_at",)
+
+
+class TenantPlanInline(ReadOnlyTabularInline):
+    model = TenantPlan
+    fields = ("plan", "started_at", "ended_at", "actor", "reason")
+    readonly_fields = fields
+    verbose_name = "plan period"
+    verbose_name_plural = "plan history"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TenantPlan]:
+        return super().get_queryset(request).select_related("plan")
+
+
+@admin.register(Tenant)
+class TenantAdmin(DppModelAdmin):
+    list_display = ("id", "name", "status", "plan", "available", "held", "created_at")
+    list_filter = ("status", PlanFilter)
+    search_fields = ("^id", "name")
+    fields = ("id", "name", "status", "plan", "available", "held", "created_at")
+    readonly_fields = fields
+    inlines = (ApiKeyInline, TenantPlanInline)
+    change_form_template = "billing/admin/tenant_change_form.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
+        open_plan = TenantPlan.objects.filter(tenant=OuterRef("pk"), ended_at__isnull=True)
+        queryset: QuerySet[Tenant] = super().get_queryset(request)
+        return queryset.annotate(
+            available_micros=_balance(Account.Kind.AVAILABLE),
+            held_micros=_balance(Account.Kind.HELD),
+            plan_code=Subquery(open_plan.order_by().values("plan__code")[:1]),
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a tenant comes with its accounts and plan: `manage.py create_tenant`
+
+    def has_change_permission(self, request: HttpRequest, obj: Tenant | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Tenant | None = None) -> bool:
+        return False
+
+    @admin.display(description="plan", ordering="plan_code")
+    def plan(self, obj: Tenant) -> str:
+        return str(getattr(obj, "plan_code", None) or "—")
+
+    @admin.display(description="available (USD)", ordering="available_micros")
+    def available(self, obj: Tenant) -> str:
+        return _usd(getattr(obj, "available_micros", None))
+
+    @admin.display(description="held (USD)", ordering="held_micros")
+    def held(self, obj: Tenant) -> str:
+        return _usd(getattr(obj, "held_micros", None))
+
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        wrap: Callable[..., Any] = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/topup/", wrap(self.topup_view), name="{}_{}_topup".format(*info)),
+            path("<path:object_id>/adjust/", wrap(self.adjust_view), name="{}_{}_adjust".format(*info)),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra = {
+            **(extra_context or {}),
+            "can_topup": request.user.has_perm(TOPUP_PERMISSION),
+            "can_adjust": request.user.has_perm(ADJUST_PERMISSION),
+        }
+        return super().change_view(request, object_id, form_url, extra)
+
+    def topup_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._movement_view(request, object_id, TopupForm, TOPUP_PERMISSION)
+
+    def adjust_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._movement_view(request, object_id, AdjustForm, ADJUST_PERMISSION)
+
+    def _movement_view(
+        self, request: HttpRequest, object_id: str, form_class: type[TopupForm | AdjustForm], permission: str
+    ) -> HttpResponse:
+        if not (request.user.has_perm(permission) and self.has_view_permission(request)):
+            raise PermissionDenied
+        tenant = self.get_object(request, unquote(object_id))
+        if tenant is None:
+            self.message_user(request, f"There is no tenant {unquote(object_id)!r}.", messages.WARNING)
+            return HttpResponseRedirect(reverse("admin:dpp_tenant_changelist", current_app=self.admin_site.name))
+        if request.method == "POST":
+            form = form_class(request.POST)
+            if form.is_valid():
+                response = self._post_movement(request, tenant, form)
+                if response is not None:
+                    return response
+        else:
+            form = form_class(initial={"nonce": form_class.new_nonce()})
+        topup = isinstance(form, TopupForm)
+        return form_page(
+            request,
+            self,
+            title=f"{'Top up' if topup else 'Adjust'} {tenant.pk}",
+            form=form,
+            submit_label="Top up" if topup else "Post adjustment",
+            original=tenant,
+            intro=(
+                f"Available {_usd(getattr(tenant, 'available_micros', None))} USD, "
+                f"held {_usd(getattr(tenant, 'held_micros', None))} USD. "
+                + ("Funding → available." if topup else "Available ↔ revenue or funding; never below zero.")
+            ),
+        )
+
+    def _post_movement(
+        self, request: HttpRequest, tenant: Tenant, form: TopupForm | AdjustForm
+    ) -> HttpResponseRedirect | None:
+        """Post the transaction and redirect; None when the service refused it (the error is on the form)."""
+        change_url = reverse("admin:dpp_tenant_change", args=[quote(tenant.pk)], current_app=self.admin_site.name)
+        data = form.cleaned_data
+        kind = LedgerTransaction.Kind.TOPUP if isinstance(form, TopupForm) else LedgerTransaction.Kind.ADJUSTMENT
+        common = {"tenant": tenant, "actor": staff_actor(request), "reason": data["reason"], "trace_id": data["nonce"]}
+        with _one_post_per_form(data["nonce"]):
+            earlier = _posted_with_nonce(tenant, kind, data["nonce"])
+            if earlier is not None:
+                self.message_user(request, f"Already posted as transaction #{earlier}; nothing more.", messages.WARNING)
+                return HttpResponseRedirect(change_url)
+            try:
+                if isinstance(form, AdjustForm):
+                    amount = form.signed_amount_micros()
+                    txn = ledger_adjust(amount_micros=amount, counterparty=data["counterparty"], **common)
+                else:
+                    amount = data["amount"]
+                    txn = ledger_topup(amount_micros=amount, **common)
+            except ApplicationError as exc:
+                form.add_error(None, exc.detail)
+                return None
+        available = format_usd(balances_get(tenant_id=tenant.pk).available_micros)
+        summary = f"{kind} #{txn.pk} of {format_usd(amount)} USD: {data['reason']}"
+        self.log_change(request, tenant, summary)
+        self.message_user(request, f"Posted {summary}. Available is now {available} USD.", messages.SUCCESS)
+        return HttpResponseRedirect(change_url)
+
+
+@contextmanager
+def _one_post_per_form(nonce: str) -> Iterator[None]:
+    """Serialise the submissions of one form, so that a double click posts once (the second finds the first).
+
+    A session-level PostgreSQL advisory lock keyed by the form's nonce: held across the service's own durable
+    transaction, released even if it fails. SQLite (the single-user local mode) has no such lock: there the
+    nonce check alone catches a resubmitted page, not two requests racing within milliseconds.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    key = int(nonce[:15], 16)  # 60 bits of the nonce: fits PostgreSQL's bigint
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [key])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def _posted_with_nonce(tenant: Tenant, kind: str, nonce: str) -> int | None:
+    """The transaction a form with this nonce already posted (a resubmission), if any."""
+    # Looked up among the last day's rows of one kind ((kind, created_at) index), not the tenant's whole history.
+    since = timezone.now() - dt.timedelta(days=1)
+    found = LedgerTransaction.objects.filter(tenant=tenant, kind=kind, trace_id=nonce, created_at__gte=since)
+    return found.values_list("pk", flat=True).first()
+
+
+class RevokedFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "revoked"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[ApiKey]) -> list[tuple[str, str]]:
+        return [("no", "active"), ("yes", "revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(revoked_at__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(DppModelAdmin):
+    """Keys are recognised by their 16-character prefix; the hash is never shown and the key cannot be."""
+
+    list_display = ("prefix", "tenant_link", "label", "created_at", "last_used_at", "revoked_at")
+    list_filter = (RevokedFilter, TenantFilter)
+    search_fields = ("prefix",)
+    search_help_text = "The key's 16-character prefix, exactly (e.g. dpp_live_AbC1234)."
+    fields = ("prefix", "tenant_link", "label", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    actions = ("revoke_selected",)
+    ordering = ("-created_at",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a key is shown once when issued: `manage.py issue_api_key`
+
+    def has_change_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return False
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(REVOKE_PERMISSION)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[ApiKey], search_term: str
+    ) -> tuple[QuerySet[ApiKey], bool]:
+        term = search_term.strip()
+        # Exact match on the indexed prefix: never a LIKE.
+        return (queryset.filter(prefix=term) if term else queryset), False
+
+    @admin.display(description="tenant", ordering="tenant_id")
+    def tenant_link(self, obj: ApiKey) -> str:
+        url = reverse("admin:dpp_tenant_change", args=[quote(obj.tenant_id)])
+        return format_html('<a href="{}">{}</a>', url, obj.tenant_id)
+
+    @admin.action(description="Revoke selected keys", permissions=["revoke"])
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        actor = staff_actor(request)
+        revoked = already = 0
+        for api_key in queryset:
+            if api_key_revoke_by_id(api_key=api_key, actor=actor):
+                revoked += 1
+                self.log_change(request, api_key, "Revoked")
+            else:
+                already += 1
+        note = f" ({already} already revoked)" if already else ""
+        self.message_user(request, f"Revoked {revoked} key(s){note}.", messages.SUCCESS)

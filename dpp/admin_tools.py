@@ -1,0 +1,266 @@
+"""Building blocks shared by every admin of DPP (billing, runs, reaper).
+
+The tables behind the admin grow to millions of rows (ledger entries, runs), so a changelist must cost what one
+page costs: no COUNT(*) over the whole table (`EstimatedCountPaginator`), no facet counts, no "N total" count,
+no list filter that loads every distinct value (`InputFilter` instead), no LIKE search. Exports stream.
+
+`dpp` knows nothing of money: amounts are formatted by the admins of billing and runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import Model, QuerySet
+from django.forms import Form
+from django.http import HttpRequest, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.utils.functional import cached_property
+
+# Cells that a spreadsheet would run as a formula (CSV injection); such text cells get a leading apostrophe.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class EstimatedCountPaginator(Paginator):
+    """A paginator whose count never reads a large table to the end.
+
+    - Unfiltered list on PostgreSQL: the planner's row estimate (`pg_class.reltuples`, kept by ANALYZE and
+      autovacuum) when it says the table holds more than `COUNT_CAP` rows.
+    - Otherwise: an exact count capped at `COUNT_CAP` — `SELECT COUNT(*) FROM (SELECT id … LIMIT cap + 1)`,
+      which stops after cap + 1 matching rows, so it never costs more than reading those rows.
+    `count_label` says how to read the figure ("about 1,204,311", "more than 10,000"); None when exact.
+    """
+
+    COUNT_CAP = 10_000
+    count_label: str | None = None
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if not isinstance(queryset, QuerySet):
+            return len(queryset)
+        estimate = _estimated_rows(queryset)
+        if estimate is not None and estimate > self.COUNT_CAP:
+            self.count_label = f"about {estimate:,}"
+            return estimate
+        capped = queryset.order_by().values("pk")[: self.COUNT_CAP + 1].count()
+        if capped > self.COUNT_CAP:
+            self.count_label = f"more than {self.COUNT_CAP:,}"
+        return capped
+
+
+def _estimated_rows(queryset: QuerySet[Any]) -> int | None:
+    """The planner's row count of the queryset's table, or None (filtered, not PostgreSQL, never analysed)."""
+    query = queryset.query
+    if query.where or query.distinct or query.combinator:
+        return None
+    connection = connections[queryset.db]
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [queryset.model._meta.db_table]
+        )
+        row = cursor.fetchone()
+    # -1 (PostgreSQL 14+) means never vacuumed nor analysed: no estimate to trust.
+    if row is None or row[0] is None or row[0] < 0:
+        return None
+    return int(row[0])
+
+
+class DppModelAdmin(admin.ModelAdmin):
+    """A changelist that costs one page, whatever the size of the table."""
+
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False  # no second COUNT(*) for "N total"
+    show_facets = admin.ShowFacets.NEVER  # facet counts are one COUNT per filter choice
+    list_per_page = 50
+    list_max_show_all = 200
+
+
+class ReadOnlyModelAdmin(DppModelAdmin):
+    """View only, for everyone, superusers included: no add, change or delete page answers anything but 403."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+class ReadOnlyTabularInline(admin.TabularInline):
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+class InputFilter(admin.SimpleListFilter):
+    """An exact-match filter typed into a box: for columns with too many values to list (tenant, account, run).
+
+    Subclasses set `title`, `parameter_name`, `lookup` (the ORM lookup, on an indexed column) and may override
+    `clean` (None = the value cannot match anything, e.g. a malformed UUID: the list is empty, not an error).
+    """
+
+    template = "dpp/admin/input_filter.html"
+    lookup: str = ""
+    placeholder: str = ""
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return []
+
+    def has_output(self) -> bool:
+        return True
+
+    def clean(self, value: str) -> object | None:
+        return value.strip() or None
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        raw = self.value()
+        if raw is None:
+            return queryset
+        cleaned = self.clean(str(raw))
+        if cleaned is None:
+            return queryset.none()
+        return queryset.filter(**{self.lookup: cleaned})
+
+    # The choice carries one more key than Django's typed dict: the parameters to keep as hidden inputs.
+    def choices(self, changelist: ChangeList) -> Iterator[dict[str, Any]]:  # type: ignore[override]
+        yield {
+            "selected": self.value() is None,
+            "query_string": changelist.get_query_string(remove=[str(self.parameter_name)]),
+            "display": "All",
+            # The other active parameters, so that typing a value keeps them.
+            "hidden": [(name, value) for name, value in changelist.params.items() if name != self.parameter_name],
+        }
+
+
+_TENANT_ID_RE = re.compile(r"[a-z0-9_-]{3,64}")
+
+
+class TenantFilter(InputFilter):
+    title = "tenant"
+    parameter_name = "tenant"
+    lookup = "tenant_id"
+    placeholder = "tenant id"
+
+    def clean(self, value: str) -> object | None:
+        value = value.strip()
+        return value if _TENANT_ID_RE.fullmatch(value) else None
+
+
+def parse_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        return None
+
+
+def changelist_queryset(model_admin: admin.ModelAdmin, request: HttpRequest) -> QuerySet[Any]:
+    """The changelist's queryset for this request — filtered, searched and ordered — without counting or paging.
+
+    May raise IncorrectLookupParameters, like the changelist itself.
+    """
+    base: type[ChangeList] = model_admin.get_changelist(request)
+    unpaged = type("UnpagedChangeList", (base,), {"get_results": lambda self, request: None})
+    list_display = model_admin.get_list_display(request)
+    changelist = unpaged(
+        request,
+        model_admin.model,
+        list_display,
+        model_admin.get_list_display_links(request, list_display),
+        model_admin.get_list_filter(request),
+        model_admin.date_hierarchy,
+        model_admin.get_search_fields(request),
+        model_admin.get_list_select_related(request),
+        model_admin.list_per_page,
+        model_admin.list_max_show_all,
+        model_admin.list_editable,
+        model_admin,
+        model_admin.get_sortable_by(request),
+        model_admin.search_help_text,
+    )
+    queryset: QuerySet[Any] = changelist.queryset
+    return queryset
+
+
+def csv_text(value: object) -> str:
+    """A free-text cell, neutralised for spreadsheets: a leading =, +, -, @ would otherwise run as a formula."""
+    text = "" if value is None else str(value)
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
+
+
+class _Echo:
+    """A file-like object whose write returns the line: csv.writer then produces the CSV line by line."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def stream_csv(*, filename: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> StreamingHttpResponse:
+    """A CSV download produced while it is sent: memory stays flat whatever the number of rows."""
+    writer = csv.writer(_Echo())
+
+    def lines() -> Iterator[str]:
+        yield writer.writerow(header)
+        for row in rows:
+            yield writer.writerow(row)
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def staff_actor(request: HttpRequest) -> str:
+    """The actor recorded on a money movement made from the admin: "admin:<username>"."""
+    return f"admin:{request.user.get_username()}"
+
+
+def form_page(
+    request: HttpRequest,
+    model_admin: admin.ModelAdmin,
+    *,
+    title: str,
+    form: Form,
+    submit_label: str,
+    original: Model | None = None,
+    intro: str = "",
+    method: str = "post",
+    hidden: Iterable[tuple[str, object]] = (),
+    items: Iterable[object] = (),
+    status: int = 200,
+) -> TemplateResponse:
+    """An admin page holding one form (a top-up, an export, an action's confirmation)."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.model._meta,
+        "title": title,
+        "form": form,
+        "submit_label": submit_label,
+        "original": original,
+        "intro": intro,
+        "method": method,
+        "hidden": list(hidden),
+        "items": list(items),
+    }
+    return TemplateResponse(request, "dpp/admin/form_page.html", context, status=status)

@@ -1,0 +1,285 @@
+"""Runs, read-only, for finance auditing and on-call: every run with its money, ledger, timeline and result.
+
+The changelist costs one page whatever the size of the table (dpp.admin_tools); search is exact and indexed
+(run id, Idempotency-Key, trace id), never a LIKE. No one adds, changes or deletes a run here: runs move only
+through runs.services. The filtered changelist exports as CSV, streamed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponseBase, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from billing.models import LedgerTransaction
+from billing.money import format_usd
+from dpp.admin_tools import (
+    ReadOnlyModelAdmin,
+    TenantFilter,
+    changelist_queryset,
+    csv_text,
+    parse_uuid,
+    stream_csv,
+)
+from packs.registry import all_packs
+from runs.models import Run
+
+INPUTS_SHOWN_CHARS = 20_000
+
+EXPORT_HEADER = (
+    "run_id",
+    "tenant_id",
+    "pack_type",
+    "status",
+    "money_state",
+    "reserved_usd",
+    "minimum_fee_usd",
+    "charged_usd",
+    "released_usd",
+    "reason_code",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "idempotency_key",
+    "trace_id",
+)
+
+
+def _usd(micros: int | None) -> str:
+    return "—" if micros is None else format_usd(micros)
+
+
+def _released(run: Run) -> int | None:
+    return None if run.charged_micros is None else run.reserved_micros - run.charged_micros
+
+
+class PackTypeFilter(admin.SimpleListFilter):
+    """The registry's packs: no SELECT DISTINCT over the runs table."""
+
+    title = "pack type"
+    parameter_name = "pack_type"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Run]) -> list[tuple[str, str]]:
+        return [(pack.pack_type, pack.pack_type) for pack in all_packs()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Run]) -> QuerySet[Run]:
+        value = self.value()
+        return queryset.filter(pack_type=value) if value else queryset
+
+
+@admin.register(Run)
+class RunAdmin(ReadOnlyModelAdmin):
+    list_display = ("id", "tenant", "pack_type", "status", "money_state", "reserved", "charged", "created_at")
+    list_filter = (
+        "status",
+        "money_state",
+        PackTypeFilter,
+        TenantFilter,
+        ("created_at", admin.DateFieldListFilter),
+    )
+    list_select_related = ("tenant",)
+    sortable_by = ("created_at",)  # the indexed order only: a click never sorts the whole table
+    search_fields = ("id",)  # shows the search box; get_search_results does the exact, indexed lookups
+    search_help_text = "A run id, an Idempotency-Key or a trace id, exactly."
+    ordering = ("-created_at", "-id")
+    change_list_template = "runs/admin/run_change_list.html"
+    fieldsets = (
+        (None, {"fields": ("id", "tenant", "pack_type", "profile_version", "status", "money_state")}),
+        ("Money (USD)", {"fields": ("reserved", "minimum_fee", "charged", "released")}),
+        ("Ledger transactions", {"fields": ("ledger",)}),
+        (
+            "Timeline",
+            {"fields": ("created_at", "started_at", "claimed_at", "completed_at", "updated_at", "cancel_requested_at")},
+        ),
+        ("Error", {"fields": ("reason_code", "error_detail")}),
+        ("Result", {"fields": ("result_key", "result_sha256", "result_bytes")}),
+        (
+            "Request and execution",
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "idempotency_key",
+                    "trace_id",
+                    "request_hash",
+                    "timebox_sec",
+                    "inputs_json",
+                    "finalize_stage",
+                    "version",
+                    "lease_expires_at",
+                    "published_at",
+                ),
+            },
+        ),
+    )
+    readonly_fields = (
+        "id",
+        "tenant",
+        "pack_type",
+        "profile_version",
+        "status",
+        "money_state",
+        "reserved",
+        "minimum_fee",
+        "charged",
+        "released",
+        "ledger",
+        "created_at",
+        "started_at",
+        "claimed_at",
+        "completed_at",
+        "updated_at",
+        "cancel_requested_at",
+        "reason_code",
+        "error_detail",
+        "result_key",
+        "result_sha256",
+        "result_bytes",
+        "idempotency_key",
+        "trace_id",
+        "request_hash",
+        "timebox_sec",
+        "inputs_json",
+        "finalize_stage",
+        "version",
+        "lease_expires_at",
+        "published_at",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
+        # The inputs (up to 256 KiB a run) are read only by the detail page, which loads them on demand.
+        queryset: QuerySet[Run] = super().get_queryset(request)
+        return queryset.defer("inputs")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Run], search_term: str
+    ) -> tuple[QuerySet[Run], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        # Exact matches only, each on an index: the primary key, runs_trace, and the idempotency key.
+        match = Q(trace_id=term) | Q(idempotency_key=term)
+        run_id = parse_uuid(term)
+        if run_id is not None:
+            match |= Q(pk=run_id)
+        return queryset.filter(match), False
+
+    @admin.display(description="reserved", ordering="reserved_micros")
+    def reserved(self, obj: Run) -> str:
+        return _usd(obj.reserved_micros)
+
+    @admin.display(description="minimum fee")
+    def minimum_fee(self, obj: Run) -> str:
+        return _usd(obj.minimum_fee_micros)
+
+    @admin.display(description="charged", ordering="charged_micros")
+    def charged(self, obj: Run) -> str:
+        return _usd(obj.charged_micros)
+
+    @admin.display(description="released (reserved − charged)")
+    def released(self, obj: Run) -> str:
+        return _usd(_released(obj))
+
+    @admin.display(description="inputs")
+    def inputs_json(self, obj: Run) -> SafeString:
+        text = json.dumps(obj.inputs, indent=2, ensure_ascii=False, sort_keys=True)
+        if len(text) > INPUTS_SHOWN_CHARS:
+            text = text[:INPUTS_SHOWN_CHARS] + "\n… (truncated)"
+        return format_html("<pre>{}</pre>", text)
+
+    @admin.display(description="transactions")
+    def ledger(self, obj: Run) -> SafeString:
+        # RESERVE and SETTLE are the only kinds with a run id: naming them lets PostgreSQL use the partial
+        # unique index on (run_id, kind).
+        transactions = (
+            LedgerTransaction.objects.filter(run_id=obj.pk, kind__in=LedgerTransaction.RUN_KINDS)
+            .prefetch_related("entries")
+            .order_by("pk")
+        )
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:billing_ledgertransaction_change", args=[txn.pk]),
+                    txn.pk,
+                    txn.kind,
+                    txn.created_at.isoformat(),
+                    "; ".join(f"{entry.account_id} {format_usd(entry.amount_micros)}" for entry in txn.entries.all()),
+                    txn.reason or "",
+                )
+                for txn in transactions
+            ),
+        )
+        if not rows:
+            return format_html("<p>{}</p>", "No ledger transaction for this run.")
+        return format_html(
+            "<table><thead><tr><th>transaction</th><th>kind</th><th>created at</th><th>entries (USD)</th>"
+            "<th>reason</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap: Callable[..., Any] = self.admin_site.admin_view
+        name = f"{self.opts.app_label}_{self.opts.model_name}_export"
+        return [path("export/", wrap(self.export_view), name=name), *super().get_urls()]
+
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
+        """The changelist's runs — same filters, search and order — as CSV, streamed."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            queryset = changelist_queryset(self, request)
+        except IncorrectLookupParameters:
+            self.message_user(request, "These filters cannot be exported.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:runs_run_changelist"))
+        return stream_csv(filename="dpp-runs.csv", header=EXPORT_HEADER, rows=_export_rows(queryset))
+
+
+def _export_rows(queryset: QuerySet[Run]) -> Iterator[list[str]]:
+    fields = (
+        "pk",
+        "tenant_id",
+        "pack_type",
+        "status",
+        "money_state",
+        "reserved_micros",
+        "minimum_fee_micros",
+        "charged_micros",
+        "reason_code",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "idempotency_key",
+        "trace_id",
+    )
+    rows = queryset.select_related(None).values_list(*fields)
+    # A server-side cursor on PostgreSQL: rows arrive in chunks while the response is being sent.
+    for row in rows.iterator(chunk_size=2000):
+        values = dict(zip(fields, row, strict=True))
+        charged = values["charged_micros"]
+        yield [
+            str(values["pk"]),
+            values["tenant_id"],
+            values["pack_type"],
+            values["status"],
+            values["money_state"],
+            format_usd(values["reserved_micros"]),
+            format_usd(values["minimum_fee_micros"]),
+            _usd(charged) if charged is not None else "",
+            format_usd(values["reserved_micros"] - charged) if charged is not None else "",
+            values["reason_code"],
+            values["created_at"].isoformat(),
+            values["started_at"].isoformat() if values["started_at"] else "",
+            values["completed_at"].isoformat() if values["completed_at"] else "",
+            csv_text(values["idempotency_key"]),
+            csv_text(values["trace_id"]),
+        ]

@@ -1,0 +1,498 @@
+"""The finance admin: tenants with balances, top-up and adjustment, a read-only ledger, CSV export, groups."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, Permission
+from django.db import connection, connections
+from django.db.migrations.recorder import MigrationRecorder
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+from freezegun import freeze_time
+
+from billing.models import Account, LedgerEntry, LedgerTransaction
+from billing.selectors import balances_get
+from billing.services import ledger_adjust, ledger_topup
+from dpp.models import ApiKey
+from dpp.services import api_key_issue
+from runs.models import RunStatus
+from tests.admin_support import bulk_topups, csv_rows, ensure_staff_groups, make_run, staff_client
+from tests.conftest import USD, Persona, Personas, make_persona
+
+pytestmark = pytest.mark.django_db
+
+TXN = LedgerTransaction.Kind
+
+
+@pytest.fixture
+def finance(db: None) -> Client:
+    ensure_staff_groups()
+    return staff_client("alice", groups=["finance"])
+
+
+@pytest.fixture
+def ops(db: None) -> Client:
+    ensure_staff_groups()
+    return staff_client("olga", groups=["ops"])
+
+
+@pytest.fixture
+def root(db: None) -> Client:
+    return staff_client("root", superuser=True)
+
+
+def _topup_url(tenant_id: str, action: str = "topup") -> str:
+    return reverse(f"admin:dpp_tenant_{action}", args=[tenant_id])
+
+
+def _nonce(client: Client, url: str) -> str:
+    page = client.get(url)
+    assert page.status_code == 200
+    match = re.search(r'name="nonce" value="([0-9a-f]{32})"', page.content.decode())
+    assert match is not None
+    return match.group(1)
+
+
+def _row(html: str, text: str) -> str:
+    """The changelist row (one <tr>) that contains `text`."""
+    match = re.search(rf"<tr>(?:(?!<tr>).)*?{re.escape(text)}(?:(?!</tr>).)*</tr>", html, re.S)
+    assert match is not None, text
+    return match.group(0)
+
+
+def _manual_transactions(tenant_id: str) -> list[LedgerTransaction]:
+    return list(LedgerTransaction.objects.filter(tenant_id=tenant_id, kind__in=[TXN.TOPUP, TXN.ADJUSTMENT]))
+
+
+# --- groups -------------------------------------------------------------------------------------------------------
+
+
+def _codenames(group: str) -> set[str]:
+    perms = Permission.objects.filter(group__name=group).select_related("content_type")
+    return {f"{perm.content_type.app_label}.{perm.codename}" for perm in perms}
+
+
+def test_groups_exist_after_migrate_with_the_intended_permissions(db: None) -> None:
+    assert ("billing", "0005_staff_groups") in MigrationRecorder(connection).applied_migrations()
+    ensure_staff_groups()  # a transactional test elsewhere may have flushed the tables since migrate
+    views = {
+        "dpp.view_tenant",
+        "dpp.view_apikey",
+        "billing.view_plan",
+        "billing.view_tenantplan",
+        "billing.view_account",
+        "billing.view_ledgertransaction",
+        "billing.view_ledgerentry",
+        "runs.view_run",
+        "reaper.view_auditflag",
+    }
+    assert _codenames("finance") == views | {"billing.topup", "billing.adjust"}
+    assert _codenames("ops") == views | {"reaper.reconcile"}
+    assert not any(
+        perm.codename.startswith(("add_", "change_", "delete_"))
+        for perm in Permission.objects.filter(group__in=Group.objects.filter(name__in=["finance", "ops"]))
+    )
+
+
+# --- tenants --------------------------------------------------------------------------------------------------------
+
+
+def test_finance_sees_tenants_with_balances_plan_and_status(finance: Client, personas: Personas) -> None:
+    make_run(personas.owner.tenant.pk, reserved_micros=250_000)  # 0.2500 held
+    response = finance.get(reverse("admin:dpp_tenant_changelist"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "DPP administration" in html
+    owner_row = _row(html, personas.owner.tenant.pk)
+    assert '<td class="field-available">9.7500</td>' in owner_row  # 10 credited − 0.25 held
+    assert '<td class="field-held">0.2500</td>' in owner_row
+    assert '<td class="field-plan">starter</td>' in owner_row
+    assert '<td class="field-status">Active</td>' in owner_row
+    outsider_row = _row(html, personas.outsider.tenant.pk)
+    assert '<td class="field-available">0.0000</td>' in outsider_row
+
+
+def test_tenant_list_costs_the_same_for_many_tenants(finance: Client, django_assert_max_num_queries: Any) -> None:
+    for index in range(30):
+        make_persona(prefix=f"many{index}", credit_micros=USD)
+    with django_assert_max_num_queries(12):
+        response = finance.get(reverse("admin:dpp_tenant_changelist"))
+    assert response.status_code == 200
+    assert response.content.decode().count("1.0000") >= 30
+
+
+def test_tenant_page_shows_keys_without_hash_and_plan_history(finance: Client, owner: Persona) -> None:
+    api_key = ApiKey.objects.get(tenant=owner.tenant)
+    response = finance.get(reverse("admin:dpp_tenant_change", args=[owner.tenant.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert api_key.prefix in html
+    assert api_key.key_hash not in html
+    assert owner.api_key not in html
+    assert "onboarding" in html  # the plan history
+    assert _topup_url(owner.tenant.pk) in html  # finance holds billing.topup
+    assert 'name="_save"' not in html
+
+
+# --- top-up ---------------------------------------------------------------------------------------------------------
+
+
+def test_finance_tops_up_a_tenant(finance: Client, owner: Persona) -> None:
+    url = _topup_url(owner.tenant.pk)
+    nonce = _nonce(finance, url)
+    response = finance.post(url, {"amount": "25.5000", "reason": "wire 2024-117", "nonce": nonce})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:dpp_tenant_change", args=[owner.tenant.pk])
+    assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD + 25_500_000
+    txn = LedgerTransaction.objects.get(tenant=owner.tenant, kind=TXN.TOPUP, trace_id=nonce)
+    assert (txn.actor, txn.reason) == ("admin:alice", "wire 2024-117")
+    legs = dict(txn.entries.values_list("account_id", "amount_micros"))
+    assert legs == {
+        Account.platform_account_id(Account.Kind.FUNDING): -25_500_000,
+        Account.tenant_account_id(owner.tenant.pk, Account.Kind.AVAILABLE): 25_500_000,
+    }
+
+
+@pytest.mark.parametrize(
+    ("amount", "reason", "message"),
+    [
+        ("5.0000", "", "This field is required."),
+        ("5.0000", "   ", "This field is required."),
+        ("1.00001", "typo", "more than 4 decimals"),
+        ("-5", "typo", "must match"),
+        ("1e3", "typo", "must match"),
+        ("0", "typo", "more than 0"),
+        ("1000000.0001", "typo", "At most 1000000.0000 USD"),
+    ],
+)
+def test_topup_refused_posts_nothing(finance: Client, owner: Persona, amount: str, reason: str, message: str) -> None:
+    url = _topup_url(owner.tenant.pk)
+    before = _manual_transactions(owner.tenant.pk)
+    response = finance.post(url, {"amount": amount, "reason": reason, "nonce": _nonce(finance, url)})
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert _manual_transactions(owner.tenant.pk) == before
+    assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD
+
+
+def test_resubmitted_topup_form_posts_once(finance: Client, owner: Persona) -> None:
+    url = _topup_url(owner.tenant.pk)
+    data = {"amount": "3.0000", "reason": "invoice 9", "nonce": _nonce(finance, url)}
+    assert finance.post(url, data).status_code == 302
+    assert finance.post(url, data).status_code == 302
+    assert LedgerTransaction.objects.filter(tenant=owner.tenant, kind=TXN.TOPUP, reason="invoice 9").count() == 1
+    assert balances_get(tenant_id=owner.tenant.pk).available_micros == 13 * USD
+
+
+def test_ops_sees_lists_but_cannot_top_up_or_adjust(ops: Client, owner: Persona) -> None:
+    for name in ("dpp_tenant", "billing_ledgertransaction", "billing_account", "runs_run", "reaper_auditflag"):
+        assert ops.get(reverse(f"admin:{name}_changelist")).status_code == 200, name
+    page = ops.get(reverse("admin:dpp_tenant_change", args=[owner.tenant.pk]))
+    assert page.status_code == 200
+    assert _topup_url(owner.tenant.pk) not in page.content.decode()
+    for action in ("topup", "adjust"):
+        url = _topup_url(owner.tenant.pk, action)
+        assert ops.get(url).status_code == 403
+        data = {"amount": "5.0000", "reason": "x", "nonce": uuid.uuid4().hex, "direction": "credit"}
+        assert ops.post(url, {**data, "counterparty": "FUNDING"}).status_code == 403
+    assert _manual_transactions(owner.tenant.pk) == list(
+        LedgerTransaction.objects.filter(tenant=owner.tenant, kind=TXN.TOPUP, actor="test")
+    )
+    assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD
+
+
+# --- adjustment -----------------------------------------------------------------------------------------------------
+
+
+def test_finance_credits_a_refund_from_revenue(finance: Client, owner: Persona) -> None:
+    run = make_run(owner.tenant.pk, reserved_micros=50_000, status=RunStatus.COMPLETED, charge_micros=30_000)
+    url = _topup_url(owner.tenant.pk, "adjust")
+    data = {
+        "direction": "credit",
+        "counterparty": "REVENUE",
+        "amount": "0.0300",
+        "reason": f"refund run {run.pk}",
+        "nonce": _nonce(finance, url),
+    }
+    assert finance.post(url, data).status_code == 302
+    assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD
+    txn = LedgerTransaction.objects.get(tenant=owner.tenant, kind=TXN.ADJUSTMENT)
+    assert (txn.actor, txn.reason) == ("admin:alice", f"refund run {run.pk}")
+    legs = dict(txn.entries.values_list("account_id", "amount_micros"))
+    assert legs == {"@revenue": -30_000, f"{owner.tenant.pk}/available": 30_000}
+
+
+def test_finance_debits_to_funding_and_never_below_zero(finance: Client, owner: Persona) -> None:
+    url = _topup_url(owner.tenant.pk, "adjust")
+    data = {"direction": "debit", "counterparty": "FUNDING", "amount": "4.0000", "reason": "reverse a test credit"}
+    assert finance.post(url, {**data, "nonce": _nonce(finance, url)}).status_code == 302
+    assert balances_get(tenant_id=owner.tenant.pk).available_micros == 6 * USD
+    txn = LedgerTransaction.objects.get(tenant=owner.tenant, kind=TXN.ADJUSTMENT)
+    assert dict(txn.entries.values_list("account_id", "amount_micros")) == {
+        "@funding": 4 * USD,
+        f"{owner.tenant.pk}/available": -4 * USD,
+    }
+
+    too_much = finance.post(url, {**data, "amount": "6.0001", "nonce": _nonce(finance, url)})
+    assert too_much.status_code == 200
+    assert "below zero" in too_much.content.decode()
+    assert LedgerTransaction.objects.filter(tenant=owner.tenant, kind=TXN.ADJUSTMENT).count() == 1
+    assert balances_get(tenant_id=owner.tenant.pk).available_micros == 6 * USD
+
+
+def test_adjustment_needs_a_reason(finance: Client, owner: Persona) -> None:
+    url = _topup_url(owner.tenant.pk, "adjust")
+    data = {"direction": "credit", "counterparty": "FUNDING", "amount": "1.0000", "reason": ""}
+    response = finance.post(url, {**data, "nonce": _nonce(finance, url)})
+    assert response.status_code == 200
+    assert "This field is required." in response.content.decode()
+    assert not LedgerTransaction.objects.filter(tenant=owner.tenant, kind=TXN.ADJUSTMENT).exists()
+
+
+# --- the ledger is read-only ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["finance", "root"])
+@pytest.mark.parametrize("model", ["ledgertransaction", "ledgerentry"])
+def test_ledger_cannot_be_changed_or_deleted_from_the_admin(
+    request: pytest.FixtureRequest, owner: Persona, who: str, model: str
+) -> None:
+    client: Client = request.getfixturevalue(who)
+    txn = LedgerTransaction.objects.get(tenant=owner.tenant, kind=TXN.TOPUP)
+    obj = txn if model == "ledgertransaction" else txn.entries.get(amount_micros__gt=0)
+    before = (LedgerTransaction.objects.count(), list(LedgerEntry.objects.values_list("pk", "amount_micros")))
+    change = reverse(f"admin:billing_{model}_change", args=[obj.pk])
+    delete = reverse(f"admin:billing_{model}_delete", args=[obj.pk])
+
+    view = client.get(change)
+    assert view.status_code == 200  # a read-only page
+    assert 'name="_save"' not in view.content.decode()
+    assert client.post(change, {"reason": "edited", "amount_micros": "1"}).status_code == 403
+    assert client.get(delete).status_code == 403
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    assert client.get(reverse(f"admin:billing_{model}_add")).status_code == 403
+    changelist = client.post(
+        reverse(f"admin:billing_{model}_changelist"), {"action": "delete_selected", "_selected_action": [obj.pk]}
+    )
+    assert changelist.status_code in (200, 302)  # no such action: nothing happens
+
+    after = (LedgerTransaction.objects.count(), list(LedgerEntry.objects.values_list("pk", "amount_micros")))
+    assert after == before
+    txn.refresh_from_db()
+    assert txn.reason == "test credit"
+
+
+def test_transaction_page_shows_entries_and_deltas(finance: Client, owner: Persona) -> None:
+    run = make_run(owner.tenant.pk, reserved_micros=80_000, status=RunStatus.FAILED, charge_micros=5_000)
+    settle = LedgerTransaction.objects.get(run_id=run.pk, kind=TXN.SETTLE)
+    html = finance.get(reverse("admin:billing_ledgertransaction_change", args=[settle.pk])).content.decode()
+    assert f"{owner.tenant.pk}/held" in html
+    assert "-0.0800" in html  # held leg
+    assert "0.0750" in html  # released to available
+    assert "0.0050" in html  # charged to revenue
+    assert reverse("admin:runs_run_change", args=[run.pk]) in html
+
+
+# --- scale ----------------------------------------------------------------------------------------------------------
+
+
+def test_transactions_changelist_over_10000_rows_runs_few_queries(
+    finance: Client, owner: Persona, django_assert_max_num_queries: Any
+) -> None:
+    bulk_topups(owner.tenant.pk, 10_000, 100)
+    newest = LedgerTransaction.objects.order_by("-pk").first()
+    assert newest is not None
+    url = reverse("admin:billing_ledgertransaction_changelist")
+    with django_assert_max_num_queries(15):
+        response = finance.get(url)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert reverse("admin:billing_ledgertransaction_change", args=[newest.pk]) in html
+    assert "more than 10,000 ledger transactions" in html
+    assert html.count('class="action-checkbox"') == 0  # no action offered: nothing to select
+    with django_assert_max_num_queries(15):
+        filtered = finance.get(
+            url, {"kind__exact": "TOPUP", "tenant": owner.tenant.pk, "created_at__gte": "2000-01-01 00:00:00+00:00"}
+        )
+    assert filtered.status_code == 200
+    with django_assert_max_num_queries(15):
+        page = finance.get(url, {"p": "3"})
+    assert page.status_code == 200
+    assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD + 10_000 * 100
+
+
+def test_transactions_changelist_filters(finance: Client, personas: Personas) -> None:
+    owner, other = personas.owner.tenant, personas.other.tenant
+    run = make_run(owner.pk, reserved_micros=50_000)
+    url = reverse("admin:billing_ledgertransaction_changelist")
+
+    def listed(params: dict[str, str]) -> set[int]:
+        html = finance.get(url, params).content.decode()
+        return {int(pk) for pk in re.findall(r"/admin/billing/ledgertransaction/(\d+)/change/", html)}
+
+    reserve = LedgerTransaction.objects.get(run_id=run.pk)
+    owner_topup = LedgerTransaction.objects.get(tenant=owner, kind=TXN.TOPUP)
+    other_topup = LedgerTransaction.objects.get(tenant=other, kind=TXN.TOPUP)
+    assert listed({"tenant": owner.pk}) == {reserve.pk, owner_topup.pk}
+    assert listed({"kind__exact": "RESERVE"}) == {reserve.pk}
+    assert listed({"run": str(run.pk)}) == {reserve.pk}
+    assert listed({"run": "not-a-uuid"}) == set()
+    assert listed({"q": str(other_topup.pk)}) == {other_topup.pk}
+    assert listed({"q": str(run.pk)}) == {reserve.pk}
+    today = f"{timezone.now().date().isoformat()} 00:00:00+00:00"
+    assert other_topup.pk in listed({"created_at__gte": today})
+    assert listed({"created_at__lt": "2000-01-01 00:00:00+00:00"}) == set()
+
+
+# --- CSV export -----------------------------------------------------------------------------------------------------
+
+
+def test_transactions_csv_export_for_a_date_range(finance: Client, personas: Personas) -> None:
+    owner = personas.owner.tenant
+    with freeze_time("2020-01-15 12:00:00"):
+        ledger_topup(tenant=owner, amount_micros=USD, actor="test", reason="old credit")
+    ledger_adjust(
+        tenant=owner, amount_micros=-2 * USD, counterparty="FUNDING", actor="admin:alice", reason="=SUM(A1:A9)"
+    )
+    run = make_run(owner.pk, reserved_micros=50_000, status=RunStatus.COMPLETED, charge_micros=11_000)
+    today = timezone.now().date()
+
+    response = finance.get(
+        reverse("admin:billing_ledgertransaction_export"),
+        {"date_from": (today - dt.timedelta(days=1)).isoformat(), "date_to": today.isoformat(), "tenant": owner.pk},
+    )
+    assert response.status_code == 200
+    assert "attachment" in response["Content-Disposition"]
+    rows = csv_rows(response)
+    assert [row["kind"] for row in rows] == ["TOPUP", "ADJUSTMENT", "RESERVE", "SETTLE"]
+    assert {row["tenant_id"] for row in rows} == {owner.pk}
+    topup, adjustment, reserve, settle = rows
+    assert (topup["available_delta_usd"], topup["held_delta_usd"], topup["charged_usd"]) == (
+        "10.0000",
+        "0.0000",
+        "0.0000",
+    )
+    assert (topup["actor"], topup["reason"]) == ("test", "test credit")
+    assert adjustment["available_delta_usd"] == "-2.0000"
+    assert adjustment["reason"] == "'=SUM(A1:A9)"  # neutralised for spreadsheets
+    assert (reserve["run_id"], reserve["available_delta_usd"], reserve["held_delta_usd"]) == (
+        str(run.pk),
+        "-0.0500",
+        "0.0500",
+    )
+    assert (settle["available_delta_usd"], settle["held_delta_usd"], settle["charged_usd"]) == (
+        "0.0390",
+        "-0.0500",
+        "0.0110",
+    )
+    assert int(settle["transaction_id"]) == LedgerTransaction.objects.get(run_id=run.pk, kind=TXN.SETTLE).pk
+
+    old = csv_rows(
+        finance.get(
+            reverse("admin:billing_ledgertransaction_export"),
+            {"date_from": "2020-01-15", "date_to": "2020-01-15", "kind": "TOPUP"},
+        )
+    )
+    assert [(row["reason"], row["available_delta_usd"], row["created_at"][:10]) for row in old] == [
+        ("old credit", "1.0000", "2020-01-15")
+    ]
+
+
+def test_export_without_a_range_shows_the_form(finance: Client) -> None:
+    url = reverse("admin:billing_ledgertransaction_export")
+    form = finance.get(url)
+    assert form.status_code == 200
+    assert 'name="date_from"' in form.content.decode()
+    reversed_range = finance.get(url, {"date_from": "2024-02-02", "date_to": "2024-02-01"})
+    assert reversed_range.status_code == 200
+    assert "The start date is after the end date." in reversed_range.content.decode()
+
+
+# --- API keys -------------------------------------------------------------------------------------------------------
+
+
+def test_superuser_revokes_selected_keys(root: Client, owner: Persona) -> None:
+    first = ApiKey.objects.get(tenant=owner.tenant)
+    second = api_key_issue(tenant=owner.tenant, label="second").api_key
+    response = root.post(
+        reverse("admin:dpp_apikey_changelist"),
+        {"action": "revoke_selected", "_selected_action": [first.pk, second.pk], "index": "0"},
+    )
+    assert response.status_code == 302
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.revoked_at is not None
+    assert second.revoked_at is not None
+    revoked_at = first.revoked_at
+
+    again = root.post(
+        reverse("admin:dpp_apikey_changelist"),
+        {"action": "revoke_selected", "_selected_action": [first.pk], "index": "0"},
+        follow=True,
+    )
+    assert "(1 already revoked)" in again.content.decode()
+    first.refresh_from_db()
+    assert first.revoked_at == revoked_at
+    assert owner.client.get("/v1/account").status_code == 401
+
+
+def test_finance_cannot_revoke_keys(finance: Client, owner: Persona) -> None:
+    api_key = ApiKey.objects.get(tenant=owner.tenant)
+    listing = finance.get(reverse("admin:dpp_apikey_changelist"))
+    assert listing.status_code == 200
+    assert api_key.prefix in listing.content.decode()
+    assert "revoke_selected" not in listing.content.decode()
+    finance.post(
+        reverse("admin:dpp_apikey_changelist"),
+        {"action": "revoke_selected", "_selected_action": [api_key.pk], "index": "0"},
+    )
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is None
+
+
+def test_key_search_is_by_exact_prefix(finance: Client, personas: Personas) -> None:
+    owner_key = ApiKey.objects.get(tenant=personas.owner.tenant)
+    other_key = ApiKey.objects.get(tenant=personas.other.tenant)
+    url = reverse("admin:dpp_apikey_changelist")
+    html = finance.get(url, {"q": owner_key.prefix}).content.decode()
+    assert owner_key.prefix in html
+    assert other_key.prefix not in html
+    assert owner_key.prefix not in finance.get(url, {"q": owner_key.prefix[:10]}).content.decode()
+    detail = finance.get(reverse("admin:dpp_apikey_change", args=[owner_key.pk])).content.decode()
+    assert owner_key.key_hash not in detail
+    assert personas.owner.api_key not in detail
+
+
+@pytest.mark.django_db(transaction=True)
+def test_double_click_on_topup_posts_once() -> None:
+    """Two submissions of one form at the same instant: the advisory lock lets the second see the first."""
+    ensure_staff_groups()
+    alice = staff_client("alice", groups=["finance"])
+    tenant = make_persona(credit_micros=0).tenant
+    url = _topup_url(tenant.pk)
+    data = {"amount": "7.0000", "reason": "double click", "nonce": _nonce(alice, url)}
+    barrier = threading.Barrier(4)
+    statuses: list[int] = []
+
+    def submit() -> None:
+        try:
+            barrier.wait(timeout=10)
+            statuses.append(alice.post(url, data).status_code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=submit) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert statuses == [302] * 4
+    assert LedgerTransaction.objects.filter(tenant=tenant, kind=TXN.TOPUP).count() == 1
+    assert balances_get(tenant_id=tenant.pk).available_micros == 7 * USD

@@ -1,0 +1,208 @@
+"""The runs admin: read-only, filters and exact search, the run's money and ledger, CSV export, bounded queries."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from billing.models import LedgerTransaction
+from dpp.admin_tools import EstimatedCountPaginator
+from runs.models import MoneyState, Run, RunStatus
+from tests.admin_support import bulk_queued_runs, csv_rows, ensure_staff_groups, make_run, staff_client
+from tests.conftest import USD, Persona, Personas
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "admin:runs_run_changelist"
+
+
+@pytest.fixture
+def finance(db: None) -> Client:
+    ensure_staff_groups()
+    return staff_client("alice", groups=["finance"])
+
+
+@pytest.fixture
+def root(db: None) -> Client:
+    return staff_client("root", superuser=True)
+
+
+def _listed(client: Client, params: dict[str, str]) -> set[str]:
+    response = client.get(reverse(CHANGELIST), params)
+    assert response.status_code == 200
+    return set(re.findall(r"/admin/runs/run/([0-9a-f-]{36})/change/", response.content.decode()))
+
+
+def test_run_page_shows_money_ledger_timeline_error_and_result(finance: Client, owner: Persona) -> None:
+    run = make_run(
+        owner.tenant.pk,
+        reserved_micros=500_000,
+        status=RunStatus.FAILED,
+        charge_micros=10_000,
+        reason_code="PACK_FAILED",
+        error_detail="the pack said no",
+        result_key=f"results/{owner.tenant.pk}/x/y.json",
+        result_sha256="ab" * 32,
+    )
+    reserve = LedgerTransaction.objects.get(run_id=run.pk, kind="RESERVE")
+    settle = LedgerTransaction.objects.get(run_id=run.pk, kind="SETTLE")
+    response = finance.get(reverse("admin:runs_run_change", args=[run.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    for figure in ("0.5000", "0.0100", "0.4900"):  # reserved, minimum fee = charged (2 %), released
+        assert f'<div class="readonly">{figure}</div>' in html, figure
+    for txn in (reserve, settle):
+        assert reverse("admin:billing_ledgertransaction_change", args=[txn.pk]) in html
+    assert f"{owner.tenant.pk}/held -0.5000" in html  # SETTLE's held leg
+    assert "@revenue 0.0100" in html
+    assert f"{owner.tenant.pk}/available 0.4900" in html
+    assert "PACK_FAILED" in html
+    assert "the pack said no" in html
+    assert "ab" * 32 in html
+    assert run.result_key in html
+    assert "Timeline" in html
+    assert 'name="_save"' not in html
+
+
+def test_open_run_page_shows_nothing_released_yet(finance: Client, owner: Persona) -> None:
+    run = make_run(owner.tenant.pk, reserved_micros=50_000)
+    html = finance.get(reverse("admin:runs_run_change", args=[run.pk])).content.decode()
+    assert '<div class="readonly">0.0500</div>' in html
+    assert html.count('<div class="readonly">—</div>') >= 2  # charged, released
+    assert len(re.findall(r"/admin/billing/ledgertransaction/\d+/change/", html)) == 1  # its RESERVE only
+
+
+@pytest.mark.parametrize("who", ["finance", "root"])
+def test_runs_cannot_be_added_changed_or_deleted(request: pytest.FixtureRequest, owner: Persona, who: str) -> None:
+    client: Client = request.getfixturevalue(who)
+    run = make_run(owner.tenant.pk)
+    change = reverse("admin:runs_run_change", args=[run.pk])
+    assert client.post(change, {"status__exact": "COMPLETED"}).status_code == 403
+    assert client.get(reverse("admin:runs_run_delete", args=[run.pk])).status_code == 403
+    assert client.post(reverse("admin:runs_run_delete", args=[run.pk]), {"post": "yes"}).status_code == 403
+    assert client.get(reverse("admin:runs_run_add")).status_code == 403
+    run.refresh_from_db()
+    assert (run.status, run.version) == (RunStatus.QUEUED, 0)
+
+
+def test_filters(finance: Client, personas: Personas) -> None:
+    owner, other = personas.owner.tenant.pk, personas.other.tenant.pk
+    queued = make_run(owner)
+    completed = make_run(owner, status=RunStatus.COMPLETED, charge_micros=20_000)
+    expired = make_run(other, status=RunStatus.EXPIRED, pack_type="url")
+    assert _listed(finance, {"status__exact": "COMPLETED"}) == {str(completed.pk)}
+    assert _listed(finance, {"money_state__exact": MoneyState.REFUNDED}) == {str(expired.pk)}
+    assert _listed(finance, {"money_state__exact": MoneyState.RESERVED}) == {str(queued.pk)}
+    assert _listed(finance, {"pack_type": "url"}) == {str(expired.pk)}
+    assert _listed(finance, {"tenant": owner}) == {str(queued.pk), str(completed.pk)}
+    assert _listed(finance, {"tenant": "NOT A TENANT"}) == set()
+    today = f"{timezone.now().date().isoformat()} 00:00:00+00:00"
+    assert len(_listed(finance, {"created_at__gte": today})) == 3
+    assert _listed(finance, {"created_at__lt": "2000-01-01 00:00:00+00:00"}) == set()
+
+
+def test_search_is_exact(finance: Client, owner: Persona) -> None:
+    run = make_run(owner.tenant.pk, idempotency_key="order-2024-0001", trace_id="trace-abc-123")
+    other = make_run(owner.tenant.pk)
+    assert _listed(finance, {"q": str(run.pk)}) == {str(run.pk)}
+    assert _listed(finance, {"q": "order-2024-0001"}) == {str(run.pk)}
+    assert _listed(finance, {"q": " trace-abc-123 "}) == {str(run.pk)}
+    assert _listed(finance, {"q": "order-2024"}) == set()  # no partial matches: no LIKE
+    assert _listed(finance, {"q": str(run.pk)[:8]}) == set()
+    assert _listed(finance, {"q": ""}) == {str(run.pk), str(other.pk)}
+
+
+def test_runs_changelist_over_10000_runs_runs_few_queries(
+    finance: Client, owner: Persona, django_assert_max_num_queries: Any
+) -> None:
+    bulk_queued_runs(owner.tenant.pk, 10_000, 500)
+    newest = Run.objects.order_by("-created_at", "-id").first()
+    assert newest is not None
+    with django_assert_max_num_queries(15):
+        response = finance.get(reverse(CHANGELIST))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert reverse("admin:runs_run_change", args=[newest.pk]) in html
+    assert "10000 runs" in html  # exactly the cap: still an exact count
+    with django_assert_max_num_queries(15):
+        filtered = finance.get(reverse(CHANGELIST), {"status__exact": "QUEUED", "tenant": owner.tenant.pk, "p": "2"})
+    assert filtered.status_code == 200
+    assert len(re.findall(r"/admin/runs/run/[0-9a-f-]{36}/change/", filtered.content.decode())) == 50
+    assert Run.objects.filter(tenant=owner.tenant).count() == 10_000
+    held = owner.tenant.accounts.get(kind="HELD").balance_micros
+    assert held == 10_000 * 500
+
+
+def test_unfiltered_count_uses_the_planner_estimate_not_count(finance: Client, owner: Persona) -> None:
+    """Once ANALYZE has seen a large table, the unfiltered changelist runs no COUNT at all."""
+    bulk_queued_runs(owner.tenant.pk, EstimatedCountPaginator.COUNT_CAP + 500, 100)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE runs_run")  # sees this transaction's own rows
+        with CaptureQueriesContext(connection) as queries:
+            response = finance.get(reverse(CHANGELIST))
+        assert response.status_code == 200
+        assert not [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+        assert re.search(r"about 10,[0-9]{3} runs", response.content.decode())
+        with CaptureQueriesContext(connection) as queries:
+            assert finance.get(reverse(CHANGELIST), {"status__exact": "QUEUED"}).status_code == 200
+        counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+        assert len(counts) == 1
+        assert "LIMIT 10001" in counts[0]  # filtered: an exact count, capped
+    finally:
+        # ANALYZE writes pg_class in place (not rolled back): leave an estimate that matches the emptied table.
+        Run.objects.all().delete()
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE runs_run")
+
+
+def test_csv_export_of_the_filtered_changelist(finance: Client, personas: Personas) -> None:
+    owner = personas.owner.tenant.pk
+    completed = make_run(owner, reserved_micros=50_000, status=RunStatus.COMPLETED, charge_micros=11_000)
+    make_run(owner, reserved_micros=70_000)  # QUEUED: filtered out
+    make_run(personas.other.tenant.pk, status=RunStatus.COMPLETED, charge_micros=5_000)  # other tenant
+    changelist = finance.get(reverse(CHANGELIST), {"status__exact": "COMPLETED", "tenant": owner}).content.decode()
+    export_url = reverse("admin:runs_run_export")
+    assert f"{export_url}?status__exact=COMPLETED&amp;tenant={owner}" in changelist
+
+    rows = csv_rows(finance.get(export_url, {"status__exact": "COMPLETED", "tenant": owner}))
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["run_id"] == str(completed.pk)
+    assert (row["tenant_id"], row["status"], row["money_state"]) == (owner, "COMPLETED", "SETTLED")
+    assert (row["reserved_usd"], row["minimum_fee_usd"], row["charged_usd"], row["released_usd"]) == (
+        "0.0500",
+        "0.0050",
+        "0.0110",
+        "0.0390",
+    )
+    assert row["idempotency_key"] == completed.idempotency_key
+
+    everything = csv_rows(finance.get(export_url))
+    assert len(everything) == 3
+    queued = next(r for r in everything if r["status"] == "QUEUED")
+    assert (queued["reserved_usd"], queued["charged_usd"], queued["released_usd"]) == ("0.0700", "", "")
+    bad = finance.get(export_url, {"nonsense__field": "1"})
+    assert bad.status_code == 302
+
+
+def test_run_ledger_links_back_to_the_run(finance: Client, owner: Persona) -> None:
+    run = make_run(owner.tenant.pk, status=RunStatus.CANCELED, charge_micros=0)
+    settle = LedgerTransaction.objects.get(run_id=run.pk, kind="SETTLE")
+    html = finance.get(reverse("admin:billing_ledgertransaction_change", args=[settle.pk])).content.decode()
+    assert reverse("admin:runs_run_change", args=[run.pk]) in html
+    assert owner.tenant.accounts.get(kind="HELD").balance_micros == 0
+    assert owner.tenant.accounts.get(kind="AVAILABLE").balance_micros == 10 * USD
+
+
+def test_unknown_run_id_is_not_an_error(finance: Client) -> None:
+    response = finance.get(reverse("admin:runs_run_change", args=[uuid.uuid4()]))
+    assert response.status_code == 302  # the admin's "does not exist" redirect
