@@ -69,3 +69,13 @@ def api_key_revoke_by_id(*, api_key: ApiKey, actor: str) -> bool:
     if updated:
         logger.info("api key %s of %s revoked by %s", api_key.prefix, api_key.tenant_id, actor)
     return updated == 1
+
+
+def tenant_set_status(*, tenant: Tenant, status: str, actor: str) -> bool:
+    """Suspend or reactivate; False if the tenant already had that status. A suspended tenant's keys get 403."""
+    if status not in Tenant.Status.values:
+        raise ValidationError(f"unknown tenant status {status!r}")
+    updated = Tenant.objects.filter(pk=tenant.pk).exclude(status=status).update(status=status)
+    if updated:
+        logger.info("tenant %s set %s by %s", tenant.pk, status, actor)
+    return updated == 1

@@ -32,7 +32,7 @@ from billing.services import ledger_adjust, ledger_topup
 from dpp.admin_tools import DppModelAdmin, ReadOnlyTabularInline, TenantFilter, form_page, staff_actor
 from dpp.errors import ApplicationError
 from dpp.models import ApiKey, Tenant
-from dpp.services import api_key_revoke_by_id
+from dpp.services import api_key_revoke_by_id, tenant_set_status
 
 TOPUP_PERMISSION = "billing.topup"
 ADJUST_PERMISSION = "billing.adjust"
@@ -91,6 +91,26 @@ class TenantAdmin(DppModelAdmin):
     readonly_fields = fields
     inlines = (ApiKeyInline, TenantPlanInline)
     change_form_template = "billing/admin/tenant_change_form.html"
+    actions = ("suspend_selected", "reactivate_selected")
+
+    def has_suspend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("dpp.change_tenant")
+
+    @admin.action(description="Suspend selected tenants (their keys get 403 TENANT_SUSPENDED)", permissions=["suspend"])
+    def suspend_selected(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        self._set_status(request, queryset, Tenant.Status.SUSPENDED)
+
+    @admin.action(description="Reactivate selected tenants", permissions=["suspend"])
+    def reactivate_selected(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        self._set_status(request, queryset, Tenant.Status.ACTIVE)
+
+    def _set_status(self, request: HttpRequest, queryset: QuerySet[Tenant], status: str) -> None:
+        changed = 0
+        for tenant in queryset:
+            if tenant_set_status(tenant=tenant, status=status, actor=staff_actor(request)):
+                changed += 1
+                self.log_change(request, tenant, f"Status set to {status}")
+        self.message_user(request, f"{changed} tenant(s) now {status}.", messages.SUCCESS)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         open_plan = TenantPlan.objects.filter(tenant=OuterRef("pk"), ended_at__isnull=True)

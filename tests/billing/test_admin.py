@@ -496,3 +496,22 @@ def test_double_click_on_topup_posts_once() -> None:
     assert statuses == [302] * 4
     assert LedgerTransaction.objects.filter(tenant=tenant, kind=TXN.TOPUP).count() == 1
     assert balances_get(tenant_id=tenant.pk).available_micros == 7 * USD
+
+
+def test_superuser_suspends_and_reactivates_a_tenant(client) -> None:
+    from django.contrib.auth import get_user_model
+
+    from dpp.models import Tenant
+    from tests.conftest import make_persona
+
+    persona = make_persona()
+    admin_user = get_user_model().objects.create_superuser("root-suspend", "r@example.com", "pw-123456789")
+    client.force_login(admin_user)
+    url = "/admin/dpp/tenant/"
+    response = client.post(url, {"action": "suspend_selected", "_selected_action": [persona.tenant.pk]})
+    assert response.status_code == 302
+    assert Tenant.objects.get(pk=persona.tenant.pk).status == "SUSPENDED"
+    assert persona.client.get("/v1/account").json()["reason_code"] == "TENANT_SUSPENDED"
+    client.post(url, {"action": "reactivate_selected", "_selected_action": [persona.tenant.pk]})
+    assert Tenant.objects.get(pk=persona.tenant.pk).status == "ACTIVE"
+    assert persona.client.get("/v1/account").status_code == 200
