@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from billing.models import Plan
 from billing.money import format_usd
 from billing.selectors import balances_get, ledger_list, plan_get
+from dpp.errors import ApplicationError
 from dpp.models import Tenant
 from dpp.openapi import problems
 from dpp.pagination import decode_cursor, encode_cursor, parse_limit
@@ -65,7 +66,7 @@ LedgerPageOut = inline_serializer(
 
 
 class AccountApi(TenantApiView):
-    @extend_schema(operation_id="account_get", responses={200: AccountOut, **problems()}, tags=["account"])
+    @extend_schema(operation_id="account_get", responses={200: AccountOut, **problems(403)}, tags=["account"])
     def get(self, request: Request) -> Response:
         tenant = self.tenant(request)
         balances = balances_get(tenant_id=tenant.pk)
@@ -87,20 +88,26 @@ class LedgerApi(TenantApiView):
             OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
             OpenApiParameter("limit", int, description="1-100, default 20"),
         ],
-        responses={200: LedgerPageOut, **problems(422)},
+        responses={200: LedgerPageOut, **problems(403, 422)},
         tags=["account"],
     )
     def get(self, request: Request) -> Response:
         position = decode_cursor(request.query_params.get("cursor"))
         limit = parse_limit(request.query_params.get("limit"))
-        before_id = _int_or_none(position.get("id")) if position else None
+        before_id = _cursor_id(position) if position else None
         rows = list(ledger_list(tenant_id=self.tenant(request).pk, before_id=before_id)[: limit + 1])
         next_cursor = encode_cursor({"id": rows[limit - 1].pk}) if len(rows) > limit else None
         return Response({"data": [_ledger_item(txn) for txn in rows[:limit]], "next_cursor": next_cursor})
 
 
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _cursor_id(position: dict[str, Any]) -> int:
+    """The transaction id a ledger cursor names; a cursor we did not issue is a 422, not the first page."""
+    value = position.get("id")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ApplicationError(
+            "VALIDATION_ERROR", "The cursor is not valid.", errors=[{"field": "cursor", "message": "invalid cursor"}]
+        )
+    return value
 
 
 def _ledger_item(txn: Any) -> dict[str, Any]:

@@ -17,8 +17,10 @@ MAX_COST_MICROS = 10_000 * MICROS_PER_USD
 MIN_FEE_FLOOR_MICROS = 5_000
 MIN_FEE_CEILING_MICROS = 100_000
 
-_MONEY_RE = re.compile(r"(\d{1,13})(?:\.(\d{1,4}))?")
-_OVER_SCALE_RE = re.compile(r"\d+\.\d{5,}")
+# [0-9], not \d: Python's \d also matches non-ASCII digits ("١.٠٠٠٠"), which int() would then accept.
+# At most 12 whole digits: 999,999,999,999.9999 USD in micros still fits a 64-bit integer column.
+_MONEY_RE = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,4}))?")
+_OVER_SCALE_RE = re.compile(r"[0-9]+\.[0-9]{5,}")
 
 
 def ceil100(micros: int) -> int:

@@ -55,6 +55,13 @@ def _move_tenant_balances(tenant_id: str, deltas: Mapping[str, int]) -> bool:
     return changed == len(ids)
 
 
+def _refused(error: Exception) -> Exception:
+    """After a refused movement some rows may have moved: mark the transaction (or the caller's savepoint) for
+    rollback, so it cannot commit even if a caller catches the error that follows."""
+    transaction.set_rollback(True)
+    return error
+
+
 def _move_platform_balance(kind: str, delta: int) -> None:
     if delta:
         Account.objects.filter(pk=Account.platform_account_id(kind)).update(balance_micros=F("balance_micros") + delta)
@@ -98,10 +105,12 @@ def ledger_reserve(*, tenant_id: str, run_id: uuid.UUID, amount_micros: int, tra
     _check_amount(amount_micros)
     if not _move_tenant_balances(tenant_id, {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}):
         available = _available_micros(tenant_id)
-        raise ApplicationError(
-            "INSUFFICIENT_FUNDS",
-            f"This run needs {format_usd(amount_micros)} USD held; {format_usd(available)} USD is available.",
-            extra={"available_usd": format_usd(available), "required_usd": format_usd(amount_micros)},
+        raise _refused(
+            ApplicationError(
+                "INSUFFICIENT_FUNDS",
+                f"This run needs {format_usd(amount_micros)} USD held; {format_usd(available)} USD is available.",
+                extra={"available_usd": format_usd(available), "required_usd": format_usd(amount_micros)},
+            )
         )
     return _post(
         kind=Kind.RESERVE,
@@ -132,7 +141,7 @@ def ledger_settle(
         raise LedgerInvariantError(f"charge {charge_micros} exceeds reservation {reserved_micros}")
     released = reserved_micros - charge_micros
     if not _move_tenant_balances(tenant_id, {AccountKind.AVAILABLE: released, AccountKind.HELD: -reserved_micros}):
-        raise LedgerInvariantError(f"held balance of {tenant_id} is below the reservation of run {run_id}")
+        raise _refused(LedgerInvariantError(f"held balance of {tenant_id} is below the reservation of run {run_id}"))
     txn = _post(
         kind=Kind.SETTLE,
         tenant_id=tenant_id,
@@ -162,7 +171,7 @@ def ledger_topup(
     _require_actor_and_reason(actor, reason)
     _check_amount(amount_micros)
     if not _move_tenant_balances(tenant.pk, {AccountKind.AVAILABLE: amount_micros}):
-        raise LedgerInvariantError(f"tenant {tenant.pk} has no accounts")
+        raise _refused(LedgerInvariantError(f"tenant {tenant.pk} has no accounts"))
     txn = _post(
         kind=Kind.TOPUP,
         tenant_id=tenant.pk,
@@ -191,13 +200,13 @@ def ledger_adjust(
         raise ValueError("an adjustment's counterparty is REVENUE or FUNDING")
     _check_amount(abs(amount_micros))
     if not _move_tenant_balances(tenant.pk, {AccountKind.AVAILABLE: amount_micros}):
-        raise ApplicationError(
-            "INSUFFICIENT_FUNDS",
-            f"The adjustment would take {tenant.pk}'s available balance below zero.",
-            extra={
-                "available_usd": format_usd(_available_micros(tenant.pk)),
-                "required_usd": format_usd(-amount_micros),
-            },
+        available = format_usd(_available_micros(tenant.pk))
+        raise _refused(
+            ApplicationError(
+                "INSUFFICIENT_FUNDS",
+                f"The adjustment would take {tenant.pk}'s available balance below zero.",
+                extra={"available_usd": available, "required_usd": format_usd(-amount_micros)},
+            )
         )
     txn = _post(
         kind=Kind.ADJUSTMENT,

@@ -1,0 +1,290 @@
+"""Benchmark: `audit_ledger` on a ledger of 1M runs (SPEC §2.1, §6). Goal: ≤ 15 s.
+
+    .venv/bin/python bench/ledger_audit.py [--runs 1000000] [--tenants 10000] [--repeat 2] [--keep | --reuse]
+
+What it does:
+1. creates a fresh PostgreSQL database (`dpp_bench_ledger`, on the server of BENCH_ADMIN_URL, default
+   postgres://postgres@127.0.0.1:5432/postgres) and migrates it;
+2. seeds it with set-based SQL (INSERT … SELECT generate_series, no Python loop): per tenant its accounts and a
+   TOPUP; per run a Run row, a RESERVE (2 entries) and, for 99 runs in 100, a SETTLE — charge 0 (2 entries),
+   partial (3 entries) or full (2 entries), in turn — the other runs stay QUEUED with their money held;
+   the balances are then set to the sums of their entries. The two balance triggers (billing_entry_balanced,
+   billing_transaction_balanced) are DISABLED while loading, because a deferred per-row trigger over millions of
+   rows would dominate the load, and ENABLED again before the audit; foreign keys and CHECKs stay on;
+3. VACUUM ANALYZE, then times `manage.py audit_ledger --json` (call_command: the command's own code path),
+   prints its figures and ends with one line of JSON;
+4. drops the database (unless --keep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DB_NAME = "dpp_bench_ledger"
+GOAL_SECONDS = 15.0
+TOPUP_MICROS = 1_000_000_000  # 1000 USD per tenant: every reservation fits
+
+# Run r (1..R) of tenant 1 + r % T: transaction ids T + 2r - 1 (RESERVE) and T + 2r (SETTLE); tenant i's TOPUP is i.
+# reserved = 10_000 + (r % 50) × 1_000 micros; r % 100 = 0 → still QUEUED; else by r % 3: 0 → refunded (charge 0),
+# 1 → partial (charge = minimum fee of 5_000), 2 → full (charge = reserved).
+SEED_SQL = [
+    """INSERT INTO dpp_tenant (id, name, status, created_at)
+       SELECT 'bench-' || lpad(i::text, 6, '0'), 'bench tenant ' || i, 'ACTIVE', now()
+         FROM generate_series(1, %(tenants)s) i""",
+    """INSERT INTO billing_account (id, tenant_id, kind, balance_micros, created_at)
+       SELECT t.id || '/' || lower(k.kind), t.id, k.kind, 0, now()
+         FROM dpp_tenant t CROSS JOIN (VALUES ('AVAILABLE'), ('HELD')) k(kind)""",
+    """CREATE TEMPORARY TABLE bench_runs AS
+       SELECT r,
+              md5('bench-run-' || r)::uuid AS run_id,
+              'bench-' || lpad((1 + r %% %(tenants)s)::text, 6, '0') AS tenant_id,
+              (10000 + (r %% 50) * 1000)::bigint AS reserved,
+              CASE WHEN r %% 100 = 0 THEN NULL
+                   WHEN r %% 3 = 0 THEN 0
+                   WHEN r %% 3 = 1 THEN 5000
+                   ELSE 10000 + (r %% 50) * 1000 END::bigint AS charge,
+              now() - make_interval(secs => (%(runs)s - r)) AS at
+         FROM generate_series(1, %(runs)s) r""",
+    """INSERT INTO runs_run (id, tenant_id, pack_type, profile_version, status, money_state, finalize_stage, version,
+                             idempotency_key, request_hash, inputs, timebox_sec, trace_id, reserved_micros,
+                             minimum_fee_micros, charged_micros, reason_code, error_detail, result_key, result_sha256,
+                             created_at, updated_at, completed_at)
+       SELECT run_id, tenant_id, 'decision', 'bench',
+              CASE WHEN charge IS NULL THEN 'QUEUED' WHEN charge = 0 THEN 'CANCELED' ELSE 'COMPLETED' END,
+              CASE WHEN charge IS NULL THEN 'RESERVED' WHEN charge = 0 THEN 'REFUNDED' ELSE 'SETTLED' END,
+              CASE WHEN charge IS NULL THEN NULL ELSE 'COMMITTED' END,
+              CASE WHEN charge IS NULL THEN 0 ELSE 3 END,
+              'bench-' || r, repeat('0', 64), '{}'::jsonb, 90, md5(r::text), reserved, 5000, charge,
+              '', '', '', '', at, at, CASE WHEN charge IS NULL THEN NULL ELSE at END
+         FROM bench_runs""",
+    """INSERT INTO billing_ledgertransaction (id, kind, tenant_id, run_id, actor, reason, trace_id, created_at)
+       SELECT id, 'TOPUP', 'bench-' || lpad(id::text, 6, '0'), NULL, 'bench', 'bench credit', '',
+              now() - interval '400 days'
+         FROM generate_series(1, %(tenants)s) id
+       UNION ALL
+       SELECT %(tenants)s + 2 * r - 1, 'RESERVE', tenant_id, run_id, '', '', md5(r::text), at FROM bench_runs
+       UNION ALL
+       SELECT %(tenants)s + 2 * r, 'SETTLE', tenant_id, run_id, '', '', md5(r::text), at
+         FROM bench_runs WHERE charge IS NOT NULL
+       ORDER BY 1""",
+    """INSERT INTO billing_ledgerentry (transaction_id, account_id, amount_micros)
+       SELECT id, account_id, amount FROM (
+           SELECT i AS id, '@funding' AS account_id, -%(topup)s::bigint AS amount, 1 AS leg
+             FROM generate_series(1, %(tenants)s) i
+           UNION ALL
+           SELECT i, 'bench-' || lpad(i::text, 6, '0') || '/available', %(topup)s::bigint, 2
+             FROM generate_series(1, %(tenants)s) i
+           UNION ALL
+           SELECT %(tenants)s + 2 * r - 1, leg.account_id, leg.amount, leg.n
+             FROM bench_runs
+            CROSS JOIN LATERAL (VALUES (tenant_id || '/available', -reserved, 1),
+                                       (tenant_id || '/held', reserved, 2)) leg(account_id, amount, n)
+           UNION ALL
+           SELECT %(tenants)s + 2 * r, leg.account_id, leg.amount, leg.n
+             FROM bench_runs
+            CROSS JOIN LATERAL (VALUES (tenant_id || '/held', -reserved, 1),
+                                       (tenant_id || '/available', reserved - charge, 2),
+                                       ('@revenue', charge, 3)) leg(account_id, amount, n)
+            WHERE charge IS NOT NULL
+       ) legs
+       WHERE amount <> 0
+       ORDER BY id, leg""",
+    """UPDATE billing_account a SET balance_micros = s.total
+         FROM (SELECT account_id, SUM(amount_micros) AS total FROM billing_ledgerentry GROUP BY account_id) s
+        WHERE a.id = s.account_id""",
+    """SELECT setval(pg_get_serial_sequence('billing_ledgertransaction', 'id'),
+                     (SELECT MAX(id) FROM billing_ledgertransaction))""",
+    "DROP TABLE bench_runs",
+]
+
+BALANCE_TRIGGERS = (
+    ("billing_ledgerentry", "billing_entry_balanced"),
+    ("billing_ledgertransaction", "billing_transaction_balanced"),
+)
+
+
+def _admin_url() -> str:
+    return os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def _bench_url(admin_url: str) -> str:
+    return admin_url.rsplit("/", 1)[0] + "/" + DB_NAME
+
+
+def _recreate_database(admin_url: str, *, drop_only: bool = False) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        if not drop_only:
+            conn.execute(f"CREATE DATABASE {DB_NAME}")
+
+
+def _setup_django(url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+
+
+def _set_triggers(cursor: Any, *, enabled: bool) -> None:
+    verb = "ENABLE" if enabled else "DISABLE"
+    for table, trigger in BALANCE_TRIGGERS:
+        cursor.execute(f"ALTER TABLE {table} {verb} TRIGGER {trigger}")
+
+
+def _seed(runs: int, tenants: int) -> dict[str, float]:
+    from django.db import connection, transaction
+
+    params = {"runs": runs, "tenants": tenants, "topup": TOPUP_MICROS}
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        _set_triggers(cursor, enabled=False)
+        try:
+            with transaction.atomic():
+                cursor.execute("SET LOCAL work_mem = '256MB'")
+                for number, statement in enumerate(SEED_SQL, 1):
+                    step = time.perf_counter()
+                    cursor.execute(statement, params)
+                    timings[f"seed_step_{number}"] = time.perf_counter() - step
+        finally:
+            _set_triggers(cursor, enabled=True)
+        timings["seed"] = time.perf_counter() - started
+        step = time.perf_counter()
+        cursor.execute("VACUUM ANALYZE")
+        timings["vacuum_analyze"] = time.perf_counter() - step
+    return timings
+
+
+def _table_sizes() -> dict[str, str]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT relname, pg_size_pretty(pg_total_relation_size(oid)) FROM pg_class
+                WHERE relname IN ('billing_ledgerentry', 'billing_ledgertransaction', 'billing_account', 'runs_run')
+                ORDER BY relname"""
+        )
+        return dict(cursor.fetchall())
+
+
+def _backend_cpu_seconds() -> float | None:
+    """CPU time (user + system) of this connection's PostgreSQL backend, if the server runs on this machine.
+
+    Unlike wall time it does not grow when other processes compete for the cores.
+    """
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _audit() -> tuple[int, dict[str, Any], float, float | None]:
+    """One `audit_ledger --json`: exit status, report, wall seconds, backend CPU seconds."""
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    out = StringIO()
+    cpu_before = _backend_cpu_seconds()
+    started = time.perf_counter()
+    try:
+        call_command("audit_ledger", "--json", stdout=out)
+        status = 0
+    except CommandError as exc:
+        status = exc.returncode
+    elapsed = time.perf_counter() - started
+    cpu_after = _backend_cpu_seconds()
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return status, json.loads(out.getvalue()), elapsed, cpu
+
+
+def _load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1_000_000)
+    parser.add_argument("--tenants", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=2, help="audits to time (the first is reported)")
+    parser.add_argument("--keep", action="store_true", help=f"keep the database {DB_NAME}")
+    parser.add_argument("--reuse", action="store_true", help=f"time the audit on a kept {DB_NAME}, no re-seeding")
+    args = parser.parse_args()
+
+    admin_url = _admin_url()
+    if not args.reuse:
+        _recreate_database(admin_url)
+    try:
+        _setup_django(_bench_url(admin_url))
+        from django.core.management import call_command
+        from django.db import connection
+
+        if not args.reuse:
+            step = time.perf_counter()
+            call_command("migrate", verbosity=0)
+            print(f"migrated {DB_NAME} in {time.perf_counter() - step:.1f} s")
+            seed_timings = _seed(args.runs, args.tenants)
+            print(
+                f"seeded {args.runs} runs over {args.tenants} tenants in {seed_timings['seed']:.1f} s "
+                f"(VACUUM ANALYZE {seed_timings['vacuum_analyze']:.1f} s); sizes: {_table_sizes()}"
+            )
+
+        load_before = _load_average()
+        audits = [_audit() for _ in range(max(1, args.repeat))]
+        status, report, seconds, cpu = audits[0]
+        for number, (_, body, elapsed, backend_cpu) in enumerate(audits, 1):
+            steps = ", ".join(f"{name} {value:.2f}" for name, value in body.get("seconds", {}).items())
+            cpu_text = "" if backend_cpu is None else f", PostgreSQL backend CPU {backend_cpu:.2f} s"
+            print(f"audit {number}: {elapsed:.2f} s wall{cpu_text}; steps (s): {steps}")
+        print(
+            f"audit_ledger: exit {status}, ok={report['ok']}, {report['transactions']} transactions, "
+            f"{report['entries']} entries, {report['accounts']} accounts, {seconds:.2f} s (goal ≤ {GOAL_SECONDS:.0f} s)"
+            f"; load average {load_before:.1f} before, {_load_average():.1f} after, on {os.cpu_count()} CPUs"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('server_version')")
+            (server_version,) = cursor.fetchone()
+        connection.close()
+        result = {
+            "bench": "ledger_audit",
+            "runs": args.runs,
+            "tenants": args.tenants,
+            "transactions": report["transactions"],
+            "entries": report["entries"],
+            "accounts": report["accounts"],
+            "audit_seconds": round(seconds, 2),
+            "audit_seconds_repeat": [round(elapsed, 2) for _, _, elapsed, _ in audits[1:]],
+            "backend_cpu_seconds": None if cpu is None else round(cpu, 2),
+            "load_average": round(load_before, 1),
+            "goal_seconds": GOAL_SECONDS,
+            "ok": report["ok"] and status == 0,
+            "postgresql": server_version,
+            "cpus": os.cpu_count(),
+        }
+        print(json.dumps(result))
+        return 0 if result["ok"] else 1
+    finally:
+        if not (args.keep or args.reuse):
+            _recreate_database(admin_url, drop_only=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

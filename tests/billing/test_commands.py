@@ -1,0 +1,172 @@
+"""The ops commands of SPEC §6 that open tenants, keys and credit: their --json shapes, refusals, exit status."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from rest_framework.test import APIClient
+
+from billing.models import Account, LedgerTransaction
+from billing.selectors import balances_get, plan_get
+from dpp.models import ApiKey, Tenant
+from tests.conftest import USD, Persona, unique_tenant_id
+
+pytestmark = pytest.mark.django_db
+
+
+def _json(command: str, *args: str) -> dict[str, Any]:
+    out = StringIO()
+    call_command(command, *args, "--json", stdout=out)
+    body: dict[str, Any] = json.loads(out.getvalue())
+    return body
+
+
+def _refused(command: str, *args: str) -> tuple[int, str]:
+    """The command fails: its exit status (non-zero) and what it printed."""
+    out = StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command(command, *args, stdout=out)
+    assert raised.value.returncode != 0
+    return raised.value.returncode, f"{out.getvalue()} {raised.value}"
+
+
+def _account(api_key: str) -> Any:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    return client.get("/v1/account")
+
+
+class TestCreateTenant:
+    def test_json_has_exactly_the_spec_keys_and_the_key_works(self) -> None:
+        tenant_id = unique_tenant_id()
+        body = _json("create_tenant", tenant_id)
+        assert set(body) == {"tenant_id", "api_key", "plan"}
+        assert (body["tenant_id"], body["plan"]) == (tenant_id, "starter")
+        assert body["api_key"].startswith("dpp_live_")
+        assert set(Account.objects.filter(tenant_id=tenant_id).values_list("kind", flat=True)) == {"AVAILABLE", "HELD"}
+        response = _account(body["api_key"])
+        assert response.status_code == 200
+        assert response.json() == {
+            "tenant_id": tenant_id,
+            "plan": "starter",
+            "available_usd": "0.0000",
+            "held_usd": "0.0000",
+            "currency": "USD",
+        }
+
+    def test_plan_and_name(self) -> None:
+        tenant_id = unique_tenant_id()
+        body = _json("create_tenant", tenant_id, "--plan", "unlimited", "--name", "Acme Agents")
+        assert body["plan"] == "unlimited"
+        assert plan_get(tenant_id=tenant_id).code == "unlimited"
+        assert Tenant.objects.get(pk=tenant_id).name == "Acme Agents"
+
+    def test_text_output_shows_the_key_once(self) -> None:
+        out = StringIO()
+        call_command("create_tenant", unique_tenant_id(), stdout=out)
+        (key,) = [word for word in out.getvalue().split() if word.startswith("dpp_live_")]
+        assert _account(key).status_code == 200
+
+    @pytest.mark.parametrize("tenant_id", ["ab", "Upper-Case", "has space", "x" * 65, "émile", "a/b"])
+    def test_bad_tenant_id_is_refused(self, tenant_id: str) -> None:
+        status, text = _refused("create_tenant", tenant_id)
+        assert status == 1
+        assert "3-64 characters" in text
+        assert not Tenant.objects.filter(pk=tenant_id).exists()
+
+    def test_existing_tenant_is_refused(self, owner: Persona) -> None:
+        _, text = _refused("create_tenant", owner.tenant.pk)
+        assert "already exists" in text
+        assert ApiKey.objects.filter(tenant=owner.tenant).count() == 1
+
+    def test_json_error_is_one_object(self) -> None:
+        out = StringIO()
+        with pytest.raises(CommandError):
+            call_command("create_tenant", "NO", "--json", stdout=out)
+        assert set(json.loads(out.getvalue())) == {"error"}
+
+
+class TestKeys:
+    def test_issue_api_key(self, owner: Persona) -> None:
+        body = _json("issue_api_key", owner.tenant.pk, "--label", "ci")
+        assert set(body) >= {"tenant_id", "api_key", "plan"}
+        assert (body["tenant_id"], body["plan"]) == (owner.tenant.pk, "starter")
+        assert body["api_key"] != owner.api_key
+        assert ApiKey.objects.get(prefix=body["api_key"][:16], tenant=owner.tenant).label == "ci"
+        assert _account(body["api_key"]).json()["tenant_id"] == owner.tenant.pk
+
+    def test_issue_api_key_for_unknown_tenant(self) -> None:
+        _, text = _refused("issue_api_key", "nobody-here")
+        assert "no tenant" in text
+
+    def test_revoked_key_gets_401(self, owner: Persona) -> None:
+        assert _account(owner.api_key).status_code == 200
+        body = _json("revoke_api_key", owner.api_key[:16])
+        assert (body["tenant_id"], body["key_prefix"]) == (owner.tenant.pk, owner.api_key[:16])
+        assert body["revoked_at"]
+        response = _account(owner.api_key)
+        assert response.status_code == 401
+        assert response.json()["reason_code"] == "UNAUTHENTICATED"
+
+    def test_revoking_twice_or_an_unknown_prefix_is_refused(self, owner: Persona) -> None:
+        call_command("revoke_api_key", owner.api_key[:16], stdout=StringIO())
+        _refused("revoke_api_key", owner.api_key[:16])
+        _refused("revoke_api_key", "dpp_live_XXXXXXX")
+        _refused("revoke_api_key", "short")
+
+
+class TestTopup:
+    def test_json_has_exactly_the_spec_keys(self, owner: Persona) -> None:
+        body = _json("topup", owner.tenant.pk, "2.5", "--reason", "invoice 42", "--actor", "finance:ann")
+        assert set(body) == {"tenant_id", "transaction_id", "amount_usd", "available_usd"}
+        assert (body["tenant_id"], body["amount_usd"], body["available_usd"]) == (owner.tenant.pk, "2.5000", "12.5000")
+        txn = LedgerTransaction.objects.get(pk=body["transaction_id"])
+        assert (txn.kind, txn.reason, txn.actor) == ("TOPUP", "invoice 42", "finance:ann")
+        assert balances_get(tenant_id=owner.tenant.pk).available_micros == 12 * USD + 500_000
+
+    def test_reason_is_required(self, owner: Persona) -> None:
+        with pytest.raises(CommandError, match="--reason"):
+            call_command("topup", owner.tenant.pk, "1.0000", stdout=StringIO(), stderr=StringIO())
+        with pytest.raises(CommandError):
+            call_command("topup", owner.tenant.pk, "1.0000", "--reason", "  ", stdout=StringIO())
+        assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD
+
+    @pytest.mark.parametrize("amount", ["0", "0.0000", "-1", "1.00001", "abc", "1e3", "1,5", "", "١٠"])
+    def test_bad_amounts_are_refused(self, owner: Persona, amount: str) -> None:
+        before = LedgerTransaction.objects.count()
+        status, _ = _refused("topup", owner.tenant.pk, amount, "--reason", "r")
+        assert status == 1
+        assert LedgerTransaction.objects.count() == before
+        assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD
+
+    def test_unknown_tenant(self) -> None:
+        _, text = _refused("topup", "nobody-here", "1", "--reason", "r")
+        assert "no tenant" in text
+
+
+class TestSeedDemo:
+    def test_seed_demo_is_idempotent_and_its_key_authenticates(self) -> None:
+        first = _json("seed_demo")
+        second = _json("seed_demo")
+        assert set(first) >= {"tenant_id", "api_key", "plan"}
+        assert first["tenant_id"] == second["tenant_id"] == "demo"
+        assert first["api_key"] != second["api_key"]
+        assert Tenant.objects.filter(pk="demo").count() == 1
+        assert LedgerTransaction.objects.filter(tenant_id="demo", kind="TOPUP").count() == 1  # credit not doubled
+        assert balances_get(tenant_id="demo").available_micros == 25 * USD
+        for key in (first["api_key"], second["api_key"]):
+            response = _account(key)
+            assert response.status_code == 200
+            assert (response.json()["tenant_id"], response.json()["available_usd"]) == ("demo", "25.0000")
+
+    def test_text_output_prints_a_working_key(self) -> None:
+        out = StringIO()
+        call_command("seed_demo", stdout=out)
+        keys = {word.strip("'") for word in out.getvalue().split() if word.strip("'").startswith("dpp_live_")}
+        assert len(keys) == 1
+        assert _account(keys.pop()).status_code == 200
