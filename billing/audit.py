@@ -263,10 +263,10 @@ def _describe_negative(row: Row) -> str:
 
 
 def _describe_held(row: Row) -> str:
-    account_id, held, open_micros, open_runs = row
+    account_id, held, open_micros, open_runs, counted = row
     return (
-        f"{account_id} is {usd(held)} but its {open_runs} open reservations (RESERVE, no SETTLE)"
-        f" sum to {usd(open_micros)}"
+        f"{account_id} is {usd(held)} and counts {counted} open reservations, but its {open_runs} open"
+        f" reservations (RESERVE, no SETTLE) sum to {usd(open_micros)}"
     )
 
 
@@ -353,12 +353,15 @@ LEDGER_CHECKS: tuple[Check, ...] = (
     # 4. a tenant's held equals the reservations of its runs not yet settled.
     Check(
         "held_equals_open_reservations",
-        """SELECT a.id, a.balance_micros, COALESCE(o.open_micros, 0), COALESCE(o.open_runs, 0)
+        """SELECT a.id, a.balance_micros, COALESCE(o.open_micros, 0), COALESCE(o.open_runs, 0),
+                  a.open_reservations
              FROM billing_account a
              LEFT JOIN (SELECT tenant_id, SUM(reserved) AS open_micros, COUNT(*) AS open_runs
                           FROM audit_run_legs WHERE settles = 0 GROUP BY tenant_id) o
                ON o.tenant_id = a.tenant_id
-            WHERE a.kind = 'HELD' AND a.balance_micros <> COALESCE(o.open_micros, 0)""",
+            WHERE a.kind = 'HELD'
+              AND (a.balance_micros <> COALESCE(o.open_micros, 0)
+                   OR a.open_reservations <> COALESCE(o.open_runs, 0))""",
         _describe_held,
     ),
     # 5. a settled run: charge ≤ reserved, charge + released = reserved (= what the SETTLE took from held) ...

@@ -13,7 +13,8 @@ Invariants, and where each is kept:
 2. each stored balance equals the sum of its entries — balances change only in `billing.services`, in the same
    transaction as the entries; checked by `audit_ledger`;
 3. tenant balances are ≥ 0 — CHECK constraint, and the conditional UPDATE that moves them;
-4. a tenant's held balance equals its open reservations (RESERVE without SETTLE) — `audit_ledger`;
+4. a tenant's held balance equals its open reservations (RESERVE without SETTLE), and its `open_reservations`
+   counts them — `audit_ledger`;
 5. per run at most one RESERVE and one SETTLE — a partial unique constraint; charge ≤ reserved — the run's
    CHECK constraint and `ledger_settle`.
 Entries and transactions are append-only: triggers refuse UPDATE and DELETE, the admin offers neither.
@@ -103,6 +104,9 @@ class Account(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, null=True, blank=True, related_name="accounts")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     balance_micros = models.BigIntegerField(default=0)
+    # HELD only: how many reservations it holds (RESERVE without SETTLE), moved in the same UPDATE as the
+    # balance, so a plan's concurrency limit is checked under the row lock the reservation takes anyway.
+    open_reservations = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -128,6 +132,9 @@ class Account(models.Model):
                 name="billing_tenant_balance_nonneg",
             ),
             models.CheckConstraint(condition=Exact(Mod("balance_micros", 100), 0), name="billing_balance_granule"),
+            models.CheckConstraint(
+                condition=Q(kind="HELD") | Q(open_reservations=0), name="billing_open_reservations_on_held"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -42,16 +42,31 @@ def _check_amount(micros: int, *, allow_zero: bool = False) -> None:
         raise ValueError(f"{micros} is not a positive multiple of {GRANULE_MICROS} micros")
 
 
-def _move_tenant_balances(tenant_id: str, deltas: Mapping[str, int]) -> bool:
-    """One conditional UPDATE of the tenant's account rows; False (nothing to keep) if one would go negative."""
+def _move_tenant_balances(
+    tenant_id: str, deltas: Mapping[str, int], *, open_delta: int = 0, max_open: int | None = None
+) -> bool:
+    """One conditional UPDATE of the tenant's account rows; False (roll back!) if a guard refused it.
+
+    Guards: no balance goes negative; with `max_open`, the held account has fewer open reservations than that.
+    `open_delta` moves the held account's count of open reservations (+1 reserve, -1 settle).
+    """
     ids = {Account.tenant_account_id(tenant_id, kind): delta for kind, delta in deltas.items() if delta}
     if not ids:
         return True
-    whens = [When(pk=account_id, then=Value(delta)) for account_id, delta in ids.items()]
+    held_id = Account.tenant_account_id(tenant_id, AccountKind.HELD)
     guard = Q()
     for account_id, delta in ids.items():
-        guard |= Q(pk=account_id, balance_micros__gte=-delta)
-    changed = Account.objects.filter(guard).update(balance_micros=F("balance_micros") + Case(*whens))
+        row = Q(pk=account_id, balance_micros__gte=-delta)
+        if account_id == held_id and max_open is not None:
+            row &= Q(open_reservations__lt=max_open)
+        guard |= row
+    # Lock the rows in key order first (a subquery FOR UPDATE): an UPDATE alone locks them in scan order, which
+    # can differ between two statements and deadlock two accepts of one tenant.
+    in_key_order = Account.objects.filter(pk__in=list(ids)).order_by("pk").select_for_update().values("pk")
+    changed = Account.objects.filter(guard, pk__in=in_key_order).update(
+        balance_micros=F("balance_micros") + Case(*(When(pk=pk, then=Value(d)) for pk, d in ids.items())),
+        open_reservations=F("open_reservations") + Case(When(pk=held_id, then=Value(open_delta)), default=Value(0)),
+    )
     return changed == len(ids)
 
 
@@ -99,19 +114,16 @@ def _available_micros(tenant_id: str) -> int:
     )
 
 
-def ledger_reserve(*, tenant_id: str, run_id: uuid.UUID, amount_micros: int, trace_id: str) -> LedgerTransaction:
-    """available → held, or 402 INSUFFICIENT_FUNDS. Locks the tenant's accounts until the caller commits."""
+def ledger_reserve(
+    *, tenant_id: str, run_id: uuid.UUID, amount_micros: int, trace_id: str, max_open: int | None = None
+) -> LedgerTransaction:
+    """available → held, or 402 INSUFFICIENT_FUNDS, or (with `max_open`) 429 CONCURRENCY_LIMITED when the tenant
+    already has that many open reservations. Locks the tenant's accounts until the caller commits."""
     _require_transaction()
     _check_amount(amount_micros)
-    if not _move_tenant_balances(tenant_id, {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}):
-        available = _available_micros(tenant_id)
-        raise _refused(
-            ApplicationError(
-                "INSUFFICIENT_FUNDS",
-                f"This run needs {format_usd(amount_micros)} USD held; {format_usd(available)} USD is available.",
-                extra={"available_usd": format_usd(available), "required_usd": format_usd(amount_micros)},
-            )
-        )
+    deltas = {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}
+    if not _move_tenant_balances(tenant_id, deltas, open_delta=1, max_open=max_open):
+        raise _refused(_reserve_refusal(tenant_id, amount_micros, max_open))
     return _post(
         kind=Kind.RESERVE,
         tenant_id=tenant_id,
@@ -121,6 +133,21 @@ def ledger_reserve(*, tenant_id: str, run_id: uuid.UUID, amount_micros: int, tra
             Account.tenant_account_id(tenant_id, AccountKind.AVAILABLE): -amount_micros,
             Account.tenant_account_id(tenant_id, AccountKind.HELD): amount_micros,
         },
+    )
+
+
+def _reserve_refusal(tenant_id: str, amount_micros: int, max_open: int | None) -> ApplicationError:
+    available = _available_micros(tenant_id)
+    if available < amount_micros or max_open is None:
+        return ApplicationError(
+            "INSUFFICIENT_FUNDS",
+            f"This run needs {format_usd(amount_micros)} USD held; {format_usd(available)} USD is available.",
+            extra={"available_usd": format_usd(available), "required_usd": format_usd(amount_micros)},
+        )
+    return ApplicationError(
+        "CONCURRENCY_LIMITED",
+        f"Your plan allows {max_open} runs at once; wait for one to end.",
+        headers={"Retry-After": "2"},
     )
 
 
@@ -140,7 +167,8 @@ def ledger_settle(
     if charge_micros > reserved_micros:
         raise LedgerInvariantError(f"charge {charge_micros} exceeds reservation {reserved_micros}")
     released = reserved_micros - charge_micros
-    if not _move_tenant_balances(tenant_id, {AccountKind.AVAILABLE: released, AccountKind.HELD: -reserved_micros}):
+    deltas = {AccountKind.AVAILABLE: released, AccountKind.HELD: -reserved_micros}
+    if not _move_tenant_balances(tenant_id, deltas, open_delta=-1):
         raise _refused(LedgerInvariantError(f"held balance of {tenant_id} is below the reservation of run {run_id}"))
     txn = _post(
         kind=Kind.SETTLE,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from django.http import HttpResponse
@@ -42,6 +42,18 @@ def _with_headers(response: Response, headers: dict[str, str]) -> Response:
     return response
 
 
+def _response_header(name: str, description: str, statuses: list[int]) -> OpenApiParameter:
+    return OpenApiParameter(name, str, OpenApiParameter.HEADER, description=description, response=statuses)
+
+
+def _cost_headers(statuses: list[int]) -> list[OpenApiParameter]:
+    return [
+        _response_header("X-DPP-Cost-Reserved", 'the reservation, 4-decimal USD, e.g. "0.0500"', statuses),
+        _response_header("X-DPP-Cost-Minimum-Fee", "the minimum fee, 4-decimal USD", statuses),
+        _response_header("X-DPP-Cost-Actual", "what the run was charged, once it ended (4-decimal USD)", statuses),
+    ]
+
+
 class RunOwnerMixin:
     def owned_run(self, tenant: Any, raw_id: str) -> Run:
         run = selectors.run_get(tenant=tenant, run_id=_run_id(raw_id))
@@ -65,7 +77,10 @@ class RunsApi(TenantApiView):
                 required=True,
                 pattern=r"^[A-Za-z0-9_.:-]{8,64}$",
                 description="8-64 chars of [A-Za-z0-9_.:-]; the same key and payload replay the receipt",
-            )
+            ),
+            _response_header("Location", "the run to poll: /v1/runs/{run_id}", [202]),
+            _response_header("Idempotent-Replayed", '"true" when this is the receipt of an earlier submit', [202]),
+            *_cost_headers([202])[:2],
         ],
         responses={202: ReceiptOut, **problems(400, 402, 403, 409, 413, 415, 422, 503)},
         tags=["runs"],
@@ -75,13 +90,18 @@ class RunsApi(TenantApiView):
         key = idempotency_key_parse(request.headers.get("Idempotency-Key"))
         body = request.data
         body_hash = request_hash(body)
-        existing = services.run_find_by_key(tenant=tenant, idempotency_key=key)
-        if existing is not None:
-            accepted = services.replay_or_conflict(run=existing, request_hash=body_hash)
-        else:
+        try:
             submission = submission_parse(
                 body=body, idempotency_key=key, request_hash=body_hash, plan=plan, default_trace_id=current_trace_id()
             )
+        except ApplicationError:
+            # The key decides before validation does: a replay (or another payload under the key) is answered as
+            # such. A valid payload skips this lookup: run_accept's INSERT finds an existing key by itself.
+            existing = services.run_find_by_key(tenant=tenant, idempotency_key=key)
+            if existing is None:
+                raise
+            accepted = services.replay_or_conflict(run=existing, request_hash=body_hash)
+        else:
             accepted = services.run_accept(tenant=tenant, plan=plan, submission=submission)
         run = accepted.run
         headers = {**presenters.cost_headers(run), "Location": presenters.receipt(run)["poll"]["href"]}
@@ -99,7 +119,7 @@ class RunsApi(TenantApiView):
             OpenApiParameter("created_after", datetime, description="ISO 8601; runs created after it"),
             OpenApiParameter("created_before", datetime, description="ISO 8601; runs created before it"),
         ],
-        responses={200: RunPageOut, **problems(422)},
+        responses={200: RunPageOut, **problems(403, 422)},
         tags=["runs"],
     )
     def get(self, request: Request) -> Response:
@@ -134,14 +154,27 @@ def _bad_param(field: str, message: str) -> ApplicationError:
     return ApplicationError("VALIDATION_ERROR", f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """An aware date-time in UTC; None if naive or out of range once in UTC (year 1 at +01:00, 9999 at -01:00).
+
+    Handing PostgreSQL the UTC value also keeps out offsets it refuses (beyond ±15:59), which would be a 500.
+    """
+    if value is None or value.tzinfo is None or value.utcoffset() is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
 def _datetime_param(raw: str | None, field: str) -> datetime | None:
     if not raw:
         return None
     try:
-        value = parse_datetime(raw)
+        value = _utc(parse_datetime(raw))
     except ValueError:
         value = None
-    if value is None or value.tzinfo is None:
+    if value is None:
         raise _bad_param(field, "must be an ISO 8601 date-time with a time zone, e.g. 2026-11-25T00:00:00Z")
     return value
 
@@ -150,14 +183,22 @@ def _position(position: dict[str, Any] | None) -> tuple[datetime, uuid.UUID] | N
     if position is None:
         return None
     try:
-        created_at = datetime.fromisoformat(position["t"])
-        return created_at, uuid.UUID(position["id"])
-    except (KeyError, TypeError, ValueError):
+        created_at = _utc(datetime.fromisoformat(position["t"]))
+        run_id = uuid.UUID(position["id"])
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise _bad_param("cursor", "invalid cursor") from None
+    if created_at is None:
+        raise _bad_param("cursor", "invalid cursor")
+    return created_at, run_id
 
 
 class RunDetailApi(RunOwnerMixin, TenantApiView):
-    @extend_schema(operation_id="runs_get", responses={200: RunOut, **problems(404)}, tags=["runs"])
+    @extend_schema(
+        operation_id="runs_get",
+        parameters=_cost_headers([200]),
+        responses={200: RunOut, **problems(403, 404)},
+        tags=["runs"],
+    )
     def get(self, request: Request, run_id: str) -> Response:
         tenant = self.tenant(request)
         run = self.owned_run(tenant, run_id)
@@ -172,7 +213,8 @@ class RunCancelApi(RunOwnerMixin, TenantApiView):
     @extend_schema(
         operation_id="runs_cancel",
         request=None,
-        responses={200: RunOut, 202: RunOut, **problems(404, 409)},
+        parameters=_cost_headers([200, 202]),
+        responses={200: RunOut, 202: RunOut, **problems(403, 404, 409, 503)},
         tags=["runs"],
     )
     def post(self, request: Request, run_id: str) -> Response:
@@ -190,7 +232,7 @@ class RunResultApi(RunOwnerMixin, TenantApiView):
         responses={
             200: {"type": "object", "description": "the result envelope (local storage)"},
             302: None,
-            **problems(404, 409, 410),
+            **problems(403, 404, 409, 410),
         },
         tags=["runs"],
     )
@@ -222,7 +264,7 @@ class UsageApi(TenantApiView):
             OpenApiParameter("from", date, required=True, description="first UTC day, YYYY-MM-DD"),
             OpenApiParameter("to", date, required=True, description="last UTC day, YYYY-MM-DD (≤ 366 days)"),
         ],
-        responses={200: UsageOut, **problems(422)},
+        responses={200: UsageOut, **problems(403, 422)},
         tags=["account"],
     )
     def get(self, request: Request) -> Response:
@@ -257,7 +299,7 @@ def _date_param(request: Request, name: str) -> date:
 
 
 class PacksApi(TenantApiView):
-    @extend_schema(operation_id="packs_list", responses={200: PackListOut, **problems()}, tags=["packs"])
+    @extend_schema(operation_id="packs_list", responses={200: PackListOut, **problems(403)}, tags=["packs"])
     def get(self, request: Request) -> Response:
         data = [
             {

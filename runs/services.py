@@ -26,7 +26,7 @@ from dpp.errors import ApplicationError
 from dpp.models import Tenant
 from dpp.observability import log_context
 from runs.dispatch import publish_run
-from runs.models import OPEN_STATUSES, FinalizeStage, MoneyState, Run, RunStatus
+from runs.models import FinalizeStage, MoneyState, Run, RunStatus
 from runs.submission import Submission
 
 logger = logging.getLogger("dpp.runs")
@@ -91,16 +91,15 @@ def _accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Run:
         created_at=now,
         updated_at=now,
     )
-    # Takes the tenant's account row locks until commit: every accept of this tenant is serialised from here,
-    # so the count below is exact (it sees every committed run, and no other accept is in between).
-    ledger_reserve(tenant_id=tenant.pk, run_id=run.pk, amount_micros=run.reserved_micros, trace_id=run.trace_id)
-    open_runs = Run.objects.filter(tenant=tenant, status__in=OPEN_STATUSES).count()
-    if open_runs > plan.max_concurrent_runs:
-        raise ApplicationError(
-            "CONCURRENCY_LIMITED",
-            f"Your plan allows {plan.max_concurrent_runs} runs at once; wait for one to end.",
-            headers={"Retry-After": "2"},
-        )
+    # Holds the tenant's account rows locked until commit, and counts the open reservation on the held row under
+    # that lock: the plan's concurrency limit is exact however many accepts race.
+    ledger_reserve(
+        tenant_id=tenant.pk,
+        run_id=run.pk,
+        amount_micros=run.reserved_micros,
+        trace_id=run.trace_id,
+        max_open=plan.max_concurrent_runs,
+    )
     transaction.on_commit(lambda: publish_run(run), robust=True)
     return run
 

@@ -55,10 +55,17 @@ def idempotency_key_parse(header: str | None) -> str:
 
 
 def request_hash(body: Any) -> str:
-    """SHA-256 of the canonical payload: sorted keys, no whitespace, `meta.trace_id` left out."""
+    """SHA-256 of the canonical payload: sorted keys, no whitespace, `meta.trace_id` left out.
+
+    A `meta` left empty by that is dropped too, so `{"meta": {"trace_id": "x"}, …}` and the same body without
+    `meta` are one payload (a retry that stops sending its trace id is still a replay).
+    """
     payload = body
     if isinstance(body, dict) and isinstance(body.get("meta"), dict) and "trace_id" in body["meta"]:
-        payload = {**body, "meta": {k: v for k, v in body["meta"].items() if k != "trace_id"}}
+        meta = {k: v for k, v in body["meta"].items() if k != "trace_id"}
+        payload = {k: v for k, v in body.items() if k != "meta"}
+        if meta:
+            payload["meta"] = meta
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -169,10 +169,24 @@ class TestTamperedLedger:
         assert report.violation_counts == {"held_equals_open_reservations": 1, "transaction_shape": 1}
         (held,) = [v for v in report.violations if v.invariant == "held_equals_open_reservations"]
         assert held.subject == _held(tenant_id)
-        assert "is 0.6000 USD but its 1 open reservations (RESERVE, no SETTLE) sum to 1.0000 USD" in held.detail
+        assert (
+            "is 0.6000 USD and counts 1 open reservations, but its 1 open reservations (RESERVE, no SETTLE) sum to"
+            " 1.0000 USD" in held.detail
+        )
         status, body = _audit_command()
         assert status == 1
         assert "held_equals_open_reservations" in body["violation_counts"]
+
+    def test_open_reservation_count_not_matching_the_ledger(self, owner: Persona) -> None:
+        """The held row's count of open reservations (the concurrency limit's source) is audited too."""
+        tenant_id = owner.tenant.pk
+        with transaction.atomic():
+            ledger_reserve(tenant_id=tenant_id, run_id=uuid.uuid4(), amount_micros=USD, trace_id="t")
+        assert ledger_audit().ok
+        Account.objects.filter(pk=_held(tenant_id)).update(open_reservations=3)
+        report = ledger_audit()
+        assert report.violation_counts == {"held_equals_open_reservations": 1}
+        assert "counts 3 open reservations, but its 1 open reservations" in report.violations[0].detail
 
     def test_settle_that_takes_more_than_was_reserved(self, owner: Persona) -> None:
         tenant_id, run_id = owner.tenant.pk, uuid.uuid4()

@@ -1,0 +1,104 @@
+"""Concurrent submits on PostgreSQL with real threads (SPEC §4 "Idempotency", §2.1 "A reservation is one
+conditional UPDATE"): never two runs for one key, never more reservations than the money covers.
+
+Each thread has its own API client and its own database connection, closed when the thread ends.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from billing.models import LedgerTransaction
+from runs.audit import full_audit
+from runs.models import Run
+from tests.conftest import USD, Persona, make_persona
+from tests.runs.conftest import balances, body, close_thread_connection, new_key
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+THREADS = 50
+
+
+def _race(persona: Persona, keys: list[str], payload: dict[str, Any]) -> list[tuple[int, dict[str, Any], bool]]:
+    """POST /v1/runs once per key, all threads released at the same moment; (status, body, replayed) each."""
+    barrier = threading.Barrier(len(keys))
+
+    def one(key: str) -> tuple[int, dict[str, Any], bool]:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {persona.api_key}")
+        try:
+            barrier.wait(timeout=30)
+            response = client.post(
+                "/v1/runs", data=json.dumps(payload), content_type="application/json", HTTP_IDEMPOTENCY_KEY=key
+            )
+            return response.status_code, json.loads(response.content), response.get("Idempotent-Replayed") == "true"
+        finally:
+            close_thread_connection()
+
+    with ThreadPoolExecutor(max_workers=len(keys)) as pool:
+        return list(pool.map(one, keys))
+
+
+def _audit_is_clean() -> None:
+    report = full_audit()
+    assert report.ok, report.violations
+    assert report.transactions == LedgerTransaction.objects.count()
+
+
+def test_50_identical_submits_make_one_run_and_one_reservation() -> None:
+    persona = make_persona(plan="unlimited", credit_micros=10 * USD)
+    key = new_key()
+    answers = _race(persona, [key] * THREADS, body(max_cost_usd="0.0500"))
+    assert Counter(status for status, _, _ in answers) == {202: THREADS}
+    run_ids = {receipt["run_id"] for _, receipt, _ in answers}
+    assert len(run_ids) == 1
+    assert sum(replayed for _, _, replayed in answers) == THREADS - 1
+    first = answers[0][1]
+    assert all(receipt == first for _, receipt, _ in answers)  # the identical receipt, byte for byte
+    assert Run.objects.filter(tenant=persona.tenant).count() == 1
+    assert LedgerTransaction.objects.filter(tenant=persona.tenant, kind="RESERVE").count() == 1
+    assert balances(persona) == (10 * USD - 50_000, 50_000)
+    _audit_is_clean()
+
+
+def test_50_submits_on_money_for_exactly_10_accept_exactly_10() -> None:
+    persona = make_persona(plan="unlimited", credit_micros=10 * 50_000)
+    answers = _race(persona, [new_key() for _ in range(THREADS)], body(max_cost_usd="0.0500"))
+    assert Counter(status for status, _, _ in answers) == {202: 10, 402: 40}
+    for status, answer, replayed in answers:
+        assert not replayed
+        if status == 402:
+            assert answer["reason_code"] == "INSUFFICIENT_FUNDS"
+            assert answer["required_usd"] == "0.0500"
+            assert answer["available_usd"] in {"0.0000", "0.0500", "0.1000", "0.1500", "0.2000", "0.2500",
+                                               "0.3000", "0.3500", "0.4000", "0.4500"}  # fmt: skip
+    accepted_ids = {answer["run_id"] for status, answer, _ in answers if status == 202}
+    assert len(accepted_ids) == 10
+    assert set(Run.objects.filter(tenant=persona.tenant).values_list("pk", flat=True).iterator()) == {
+        uuid.UUID(run_id) for run_id in accepted_ids
+    }
+    assert LedgerTransaction.objects.filter(tenant=persona.tenant, kind="RESERVE").count() == 10
+    assert balances(persona) == (0, 10 * 50_000)
+    _audit_is_clean()
+
+
+def test_same_key_race_on_money_for_one_run_gives_50_receipts() -> None:
+    """The run is inserted before money moves: every loser waits on the key, then replays (never 402)."""
+    persona = make_persona(plan="unlimited", credit_micros=50_000)
+    key = new_key()
+    answers = _race(persona, [key] * THREADS, body(max_cost_usd="0.0500"))
+    assert Counter(status for status, _, _ in answers) == {202: THREADS}, [a for s, a, _ in answers if s != 202][:3]
+    assert len({receipt["run_id"] for _, receipt, _ in answers}) == 1
+    assert sum(replayed for _, _, replayed in answers) == THREADS - 1
+    assert Run.objects.get(tenant=persona.tenant).idempotency_key == key
+    assert LedgerTransaction.objects.filter(tenant=persona.tenant, kind="RESERVE").count() == 1
+    assert balances(persona) == (0, 50_000)
+    _audit_is_clean()

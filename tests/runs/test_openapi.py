@@ -1,0 +1,195 @@
+"""The OpenAPI document (SPEC §4): valid OpenAPI 3, complete (every /v1 path and method, its problems, the
+bearer scheme), the human docs, and a bounded schemathesis fuzz against a real gunicorn."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from django.test import Client
+from django.urls import URLPattern
+from hypothesis import HealthCheck, Phase, given, settings
+from openapi_spec_validator import validate
+from schemathesis import GenerationMode
+from schemathesis.core.result import Ok
+from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from billing.urls import urlpatterns as billing_urls
+from runs.urls import urlpatterns as runs_urls
+from tests.conftest import USD, make_persona
+from tests.processes import gunicorn
+from tests.runs.conftest import PROBLEM_MEMBERS
+
+PROBLEM = "application/problem+json"
+
+# Every operation of the API and the problem statuses it documents (401 and 429 everywhere).
+OPERATIONS: dict[tuple[str, str], set[str]] = {
+    ("post", "/v1/runs"): {"400", "401", "402", "403", "409", "413", "415", "422", "429", "503"},
+    ("get", "/v1/runs"): {"401", "403", "422", "429"},
+    ("get", "/v1/runs/{run_id}"): {"401", "403", "404", "429"},
+    ("post", "/v1/runs/{run_id}/cancel"): {"401", "403", "404", "409", "429", "503"},
+    ("get", "/v1/runs/{run_id}/result"): {"401", "403", "404", "409", "410", "429"},
+    ("get", "/v1/account"): {"401", "403", "429"},
+    ("get", "/v1/ledger"): {"401", "403", "422", "429"},
+    ("get", "/v1/usage"): {"401", "403", "422", "429"},
+    ("get", "/v1/packs"): {"401", "403", "429"},
+}
+SUCCESS: dict[tuple[str, str], set[str]] = {
+    ("post", "/v1/runs"): {"202"},
+    ("post", "/v1/runs/{run_id}/cancel"): {"200", "202"},
+    ("get", "/v1/runs/{run_id}/result"): {"200", "302"},
+}
+
+
+@pytest.fixture
+def document() -> dict[str, Any]:
+    response = Client().get("/v1/openapi.json")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith(("application/json", "application/vnd.oai.openapi+json"))
+    schema: dict[str, Any] = json.loads(response.content)
+    return schema
+
+
+def test_the_document_is_valid_openapi_3(document: dict[str, Any]) -> None:
+    assert document["openapi"].startswith("3.")
+    validate(document)  # raises on any violation of the OpenAPI 3 specification
+
+
+def test_every_v1_route_and_method_is_documented(document: dict[str, Any]) -> None:
+    documented = {(method, path) for path, item in document["paths"].items() for method in item}
+    assert documented == set(OPERATIONS)
+    # … and that is every route of the URLconf, with every method its view implements.
+    for pattern in [*billing_urls, *runs_urls]:
+        assert isinstance(pattern, URLPattern)
+        path = "/v1/" + str(pattern.pattern).replace("<str:run_id>", "{run_id}")
+        view = pattern.callback.view_class  # type: ignore[attr-defined]
+        for method in ("get", "post", "put", "patch", "delete"):
+            assert (hasattr(view, method) and method != "options") == ((method, path) in OPERATIONS), (method, path)
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(OPERATIONS))
+def test_each_operation_documents_its_problems_and_security(document: dict[str, Any], method: str, path: str) -> None:
+    operation = document["paths"][path][method]
+    assert operation["operationId"]
+    assert operation["security"] == [{"ApiKey": []}]
+    statuses = set(operation["responses"])
+    problems = {status for status in statuses if int(status) >= 400}
+    assert problems == OPERATIONS[(method, path)]
+    assert statuses - problems == SUCCESS.get((method, path), {"200"})
+    for status in problems:
+        content = operation["responses"][status]["content"]
+        assert set(content) == {PROBLEM}, (path, status)
+        assert content[PROBLEM]["schema"] == {"$ref": "#/components/schemas/Problem"}
+
+
+def test_problem_schema_and_bearer_scheme(document: dict[str, Any]) -> None:
+    problem = document["components"]["schemas"]["Problem"]
+    assert set(problem["properties"]) >= PROBLEM_MEMBERS | {"errors", "available_usd", "required_usd"}
+    assert set(problem["required"]) >= PROBLEM_MEMBERS
+    scheme = document["components"]["securitySchemes"]["ApiKey"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+
+
+def test_submit_documents_its_body_and_idempotency_key(document: dict[str, Any]) -> None:
+    operation = document["paths"]["/v1/runs"]["post"]
+    (key,) = [p for p in operation["parameters"] if p["in"] == "header"]
+    assert key["name"] == "Idempotency-Key"
+    assert key["required"] is True
+    assert key["schema"]["pattern"] == r"^[A-Za-z0-9_.:-]{8,64}$"
+    assert operation["requestBody"]["required"] is True
+    assert set(operation["requestBody"]["content"]) == {"application/json"}
+    assert "Location" in operation["responses"]["202"].get("headers", {})
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_human_docs_are_served(path: str) -> None:
+    response = Client().get(path)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    assert b"/v1/openapi.json" in response.content
+
+
+# --- schemathesis ------------------------------------------------------------------------------------------
+
+FUZZ_SECONDS = 100  # the whole fuzz stays within about two minutes, whatever the machine: each operation
+EXAMPLES = {GenerationMode.POSITIVE: 250, GenerationMode.NEGATIVE: 150}  # and mode gets an equal time slice
+
+
+def _check(response: Any, label: str) -> None:
+    """No 5xx; every error an RFC 9457 problem. `response` is schemathesis' (headers: lower-case name → list)."""
+    status, text = response.status_code, response.text
+    assert status < 500, f"{label}: {status} {text[:500]}"
+    if status >= 400:
+        content_type = response.headers.get("content-type", [None])[0]
+        assert content_type == PROBLEM, f"{label}: {status} {content_type} {text[:200]}"
+        problem = json.loads(text)
+        assert problem.keys() >= PROBLEM_MEMBERS, label
+        assert problem["status"] == status, label
+
+
+def _operation(result: Any) -> Any:
+    """An operation schemathesis could load; an invalid one fails the test with its error."""
+    assert isinstance(result, Ok), result.err()
+    return result.ok()
+
+
+def _describe(case: Any) -> str:
+    parts = {"path": case.path_parameters, "query": case.query, "headers": case.headers, "body": case.body}
+    return repr({name: value for name, value in parts.items() if value})[:1000]
+
+
+def _fuzz_operation(
+    operation: Any, mode: GenerationMode, *, base_url: str, auth: dict[str, str], deadline: float, calls: Counter[str]
+) -> None:
+    """Up to EXAMPLES[mode] generated requests of one operation, each checked; stops early past `deadline`.
+
+    Positive cases must also match the documented response schema (schemathesis' response_schema_conformance).
+    """
+    label = f"{mode.value} {operation.method.upper()} {operation.path}"
+    session = requests.Session()
+
+    @settings(
+        max_examples=EXAMPLES[mode],
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def fuzz(case: Any) -> None:
+        if time.monotonic() > deadline:
+            return
+        response = case.call(base_url=base_url, session=session, headers=auth, timeout=10)
+        calls[label] += 1
+        _check(response, f"{label} {_describe(case)}")
+        if mode is GenerationMode.POSITIVE:
+            case.validate_response(response, checks=[response_schema_conformance])
+
+    fuzz()
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_schemathesis_fuzz_finds_no_5xx_and_only_problem_errors() -> None:
+    persona = make_persona(plan="unlimited", credit_micros=1_000 * USD)
+    auth = {"Authorization": f"Bearer {persona.api_key}"}
+    calls: Counter[str] = Counter()
+    with gunicorn() as base_url:
+        schema = schemathesis.openapi.from_url(f"{base_url}/v1/openapi.json")
+        operations = [_operation(result) for result in schema.get_all_operations()]
+        time_slice = FUZZ_SECONDS / (len(operations) * len(EXAMPLES))
+        for operation in operations:
+            for mode in EXAMPLES:
+                deadline = time.monotonic() + time_slice
+                _fuzz_operation(operation, mode, base_url=base_url, auth=auth, deadline=deadline, calls=calls)
+    assert set(calls) == {
+        f"{mode.value} {method.upper()} {path}" for method, path in OPERATIONS for mode in EXAMPLES
+    }, "every operation was fuzzed in both modes"
+    print(f"schemathesis: {sum(calls.values())} requests", dict(calls))
+    assert sum(calls.values()) >= len(OPERATIONS) * 20

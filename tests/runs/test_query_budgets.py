@@ -1,0 +1,85 @@
+"""Query budgets of the hot endpoints (STYLE "Tests"): a submit ≤ 8 queries, a poll ≤ 4, a list page ≤ 4
+whatever its size.
+
+Transactional (`transaction=True`) so that the count is what production runs: inside pytest-django's
+per-test transaction every atomic block would add a SAVEPOINT and a RELEASE to the count. A warm-up request
+first: a key's `last_used_at` is written at most once per 5 minutes, not on every request.
+
+Django also records the BEGIN and COMMIT of the submit's one transaction: they count in the budget of 8.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from tests.conftest import Persona
+from tests.runs.conftest import accepted, body, new_key, submit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SUBMIT_BUDGET, POLL_BUDGET, LIST_BUDGET = 8, 4, 4
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
+
+
+def _statements(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(TRANSACTION_CONTROL)]
+
+
+def _warm(persona: Persona) -> None:
+    assert persona.client.get("/v1/account").status_code == 200
+
+
+def test_submit_budget(unlimited: Persona, django_assert_max_num_queries: Any) -> None:
+    _warm(unlimited)
+    with django_assert_max_num_queries(SUBMIT_BUDGET), CaptureQueriesContext(connection) as queries:
+        response = submit(unlimited.client, body())
+    assert response.status_code == 202
+    statements = _statements(queries)
+    # key, plan; then INSERT run, UPDATE accounts, INSERT transaction, INSERT entries
+    assert len(statements) <= SUBMIT_BUDGET - 2, "\n".join(statements)
+    assert len(queries.captured_queries) - len(statements) == 2  # one transaction: BEGIN, COMMIT
+
+
+def test_replayed_submit_budget(unlimited: Persona, django_assert_max_num_queries: Any) -> None:
+    key = new_key()
+    accepted(unlimited.client, body(), key=key)
+    # key, plan, the INSERT that finds the key taken (BEGIN … ROLLBACK), the existing run: no money moves
+    with django_assert_max_num_queries(6):
+        response = submit(unlimited.client, body(), key=key)
+    assert response["Idempotent-Replayed"] == "true"
+
+
+def test_poll_budget(unlimited: Persona, django_assert_max_num_queries: Any) -> None:
+    run_id = accepted(unlimited.client, body())["run_id"]
+    with django_assert_max_num_queries(POLL_BUDGET):
+        response = unlimited.client.get(f"/v1/runs/{run_id}")
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("page_size", [1, 20, 100])
+def test_list_budget_does_not_grow_with_the_page(
+    unlimited: Persona, django_assert_max_num_queries: Any, page_size: int
+) -> None:
+    for _ in range(page_size + 1):
+        accepted(unlimited.client, body(max_cost_usd="0.0100"))
+    _warm(unlimited)
+    with CaptureQueriesContext(connection) as first_page:
+        response = unlimited.client.get("/v1/runs", {"limit": page_size})
+    assert len(response.json()["data"]) == page_size
+    assert len(first_page.captured_queries) <= LIST_BUDGET
+    with django_assert_max_num_queries(LIST_BUDGET):
+        response = unlimited.client.get("/v1/runs", {"limit": page_size, "cursor": response.json()["next_cursor"]})
+    assert len(response.json()["data"]) == 1
+
+
+@pytest.mark.parametrize("path", ["/v1/account", "/v1/ledger?limit=100", "/v1/packs"])
+def test_other_reads_budget(unlimited: Persona, django_assert_max_num_queries: Any, path: str) -> None:
+    for _ in range(5):
+        accepted(unlimited.client, body(max_cost_usd="0.0100"))
+    _warm(unlimited)
+    with django_assert_max_num_queries(3):  # key, plan, one read
+        assert unlimited.client.get(path).status_code == 200

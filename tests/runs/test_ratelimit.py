@@ -1,0 +1,130 @@
+"""Rate limits (SPEC §4.2): RateLimit headers on every authenticated /v1 answer, 429 with Retry-After, and
+failing open (with a metric) when Redis is down — against the real Redis."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+from django.test import Client, override_settings
+
+from runs.models import Run
+from tests.conftest import Persona, make_persona
+from tests.runs.conftest import (
+    accepted,
+    assert_problem,
+    assert_rate_headers,
+    body,
+    make_plan,
+    persona_on_plan,
+    submit,
+)
+
+pytestmark = pytest.mark.django_db
+
+STARTER_SUBMITS, STARTER_READS = 60, 300
+
+
+def _fail_open_total() -> float:
+    text = Client().get("/metrics").content.decode()
+    match = re.search(r"^dpp_rate_limit_fail_open_total ([0-9.e+]+)$", text, re.MULTILINE)
+    assert match is not None, "the fail-open counter is not exported"
+    return float(match.group(1))
+
+
+def _requests(owner: Persona, run_id: str) -> list[tuple[str, Any, int]]:
+    """(policy, response, expected status) for every /v1 endpoint, successes and errors alike."""
+    c = owner.client
+    missing = uuid.uuid4()
+    return [
+        ("reads", c.get("/v1/account"), 200),
+        ("reads", c.get("/v1/ledger"), 200),
+        ("reads", c.get("/v1/usage", {"from": "2026-01-01", "to": "2026-01-02"}), 200),
+        ("reads", c.get("/v1/usage"), 422),
+        ("reads", c.get("/v1/packs"), 200),
+        ("reads", c.get("/v1/runs"), 200),
+        ("reads", c.get("/v1/runs", {"limit": "0"}), 422),
+        ("reads", c.get(f"/v1/runs/{run_id}"), 200),
+        ("reads", c.get(f"/v1/runs/{missing}"), 404),
+        ("reads", c.get(f"/v1/runs/{run_id}/result"), 409),
+        ("reads", c.delete("/v1/account"), 405),
+        ("submits", submit(c, body("decision", max_cost_usd="0.0100")), 202),
+        ("submits", submit(c, body("nope", {})), 422),
+        ("submits", submit(c, body(), key=""), 400),
+        ("submits", c.post(f"/v1/runs/{missing}/cancel"), 404),
+        ("submits", c.post(f"/v1/runs/{run_id}/cancel"), 200),
+        ("submits", c.post(f"/v1/runs/{run_id}/cancel"), 409),
+    ]
+
+
+def test_every_authenticated_v1_answer_carries_ratelimit_headers(owner: Persona) -> None:
+    run_id = accepted(owner.client, body("decision", max_cost_usd="0.0100"))["run_id"]
+    for policy, response, status in _requests(owner, run_id):
+        assert response.status_code == status, (response.wsgi_request.path, response.content)
+        assert_rate_headers(response, policy, STARTER_SUBMITS if policy == "submits" else STARTER_READS)
+
+
+def test_remaining_counts_down_per_policy(owner: Persona) -> None:
+    first, _ = assert_rate_headers(owner.client.get("/v1/account"), "reads", STARTER_READS)
+    second, _ = assert_rate_headers(owner.client.get("/v1/account"), "reads", STARTER_READS)
+    assert first == STARTER_READS - 1
+    assert second in (first - 1, first)  # one more request, unless the bucket refilled in between
+    submitted, _ = assert_rate_headers(
+        submit(owner.client, body("decision", max_cost_usd="0.0100")), "submits", STARTER_SUBMITS
+    )
+    assert submitted == STARTER_SUBMITS - 1  # a separate bucket
+
+
+def test_submit_rate_limited_with_retry_after() -> None:
+    persona = persona_on_plan(make_plan("three-a-minute", submits_per_min=3))
+    remaining = [assert_rate_headers(submit(persona.client, body()), "submits", 3)[0] for _ in range(3)]
+    assert remaining == [2, 1, 0]
+    response = submit(persona.client, body())
+    problem = assert_problem(response, 429, "RATE_LIMITED")
+    retry_after = int(response["Retry-After"])
+    assert 1 <= retry_after <= 20  # one request's worth of the window: 60 s / 3
+    assert str(retry_after) in problem["detail"]
+    assert assert_rate_headers(response, "submits", 3)[0] == 0
+    assert Run.objects.filter(tenant=persona.tenant).count() == 3
+    # Refused before validation: even a bad body is 429 now.
+    assert_problem(submit(persona.client, raw="{"), 429, "RATE_LIMITED")
+    # Reads have their own bucket; other tenants their own.
+    assert persona.client.get("/v1/runs").status_code == 200
+    assert submit(make_persona(plan="unlimited").client, body()).status_code == 202
+
+
+def test_read_rate_limited() -> None:
+    persona = persona_on_plan(make_plan("two-reads", reads_per_min=2))
+    assert persona.client.get("/v1/account").status_code == 200
+    assert persona.client.get("/v1/packs").status_code == 200
+    response = persona.client.get("/v1/runs")
+    assert_problem(response, 429, "RATE_LIMITED")
+    assert int(response["Retry-After"]) >= 1
+    assert_rate_headers(response, "reads", 2)
+
+
+def test_cancel_counts_as_a_submit() -> None:
+    persona = persona_on_plan(make_plan("one-write", submits_per_min=1))
+    run_id = accepted(persona.client, body())["run_id"]
+    response = persona.client.post(f"/v1/runs/{run_id}/cancel")
+    assert_problem(response, 429, "RATE_LIMITED")
+    assert Run.objects.get(pk=run_id).status == "QUEUED"
+
+
+def test_redis_down_fails_open_and_counts_it(owner: Persona) -> None:
+    before = _fail_open_total()
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        read = owner.client.get("/v1/account")
+        submitted = submit(owner.client, body("decision", max_cost_usd="0.0100"))
+        listed = owner.client.get("/v1/runs")
+    assert (read.status_code, submitted.status_code, listed.status_code) == (200, 202, 200)
+    assert assert_rate_headers(read, "reads", STARTER_READS)[0] == STARTER_READS
+    assert assert_rate_headers(submitted, "submits", STARTER_SUBMITS)[0] == STARTER_SUBMITS
+    assert _fail_open_total() == before + 3
+    # Money is unaffected: the run holds its reservation as usual.
+    assert Run.objects.get(pk=submitted.json()["run_id"]).money_state == "RESERVED"
+    # Redis back: limits apply again.
+    assert assert_rate_headers(owner.client.get("/v1/account"), "reads", STARTER_READS)[0] < STARTER_READS
+    assert _fail_open_total() == before + 3
