@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from billing.models import Plan
 from billing.money import format_usd
-from billing.selectors import balances_get, ledger_list, plan_get
+from billing.selectors import balances_get, ledger_list, plan_by_id, plan_get
 from dpp.errors import ApplicationError
 from dpp.models import Tenant
 from dpp.openapi import problems
@@ -31,7 +31,8 @@ class TenantApiView(RateLimitedViewMixin, APIView):
         """The tenant's plan, read once per request."""
         cached: Plan | None = getattr(request, "_dpp_plan", None)
         if cached is None:
-            cached = plan_get(tenant_id=self.tenant(request).pk)
+            plan_id = getattr(request.auth, "open_plan_id", None)  # read with the key (billing.auth)
+            cached = plan_by_id(plan_id=plan_id) if plan_id else plan_get(tenant_id=self.tenant(request).pk)
             request._dpp_plan = cached  # type: ignore[attr-defined]
         return cached
 

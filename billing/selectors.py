@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet, Sum
@@ -31,6 +32,27 @@ def balances_get(*, tenant_id: str) -> Balances:
 def plan_get(*, tenant_id: str) -> Plan:
     """The tenant's open plan (one query). Every onboarded tenant has exactly one."""
     return Plan.objects.get(tenant_plans__tenant_id=tenant_id, tenant_plans__ended_at__isnull=True)
+
+
+# Plan definitions change rarely (a handful of rows, edited by staff): each process keeps them this long.
+# Which plan a tenant is on is never cached: it comes with every authentication (billing.auth).
+PLAN_CACHE_SECONDS = 30.0
+_plans: dict[int, tuple[float, Plan]] = {}
+
+
+def plan_by_id(*, plan_id: int) -> Plan:
+    """A plan definition, from this process's cache when fresh (no query), else from the database."""
+    now = time.monotonic()
+    cached = _plans.get(plan_id)
+    if cached is not None and now - cached[0] < PLAN_CACHE_SECONDS:
+        return cached[1]
+    plan = Plan.objects.get(pk=plan_id)
+    _plans[plan_id] = (now, plan)
+    return plan
+
+
+def plan_cache_clear() -> None:
+    _plans.clear()
 
 
 def ledger_list(*, tenant_id: str, before_id: int | None = None) -> QuerySet[LedgerTransaction]:

@@ -121,7 +121,7 @@ def ledger_reserve(
     already has that many open reservations. Locks the tenant's accounts until the caller commits."""
     _require_transaction()
     _check_amount(amount_micros)
-    deltas = {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}
+    deltas: dict[str, int] = {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}
     if not _move_tenant_balances(tenant_id, deltas, open_delta=1, max_open=max_open):
         raise _refused(_reserve_refusal(tenant_id, amount_micros, max_open))
     return _post(
@@ -167,7 +167,7 @@ def ledger_settle(
     if charge_micros > reserved_micros:
         raise LedgerInvariantError(f"charge {charge_micros} exceeds reservation {reserved_micros}")
     released = reserved_micros - charge_micros
-    deltas = {AccountKind.AVAILABLE: released, AccountKind.HELD: -reserved_micros}
+    deltas: dict[str, int] = {AccountKind.AVAILABLE: released, AccountKind.HELD: -reserved_micros}
     if not _move_tenant_balances(tenant_id, deltas, open_delta=-1):
         raise _refused(LedgerInvariantError(f"held balance of {tenant_id} is below the reservation of run {run_id}"))
     txn = _post(

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
@@ -44,10 +45,13 @@ class ApiKeyAuthentication(BaseAuthentication):
         self._touch(api_key)
         return tenant, api_key
 
-    @staticmethod
-    def _lookup(token: str) -> ApiKey:
+    def queryset(self) -> QuerySet[ApiKey]:
+        """What one lookup reads: the key and its tenant (a subclass may annotate more in the same query)."""
+        return ApiKey.objects.select_related("tenant")
+
+    def _lookup(self, token: str) -> ApiKey:
         digest = keys.hash_key(token, settings.DPP_API_KEY_PEPPER)
-        api_key = ApiKey.objects.select_related("tenant").filter(key_hash=digest).first()
+        api_key = self.queryset().filter(key_hash=digest).first()
         if api_key is None or not hmac.compare_digest(api_key.key_hash, digest) or api_key.is_revoked:
             raise ApplicationError("UNAUTHENTICATED", "The API key is unknown or revoked.")
         return api_key

@@ -45,6 +45,7 @@ def problems(*statuses: int) -> dict[Any, Any]:
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
     target_class = "dpp.auth.ApiKeyAuthentication"
+    match_subclasses = True
     name = "ApiKey"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:

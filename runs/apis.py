@@ -132,8 +132,10 @@ class RunsApi(TenantApiView):
         if len(runs) > limit:
             last = runs[limit - 1]
             next_cursor = encode_cursor({"t": last.created_at.isoformat(), "id": str(last.pk)})
-        available = balances_get(tenant_id=tenant.pk).available_micros
-        data = [presenters.run_body(run, available_micros=available, request=request) for run in runs[:limit]]
+        data = [
+            presenters.run_body(run, available_micros=run.available_micros, request=request)  # type: ignore[attr-defined]
+            for run in runs[:limit]
+        ]
         return Response({"data": data, "next_cursor": next_cursor})
 
 
@@ -202,8 +204,7 @@ class RunDetailApi(RunOwnerMixin, TenantApiView):
     def get(self, request: Request, run_id: str) -> Response:
         tenant = self.tenant(request)
         run = self.owned_run(tenant, run_id)
-        available = balances_get(tenant_id=tenant.pk).available_micros
-        body = presenters.run_body(run, available_micros=available, request=request)
+        body = presenters.run_body(run, available_micros=run.available_micros, request=request)  # type: ignore[attr-defined]
         return _with_headers(Response(body), presenters.cost_headers(run))
 
 

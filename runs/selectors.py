@@ -7,16 +7,23 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce, Concat, TruncDate
 
+from billing.models import Account
 from dpp.models import Tenant
 from runs.models import Run, RunStatus
 
 
+def _with_available(qs: QuerySet[Run]) -> QuerySet[Run]:
+    """Each run annotated with its tenant's available balance (`available_micros`), read in the same query."""
+    available = Account.objects.filter(pk=Concat(OuterRef("tenant_id"), Value("/available")))
+    return qs.annotate(available_micros=Subquery(available.values("balance_micros")[:1]))
+
+
 def run_get(*, tenant: Tenant, run_id: uuid.UUID) -> Run | None:
-    """The tenant's run, or None — also when it belongs to someone else (indistinguishable)."""
-    return Run.objects.filter(tenant=tenant, pk=run_id).first()
+    """The tenant's run with `available_micros`, or None — also when it is someone else's (indistinguishable)."""
+    return _with_available(Run.objects.filter(tenant=tenant, pk=run_id)).first()
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,8 @@ class RunFilters:
 
 
 def run_list(*, tenant: Tenant, filters: RunFilters, after: tuple[datetime, uuid.UUID] | None = None) -> QuerySet[Run]:
-    """The tenant's runs newest first; `after` is the (created_at, id) of the last row already seen."""
+    """The tenant's runs newest first, with `available_micros`; `after` is the (created_at, id) of the last row
+    already seen."""
     qs = Run.objects.filter(tenant=tenant)
     if filters.statuses:
         qs = qs.filter(status__in=filters.statuses)
@@ -41,7 +49,7 @@ def run_list(*, tenant: Tenant, filters: RunFilters, after: tuple[datetime, uuid
     if after is not None:
         created_at, run_id = after
         qs = qs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=run_id))
-    return qs.order_by("-created_at", "-pk")
+    return _with_available(qs.order_by("-created_at", "-pk"))
 
 
 def usage_by_day(*, tenant: Tenant, first: date, last: date) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from billing.bootstrap import ensure_platform_rows
 from billing.models import Account, Plan
+from billing.selectors import plan_cache_clear
 from billing.services import ledger_topup, tenant_onboard
 from dpp.models import Tenant
 from dpp.redis import get_redis
@@ -33,6 +34,7 @@ def _real_services(django_db_setup: None, django_db_blocker: pytest.FixtureReque
 def _platform_rows(request: pytest.FixtureRequest) -> None:
     """A transactional test flushes every table, data-migration rows included: put them back first."""
     uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & set(request.fixturenames)
+    plan_cache_clear()  # plan ids are reused across flushed tests: a cached definition must not outlive its row
     if uses_db:
         request.getfixturevalue("_django_db_helper")
         ensure_platform_rows(Plan, Account)
