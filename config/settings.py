@@ -177,7 +177,7 @@ DPP_TASK_QUEUE = env_str("DPP_TASK_QUEUE", "dpp-runs")
 DPP_SQS_QUEUE_PREFIX = env_str("DPP_SQS_QUEUE_PREFIX", "")
 DPP_SQS_REGION = env_str("DPP_SQS_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
 DPP_SQS_IS_SECURE = env_bool("DPP_SQS_IS_SECURE", default=True)
-DPP_BROKER_POLLING_INTERVAL = env_int("DPP_BROKER_POLLING_INTERVAL_MS", 200, minimum=10) / 1000
+DPP_BROKER_POLLING_INTERVAL = env_int("DPP_BROKER_POLLING_INTERVAL_MS", 50, minimum=10) / 1000
 
 # --- DPP timing (SPEC §7) -------------------------------------------------------------------------------
 DPP_LEASE_S = env_int("DPP_LEASE_S", 60, minimum=3)

@@ -134,7 +134,11 @@ def _raise_flag(report: ReconcileReport, *, kind: str, subject: str, detail: str
 def _audit_recent_runs(report: ReconcileReport, run_id: uuid.UUID | None) -> None:
     """Terminal runs without SETTLE and SETTLEs without a terminal run, among the recent ones."""
     since = timezone.now() - timedelta(seconds=max(10 * settings.DPP_REAPER_INTERVAL_S, 600))
-    settles = LedgerTransaction.objects.filter(kind=LedgerTransaction.Kind.SETTLE, run_id=OuterRef("pk"))
+    # A SETTLE is written in the same transaction that sets completed_at: bounding its time too keeps the
+    # planner from reading every SETTLE ever written (the pass must cost what it looks at, not history).
+    settles = LedgerTransaction.objects.filter(
+        kind=LedgerTransaction.Kind.SETTLE, run_id=OuterRef("pk"), created_at__gte=since - timedelta(hours=1)
+    )
     unsettled = Run.objects.filter(status__in=TERMINAL_STATUSES, completed_at__gte=since).filter(~Exists(settles))
     for run in _scope(unsettled, run_id):
         _raise_flag(

@@ -119,6 +119,9 @@ def _execute_pack(run: Run, heartbeat: Heartbeat) -> Outcome:
 def _finalize_success(run: Run, lease_token: uuid.UUID, result: PackResult) -> str:
     claimed = services.run_claim(run_id=run.pk, lease_token=lease_token)
     if claimed is None or claimed.finalize_token is None:
+        run.refresh_from_db()
+        if run.cancel_requested_at is not None:  # the cancel landed between our last look and the claim
+            return "canceled" if services.run_cancel_started(run=run, lease_token=lease_token) else "lease-lost"
         return "lease-lost"
     fault("after_claim")
     cost = min(result.cost_micros, claimed.reserved_micros)

@@ -280,12 +280,14 @@ def run_cancel_started(*, run: Run, lease_token: uuid.UUID) -> bool:
 
 
 def run_claim(*, run_id: uuid.UUID, lease_token: uuid.UUID) -> Run | None:
-    """Phase 1 of finalize: NULL → CLAIMED with a fresh finalize token; None if the lease was lost."""
+    """Phase 1 of finalize: NULL → CLAIMED with a fresh finalize token; None if the lease was lost or a cancel
+    was requested (then the caller ends the run CANCELED instead: a 202 cancel always wins over completion)."""
     run = Run.objects.filter(pk=run_id).first()
     if run is None:
         return None
     now = timezone.now()
-    changed = Run.objects.filter(_worker_guard(lease_token), pk=run.pk, version=run.version).update(
+    guard = _worker_guard(lease_token) & Q(cancel_requested_at__isnull=True)
+    changed = Run.objects.filter(guard, pk=run.pk, version=run.version).update(
         finalize_stage=FinalizeStage.CLAIMED,
         finalize_token=uuid.uuid4(),
         claimed_at=now,

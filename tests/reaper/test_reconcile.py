@@ -39,8 +39,8 @@ def _age(run: Run, **fields_ago: int) -> None:
     Run.objects.filter(pk=run.pk).update(**{f: now - timedelta(seconds=s) for f, s in fields_ago.items()})
 
 
-def _leased(tenant: Persona, **kwargs: str) -> services.Lease:
-    lease = services.run_lease(run_id=submit(tenant, **kwargs).pk)
+def _leased(tenant: Persona, *, max_cost_usd: str = "0.0500") -> services.Lease:
+    lease = services.run_lease(run_id=submit(tenant, max_cost_usd=max_cost_usd).pk)
     assert lease is not None
     return lease
 

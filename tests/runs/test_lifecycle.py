@@ -77,6 +77,8 @@ def test_heartbeat_extends_the_lease_without_bumping_version(tenant: Persona, se
     time.sleep(0.01)
     assert services.run_heartbeat(run_id=lease.run.pk, lease_token=lease.token) == "OK"
     after = Run.objects.get(pk=lease.run.pk)
+    assert after.lease_expires_at is not None
+    assert before.lease_expires_at is not None
     assert after.lease_expires_at > before.lease_expires_at
     assert after.version == before.version
 
