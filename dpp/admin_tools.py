@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from django.contrib import admin
@@ -23,6 +23,7 @@ from django.db.models import Model, QuerySet
 from django.forms import Form
 from django.http import HttpRequest, StreamingHttpResponse
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from django.utils.functional import cached_property
 
 # Cells that a spreadsheet would run as a formula (CSV injection); such text cells get a leading apostrophe.
@@ -84,6 +85,16 @@ class DppModelAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER  # facet counts are one COUNT per filter choice
     list_per_page = 50
     list_max_show_all = 200
+
+
+class CsvExportMixin:
+    """Adds `<changelist>/export/` (named `<app>_<model>_export`) served by the admin's `export_view`."""
+
+    def get_urls(self) -> list[URLPattern]:
+        model_admin: Any = self
+        wrap: Callable[..., Any] = model_admin.admin_site.admin_view
+        name = f"{model_admin.opts.app_label}_{model_admin.opts.model_name}_export"
+        return [path("export/", wrap(model_admin.export_view), name=name), *super().get_urls()]  # type: ignore[misc]
 
 
 class ReadOnlyModelAdmin(DppModelAdmin):

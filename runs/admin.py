@@ -8,21 +8,22 @@ through runs.services. The filtered changelist exports as CSV, streamed.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponseBase, HttpResponseRedirect
-from django.urls import URLPattern, path, reverse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from billing.models import LedgerTransaction
 from billing.money import format_usd
 from dpp.admin_tools import (
+    CsvExportMixin,
     ReadOnlyModelAdmin,
     TenantFilter,
     changelist_queryset,
@@ -77,7 +78,7 @@ class PackTypeFilter(admin.SimpleListFilter):
 
 
 @admin.register(Run)
-class RunAdmin(ReadOnlyModelAdmin):
+class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     list_display = ("id", "tenant", "pack_type", "status", "money_state", "reserved", "charged", "created_at")
     list_filter = (
         "status",
@@ -120,39 +121,7 @@ class RunAdmin(ReadOnlyModelAdmin):
             },
         ),
     )
-    readonly_fields = (
-        "id",
-        "tenant",
-        "pack_type",
-        "profile_version",
-        "status",
-        "money_state",
-        "reserved",
-        "minimum_fee",
-        "charged",
-        "released",
-        "ledger",
-        "created_at",
-        "started_at",
-        "claimed_at",
-        "completed_at",
-        "updated_at",
-        "cancel_requested_at",
-        "reason_code",
-        "error_detail",
-        "result_key",
-        "result_sha256",
-        "result_bytes",
-        "idempotency_key",
-        "trace_id",
-        "request_hash",
-        "timebox_sec",
-        "inputs_json",
-        "finalize_stage",
-        "version",
-        "lease_expires_at",
-        "published_at",
-    )
+    readonly_fields = tuple(flatten_fieldsets(fieldsets))  # every field shown is read-only
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
         # The inputs (up to 256 KiB a run) are read only by the detail page, which loads them on demand.
@@ -226,11 +195,6 @@ class RunAdmin(ReadOnlyModelAdmin):
             "<th>reason</th></tr></thead><tbody>{}</tbody></table>",
             rows,
         )
-
-    def get_urls(self) -> list[URLPattern]:
-        wrap: Callable[..., Any] = self.admin_site.admin_view
-        name = f"{self.opts.app_label}_{self.opts.model_name}_export"
-        return [path("export/", wrap(self.export_view), name=name), *super().get_urls()]
 
     def export_view(self, request: HttpRequest) -> HttpResponseBase:
         """The changelist's runs — same filters, search and order — as CSV, streamed."""

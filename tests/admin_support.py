@@ -27,6 +27,7 @@ from billing.models import Account, LedgerEntry, LedgerTransaction
 from billing.money import minimum_fee
 from billing.services import ledger_reserve, ledger_settle
 from runs.models import TERMINAL_STATUSES, FinalizeStage, MoneyState, Run, RunStatus
+from tests.factories import queued_run_row
 
 AVAILABLE, HELD = Account.Kind.AVAILABLE, Account.Kind.HELD
 FUNDING = Account.platform_account_id(Account.Kind.FUNDING)
@@ -138,22 +139,12 @@ def bulk_topups(tenant_id: str, count: int, amount_micros: int) -> None:
 
 def bulk_queued_runs(tenant_id: str, count: int, reserved_micros: int) -> None:
     """`count` QUEUED runs, each holding `reserved_micros` with its RESERVE; the tenant needs the credit."""
-    now = timezone.now()
     runs = Run.objects.bulk_create(
         [
-            Run(
+            queued_run_row(
                 tenant_id=tenant_id,
-                pack_type="decision",
-                profile_version="test",
-                idempotency_key=f"bulk-{i:06d}-{uuid.uuid4().hex[:8]}",
-                request_hash="0" * 64,
-                inputs={},
-                timebox_sec=90,
-                trace_id=uuid.uuid4().hex,
                 reserved_micros=reserved_micros,
-                minimum_fee_micros=minimum_fee(reserved_micros),
-                created_at=now,
-                updated_at=now,
+                idempotency_key=f"bulk-{i:06d}-{uuid.uuid4().hex[:8]}",
             )
             for i in range(count)
         ],

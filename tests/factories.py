@@ -5,6 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.utils import timezone
+
+from billing.money import minimum_fee
 from billing.selectors import plan_get
 from runs.models import Run
 from runs.services import run_accept
@@ -37,3 +40,22 @@ def submit(
         default_trace_id=uuid.uuid4().hex,
     )
     return run_accept(tenant=persona.tenant, plan=plan_get(tenant_id=persona.tenant.pk), submission=submission).run
+
+
+def queued_run_row(*, tenant_id: str, reserved_micros: int, idempotency_key: str | None = None) -> Run:
+    """An unsaved QUEUED run, for tests that write runs through the ORM (bulk or with tampered money)."""
+    now = timezone.now()
+    return Run(
+        tenant_id=tenant_id,
+        pack_type="decision",
+        profile_version="test",
+        idempotency_key=idempotency_key or uuid.uuid4().hex,
+        request_hash="0" * 64,
+        inputs={},
+        timebox_sec=90,
+        trace_id=uuid.uuid4().hex,
+        reserved_micros=reserved_micros,
+        minimum_fee_micros=minimum_fee(reserved_micros),
+        created_at=now,
+        updated_at=now,
+    )

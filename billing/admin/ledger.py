@@ -7,7 +7,7 @@ too: append-only triggers). A mistake is corrected by a new ADJUSTMENT, from the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,13 +17,14 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import CharField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Concat
 from django.http import HttpRequest, HttpResponseBase
-from django.urls import URLPattern, path, reverse
+from django.urls import reverse
 from django.utils.html import format_html
 
 from billing.admin.forms import TransactionExportForm
 from billing.models import Account, LedgerEntry, LedgerTransaction, Plan
 from billing.money import format_usd
 from dpp.admin_tools import (
+    CsvExportMixin,
     InputFilter,
     ReadOnlyModelAdmin,
     ReadOnlyTabularInline,
@@ -108,7 +109,7 @@ class LedgerEntryInline(ReadOnlyTabularInline):
 
 
 @admin.register(LedgerTransaction)
-class LedgerTransactionAdmin(ReadOnlyModelAdmin):
+class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     list_display = (
         "id",
         "created_at",
@@ -180,11 +181,6 @@ class LedgerTransactionAdmin(ReadOnlyModelAdmin):
     @admin.display(description="charged (USD)")
     def charged(self, obj: LedgerTransaction) -> str:
         return _usd(getattr(obj, "charged_micros", 0))
-
-    def get_urls(self) -> list[URLPattern]:
-        wrap: Callable[..., Any] = self.admin_site.admin_view
-        name = f"{self.opts.app_label}_{self.opts.model_name}_export"
-        return [path("export/", wrap(self.export_view), name=name), *super().get_urls()]
 
     def export_view(self, request: HttpRequest) -> HttpResponseBase:
         """GET with a date range: the transactions as CSV, streamed; without one: the form."""

@@ -6,34 +6,19 @@ transaction per step: insert the run and post its RESERVE; move it to a terminal
 
 from __future__ import annotations
 
-import uuid
-
 from django.db import transaction
 from django.utils import timezone
 
-from billing.money import minimum_fee
 from billing.services import ledger_reserve, ledger_settle
 from runs.models import FinalizeStage, MoneyState, Run, RunStatus
+from tests.factories import queued_run_row
 
 
 def open_run(*, tenant_id: str, reserved_micros: int, reserve: bool = True) -> Run:
     """A QUEUED run holding `reserved_micros` (its RESERVE posted in the same transaction unless `reserve` is off)."""
-    now = timezone.now()
     with transaction.atomic():
-        run = Run.objects.create(
-            tenant_id=tenant_id,
-            pack_type="decision",
-            profile_version="test",
-            idempotency_key=uuid.uuid4().hex,
-            request_hash="0" * 64,
-            inputs={},
-            timebox_sec=90,
-            trace_id=uuid.uuid4().hex,
-            reserved_micros=reserved_micros,
-            minimum_fee_micros=minimum_fee(reserved_micros),
-            created_at=now,
-            updated_at=now,
-        )
+        run = queued_run_row(tenant_id=tenant_id, reserved_micros=reserved_micros)
+        run.save(force_insert=True)
         if reserve:
             ledger_reserve(tenant_id=tenant_id, run_id=run.pk, amount_micros=reserved_micros, trace_id=run.trace_id)
     return run
