@@ -85,11 +85,8 @@ def _finish_stale_claims(report: ReconcileReport, run_id: uuid.UUID | None) -> N
         assert run.finalize_token is not None  # noqa: S101 - CLAIMED implies a token
         envelope = results.envelope_validate(run=run, key=results.envelope_key(run, run.finalize_token))
         if envelope is not None:
-            stored = services.StoredResult(
-                key=envelope.key, sha256=envelope.sha256, size=envelope.size, cost_micros=envelope.cost_micros
-            )
             if _act(
-                report, "roll_forward", run, lambda run=run, stored=stored: services.run_commit(run=run, stored=stored)
+                report, "roll_forward", run, lambda run=run, env=envelope: services.run_commit(run=run, stored=env)
             ):
                 report.rolled_forward += 1
         elif _act(report, "roll_back", run, lambda run=run: services.run_roll_back(run=run)):

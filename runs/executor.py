@@ -136,8 +136,7 @@ def _finalize_success(run: Run, lease_token: uuid.UUID, result: PackResult) -> s
     envelope = results.envelope_store(key=key, content=content, cost_micros=cost)
     fault("after_upload")
     fault("before_commit")
-    stored = services.StoredResult(key=envelope.key, sha256=envelope.sha256, size=envelope.size, cost_micros=cost)
-    return "completed" if services.run_commit(run=claimed, stored=stored) else "commit-lost"
+    return "completed" if services.run_commit(run=claimed, stored=envelope) else "commit-lost"
 
 
 def _finalize(run: Run, lease_token: uuid.UUID, heartbeat: Heartbeat, outcome: Outcome) -> str:

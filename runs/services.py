@@ -27,6 +27,7 @@ from dpp.models import Tenant
 from dpp.observability import log_context
 from runs.dispatch import publish_run
 from runs.models import FinalizeStage, MoneyState, Run, RunStatus
+from runs.results import Envelope
 from runs.submission import Submission
 
 logger = logging.getLogger("dpp.runs")
@@ -300,20 +301,12 @@ def run_claim(*, run_id: uuid.UUID, lease_token: uuid.UUID) -> Run | None:
     return run
 
 
-@dataclass(frozen=True)
-class StoredResult:
-    key: str
-    sha256: str
-    size: int
-    cost_micros: int
-
-
 def _claimed_guard(finalize_token: uuid.UUID) -> Q:
     return Q(finalize_stage=FinalizeStage.CLAIMED, finalize_token=finalize_token)
 
 
 @transaction.atomic(durable=True)
-def run_commit(*, run: Run, stored: StoredResult) -> bool:
+def run_commit(*, run: Run, stored: Envelope) -> bool:
     """Phase 2 of finalize (worker or the reaper rolling forward): COMPLETED, charged the capped cost."""
     assert run.finalize_token is not None  # noqa: S101 - a claimed run has a token
     return _finish(

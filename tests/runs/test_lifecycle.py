@@ -126,14 +126,13 @@ def test_claim_needs_the_lease_token_and_a_live_lease(tenant: Persona) -> None:
     assert Run.objects.get(pk=lease.run.pk).finalize_stage is None
 
 
-def _store(run: Run, cost: int) -> services.StoredResult:
+def _store(run: Run, cost: int) -> results.Envelope:
     assert run.finalize_token is not None
     key = results.envelope_key(run, run.finalize_token)
     content = results.envelope_bytes(
         run=run, finalize_token=run.finalize_token, data={"ok": True}, cost_micros=cost, finished_at=timezone.now()
     )
-    envelope = results.envelope_store(key=key, content=content, cost_micros=cost)
-    return services.StoredResult(key=envelope.key, sha256=envelope.sha256, size=envelope.size, cost_micros=cost)
+    return results.envelope_store(key=key, content=content, cost_micros=cost)
 
 
 def test_two_phase_finalize_commits_once_and_caps_the_charge(tenant: Persona) -> None:
