@@ -46,9 +46,9 @@ TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
 S3_BUCKET = "dpp-e2e-results"
 REGION = "us-east-1"
 
-# Every test of tests/e2e and tests/chaos: real processes see only committed data; the flush after each test
-# would drop the plans that a data migration made, hence serialized_rollback.
-E2E = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+# Every test of tests/e2e and tests/chaos: real processes see only committed data. (The flush after each such
+# test drops the data-migration rows; tests/conftest.py puts them back before the next test.)
+E2E = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
