@@ -15,5 +15,5 @@ from dpp.models import ApiKey
 
 class PlanApiKeyAuthentication(ApiKeyAuthentication):
     def queryset(self) -> QuerySet[ApiKey]:
-        open_plan = TenantPlan.objects.filter(tenant_id=OuterRef("tenant_id"), ended_at__isnull=True)
+        open_plan = TenantPlan.objects.filter(tenant_id=OuterRef("tenant_id"), ended_at__isnull=True).order_by()
         return super().queryset().annotate(open_plan_id=Subquery(open_plan.values("plan_id")[:1]))

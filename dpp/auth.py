@@ -47,11 +47,11 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def queryset(self) -> QuerySet[ApiKey]:
         """What one lookup reads: the key and its tenant (a subclass may annotate more in the same query)."""
-        return ApiKey.objects.select_related("tenant")
+        return ApiKey.objects.select_related("tenant").order_by()  # a unique lookup needs no ORDER BY
 
     def _lookup(self, token: str) -> ApiKey:
         digest = keys.hash_key(token, settings.DPP_API_KEY_PEPPER)
-        api_key = self.queryset().filter(key_hash=digest).first()
+        api_key = next(iter(self.queryset().filter(key_hash=digest)[:1]), None)
         if api_key is None or not hmac.compare_digest(api_key.key_hash, digest) or api_key.is_revoked:
             raise ApplicationError("UNAUTHENTICATED", "The API key is unknown or revoked.")
         return api_key

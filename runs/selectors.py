@@ -7,23 +7,24 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce, Concat, TruncDate
+from django.db.models import Count, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce, TruncDate
 
 from billing.models import Account
 from dpp.models import Tenant
 from runs.models import Run, RunStatus
 
 
-def _with_available(qs: QuerySet[Run]) -> QuerySet[Run]:
+def _with_available(qs: QuerySet[Run], tenant: Tenant) -> QuerySet[Run]:
     """Each run annotated with its tenant's available balance (`available_micros`), read in the same query."""
-    available = Account.objects.filter(pk=Concat(OuterRef("tenant_id"), Value("/available")))
-    return qs.annotate(available_micros=Subquery(available.values("balance_micros")[:1]))
+    available = Account.objects.filter(pk=Account.tenant_account_id(tenant.pk, Account.Kind.AVAILABLE))
+    return qs.annotate(available_micros=Subquery(available.order_by().values("balance_micros")[:1]))
 
 
 def run_get(*, tenant: Tenant, run_id: uuid.UUID) -> Run | None:
     """The tenant's run with `available_micros`, or None — also when it is someone else's (indistinguishable)."""
-    return _with_available(Run.objects.filter(tenant=tenant, pk=run_id)).first()
+    found = list(_with_available(Run.objects.filter(tenant=tenant, pk=run_id).order_by(), tenant)[:1])
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def run_list(*, tenant: Tenant, filters: RunFilters, after: tuple[datetime, uuid
     if after is not None:
         created_at, run_id = after
         qs = qs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=run_id))
-    return _with_available(qs.order_by("-created_at", "-pk"))
+    return _with_available(qs.order_by("-created_at", "-pk"), tenant)
 
 
 def usage_by_day(*, tenant: Tenant, first: date, last: date) -> list[dict[str, Any]]:
