@@ -156,7 +156,7 @@ if DPP_STORAGE == "s3":
 else:
     _results_storage = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(DPP_LOCAL_STORAGE_DIR), "file_permissions_mode": 0o640},
+        "OPTIONS": {"location": str(DPP_LOCAL_STORAGE_DIR), "file_permissions_mode": 0o640, "allow_overwrite": True},
     }
 STORAGES = {
     "default": {

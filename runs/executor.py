@@ -142,14 +142,14 @@ def _finalize_success(run: Run, lease_token: uuid.UUID, result: PackResult) -> s
 def _finalize(run: Run, lease_token: uuid.UUID, heartbeat: Heartbeat, outcome: Outcome) -> str:
     if heartbeat.lost.is_set():
         return "lease-lost"
+    if outcome.result is not None and not outcome.interrupted:
+        return _finalize_success(run, lease_token, outcome.result)  # the claim itself re-reads the run
     run.refresh_from_db()
     # A cancel request wins over whatever the pack did: the run ends CANCELED with the minimum fee (SPEC §4).
     if outcome.interrupted or run.cancel_requested_at is not None:
         return "canceled" if services.run_cancel_started(run=run, lease_token=lease_token) else "lease-lost"
-    if outcome.result is None:
-        ok = services.run_fail(run=run, lease_token=lease_token, reason_code=outcome.reason_code, detail=outcome.detail)
-        return f"failed:{outcome.reason_code}" if ok else "lease-lost"
-    return _finalize_success(run, lease_token, outcome.result)
+    ok = services.run_fail(run=run, lease_token=lease_token, reason_code=outcome.reason_code, detail=outcome.detail)
+    return f"failed:{outcome.reason_code}" if ok else "lease-lost"
 
 
 def run_execute(*, run_id: uuid.UUID) -> str:

@@ -59,11 +59,9 @@ class Envelope:
 
 
 def envelope_store(*, key: str, content: bytes, cost_micros: int) -> Envelope:
-    """Write the envelope at exactly `key` (overwriting a partial earlier attempt)."""
-    storage = results_storage()
-    if storage.exists(key):
-        storage.delete(key)
-    saved = storage.save(key, ContentFile(content))
+    """Write the envelope at exactly `key`, overwriting a partial earlier attempt (both storages are configured
+    to overwrite: no existence check, which on S3 would be one more request per run)."""
+    saved = results_storage().save(key, ContentFile(content))
     if saved != key:
         raise RuntimeError(f"storage saved the envelope as {saved!r} instead of {key!r}")
     return Envelope(key=key, sha256=hashlib.sha256(content).hexdigest(), size=len(content), cost_micros=cost_micros)

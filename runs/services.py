@@ -121,19 +121,18 @@ def _finish(
     """CAS the run to a terminal state and post its SETTLE; False (and nothing done) if the CAS lost."""
     charge = min(charge_micros, run.reserved_micros)
     now = timezone.now()
-    changed = Run.objects.filter(guard, pk=run.pk, version=run.version).update(
-        status=status,
-        finalize_stage=FinalizeStage.COMMITTED,
-        money_state=MoneyState.SETTLED if charge else MoneyState.REFUNDED,
-        charged_micros=charge,
-        reason_code=reason_code,
-        error_detail=detail[:2000],
-        version=F("version") + 1,
-        updated_at=now,
-        completed_at=now,
+    changes = {
+        "status": status,
+        "finalize_stage": FinalizeStage.COMMITTED,
+        "money_state": MoneyState.SETTLED if charge else MoneyState.REFUNDED,
+        "charged_micros": charge,
+        "reason_code": reason_code,
+        "error_detail": detail[:2000],
+        "updated_at": now,
+        "completed_at": now,
         **(result or {}),
-    )
-    if changed != 1:
+    }
+    if not _cas(run, guard, changes):
         logger.info("run %s: lost the race to finish it as %s; nothing done", run.pk, status)
         return False
     ledger_settle(
@@ -189,12 +188,8 @@ def _request_cancel(run: Run) -> bool:
     if run.cancel_requested_at is not None:
         return True  # asked before: idempotent
     now = timezone.now()
-    return (
-        Run.objects.filter(
-            pk=run.pk, version=run.version, status=RunStatus.PROCESSING, finalize_stage__isnull=True
-        ).update(cancel_requested_at=now, updated_at=now, version=F("version") + 1)
-        == 1
-    )
+    guard = Q(status=RunStatus.PROCESSING, finalize_stage__isnull=True)
+    return _cas(run, guard, {"cancel_requested_at": now, "updated_at": now})
 
 
 # --- worker transitions ---------------------------------------------------------------------------------
@@ -206,24 +201,36 @@ class Lease:
     token: uuid.UUID
 
 
+def _cas(run: Run, guard: Q, changes: dict[str, Any]) -> bool:
+    """UPDATE the run WHERE its version is still the one read (and `guard` holds), bumping the version; on
+    success the in-memory run is brought up to date too (no re-read)."""
+    changed = Run.objects.filter(guard, pk=run.pk, version=run.version).update(**changes, version=F("version") + 1)
+    if changed != 1:
+        return False
+    for name, value in changes.items():
+        setattr(run, name, value)
+    run.version += 1
+    return True
+
+
 def run_lease(*, run_id: uuid.UUID) -> Lease | None:
     """QUEUED → PROCESSING with a fresh lease; None when the run is not QUEUED (a duplicate delivery)."""
     run = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).first()
     if run is None:
         return None
     token, now = uuid.uuid4(), timezone.now()
-    changed = Run.objects.filter(pk=run.pk, version=run.version, status=RunStatus.QUEUED).update(
-        status=RunStatus.PROCESSING,
-        lease_token=token,
-        lease_expires_at=now + timedelta(seconds=settings.DPP_LEASE_S),
-        started_at=now,
-        updated_at=now,
-        version=F("version") + 1,
+    leased = _cas(
+        run,
+        Q(status=RunStatus.QUEUED),
+        {
+            "status": RunStatus.PROCESSING,
+            "lease_token": token,
+            "lease_expires_at": now + timedelta(seconds=settings.DPP_LEASE_S),
+            "started_at": now,
+            "updated_at": now,
+        },
     )
-    if changed != 1:
-        return None
-    run.refresh_from_db()
-    return Lease(run=run, token=token)
+    return Lease(run=run, token=token) if leased else None
 
 
 class HeartbeatState:
@@ -288,17 +295,13 @@ def run_claim(*, run_id: uuid.UUID, lease_token: uuid.UUID) -> Run | None:
         return None
     now = timezone.now()
     guard = _worker_guard(lease_token) & Q(cancel_requested_at__isnull=True)
-    changed = Run.objects.filter(guard, pk=run.pk, version=run.version).update(
-        finalize_stage=FinalizeStage.CLAIMED,
-        finalize_token=uuid.uuid4(),
-        claimed_at=now,
-        updated_at=now,
-        version=F("version") + 1,
-    )
-    if changed != 1:
-        return None
-    run.refresh_from_db()
-    return run
+    changes = {
+        "finalize_stage": FinalizeStage.CLAIMED,
+        "finalize_token": uuid.uuid4(),
+        "claimed_at": now,
+        "updated_at": now,
+    }
+    return run if _cas(run, guard, changes) else None
 
 
 def _claimed_guard(finalize_token: uuid.UUID) -> Q:
