@@ -6,14 +6,13 @@ the submit's plan checks cost no query of their own (plan definitions are cached
 
 from __future__ import annotations
 
-from django.db.models import OuterRef, QuerySet, Subquery
-
-from billing.models import TenantPlan
 from dpp.auth import ApiKeyAuthentication
-from dpp.models import ApiKey
 
 
 class PlanApiKeyAuthentication(ApiKeyAuthentication):
-    def queryset(self) -> QuerySet[ApiKey]:
-        open_plan = TenantPlan.objects.filter(tenant_id=OuterRef("tenant_id"), ended_at__isnull=True).order_by()
-        return super().queryset().annotate(open_plan_id=Subquery(open_plan.values("plan_id")[:1]))
+    extra_columns = (
+        (
+            "open_plan_id",
+            "(SELECT p.plan_id FROM billing_tenantplan p WHERE p.tenant_id = k.tenant_id AND p.ended_at IS NULL)",
+        ),
+    )

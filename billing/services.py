@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping
 
 from django.db import connection, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import F
 from django.utils import timezone
 
 from billing.models import Account, LedgerEntry, LedgerTransaction, Plan, TenantPlan
@@ -50,24 +50,47 @@ def _move_tenant_balances(
     Guards: no balance goes negative; with `max_open`, the held account has fewer open reservations than that.
     `open_delta` moves the held account's count of open reservations (+1 reserve, -1 settle).
     """
-    ids = {Account.tenant_account_id(tenant_id, kind): delta for kind, delta in deltas.items() if delta}
-    if not ids:
+    moves = [(Account.tenant_account_id(tenant_id, kind), delta) for kind, delta in deltas.items() if delta]
+    if not moves:
         return True
     held_id = Account.tenant_account_id(tenant_id, AccountKind.HELD)
-    guard = Q()
-    for account_id, delta in ids.items():
-        row = Q(pk=account_id, balance_micros__gte=-delta)
-        if account_id == held_id and max_open is not None:
-            row &= Q(open_reservations__lt=max_open)
-        guard |= row
-    # Lock the rows in key order first (a subquery FOR UPDATE): an UPDATE alone locks them in scan order, which
-    # can differ between two statements and deadlock two accepts of one tenant.
-    in_key_order = Account.objects.filter(pk__in=list(ids)).order_by("pk").select_for_update().values("pk")
-    changed = Account.objects.filter(guard, pk__in=in_key_order).update(
-        balance_micros=F("balance_micros") + Case(*(When(pk=pk, then=Value(d)) for pk, d in ids.items())),
-        open_reservations=F("open_reservations") + Case(When(pk=held_id, then=Value(open_delta)), default=Value(0)),
+    sql, params = _balances_update(moves, held_id, open_delta, max_open)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        changed: int = cursor.rowcount
+    return changed == len(moves)
+
+
+def _balances_update(
+    moves: list[tuple[str, int]], held_id: str, open_delta: int, max_open: int | None
+) -> tuple[str, list[str | int]]:
+    """The UPDATE of `_move_tenant_balances`, written out: it is the hottest statement of the platform, and
+    building it through the ORM's expressions cost more CPU than the rest of a submit's queries together.
+
+    The rows are locked in key order first (a subquery FOR UPDATE): an UPDATE alone locks them in scan order,
+    which can differ between two statements and deadlock two accepts of one tenant. SQLite has no row locks
+    (it serialises writers), hence no FOR UPDATE there.
+    """
+    whens = " ".join("WHEN %s THEN %s" for _ in moves)
+    guards = " OR ".join(
+        "(id = %s AND balance_micros >= %s"
+        + (" AND open_reservations < %s)" if pk == held_id and max_open is not None else ")")
+        for pk, _ in moves
     )
-    return changed == len(ids)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    in_list = ", ".join("%s" for _ in moves)
+    sql = (
+        f"UPDATE billing_account SET balance_micros = balance_micros + CASE id {whens} END, "  # noqa: S608 - constants
+        "open_reservations = open_reservations + CASE id WHEN %s THEN %s ELSE 0 END "
+        f"WHERE id IN (SELECT id FROM billing_account WHERE id IN ({in_list}) ORDER BY id{lock}) AND ({guards})"
+    )
+    params: list[str | int] = [value for pk, delta in moves for value in (pk, delta)]
+    params += [held_id, open_delta, *(pk for pk, _ in moves)]
+    for pk, delta in moves:
+        params += [pk, -delta]
+        if pk == held_id and max_open is not None:
+            params.append(max_open)
+    return sql, params
 
 
 def _refused(error: Exception) -> Exception:

@@ -9,7 +9,11 @@ import uuid
 from collections.abc import Callable
 
 from django.conf import settings
+from django.contrib.auth import middleware as auth
+from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
 from django.http import HttpRequest, HttpResponse
+from django.middleware import csrf
 
 from dpp.errors import ApplicationError
 from dpp.observability import (
@@ -97,3 +101,31 @@ class RequestContextMiddleware:
                     "route": route,
                 },
             )
+
+
+# The admin's middleware (sessions, users, messages, CSRF) does nothing for the API, which authenticates by key,
+# keeps no session and renders no HTML (DRF views are CSRF-exempt): skipped there, it saves ~10 % of a poll's CPU.
+API_PREFIXES = ("/v1/", "/health", "/readyz", "/metrics")
+
+
+class _SkippedOnApi:
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info.startswith(API_PREFIXES):
+            return self.get_response(request)  # type: ignore[attr-defined]
+        return super().__call__(request)  # type: ignore[misc]
+
+
+class SessionMiddleware(_SkippedOnApi, sessions.SessionMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(_SkippedOnApi, auth.AuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(_SkippedOnApi, messages.MessageMiddleware):
+    pass
+
+
+class CsrfViewMiddleware(_SkippedOnApi, csrf.CsrfViewMiddleware):
+    pass
