@@ -7,7 +7,7 @@ up by its HMAC (one query, the tenant joined); the stored hash is compared in co
 from __future__ import annotations
 
 import hmac
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -30,9 +30,11 @@ _TENANT_FIELDS = ["id", "name", "status"]
 
 
 def _aware(value: datetime | str | None) -> datetime | None:
-    """A datetime read by a raw cursor: SQLite (embedded mode) returns text."""
+    """A datetime read by a raw cursor: SQLite (embedded mode) returns naive UTC text."""
     if isinstance(value, str):
-        return parse_datetime(value)
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = value.replace(tzinfo=UTC)
     return value
 
 

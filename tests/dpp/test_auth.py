@@ -99,3 +99,14 @@ def test_revoke_refuses_an_ambiguous_prefix(owner: Persona) -> None:
     with pytest.raises(ValidationError, match="several"):
         api_key_revoke(key_prefix=prefix)
     assert ApiKey.objects.filter(prefix=prefix, revoked_at__isnull=True).count() == 2
+
+
+def test_last_used_read_back_from_sqlite_text_is_aware() -> None:
+    """The embedded mode's SQLite hands a raw cursor naive text: the lookup must still compare times."""
+    from dpp.auth import _aware
+
+    value = _aware("2026-11-25 10:00:00.123456")
+    assert value is not None
+    assert value.tzinfo is not None
+    assert value.isoformat() == "2026-11-25T10:00:00.123456+00:00"
+    assert _aware(None) is None
