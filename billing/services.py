@@ -144,10 +144,9 @@ def ledger_reserve(
     already has that many open reservations. Locks the tenant's accounts until the caller commits."""
     _require_transaction()
     _check_amount(amount_micros)
-    deltas: dict[str, int] = {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}
-    if not _move_tenant_balances(tenant_id, deltas, open_delta=1, max_open=max_open):
-        raise _refused(_reserve_refusal(tenant_id, amount_micros, max_open))
-    return _post(
+    # The entries first, the balances last: the UPDATE takes the tenant's row locks, held until the commit that
+    # follows it at once (the same invariants hold at commit either way; a refusal rolls all of it back).
+    txn = _post(
         kind=Kind.RESERVE,
         tenant_id=tenant_id,
         run_id=run_id,
@@ -157,6 +156,10 @@ def ledger_reserve(
             Account.tenant_account_id(tenant_id, AccountKind.HELD): amount_micros,
         },
     )
+    deltas: dict[str, int] = {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}
+    if not _move_tenant_balances(tenant_id, deltas, open_delta=1, max_open=max_open):
+        raise _refused(_reserve_refusal(tenant_id, amount_micros, max_open))
+    return txn
 
 
 def _reserve_refusal(tenant_id: str, amount_micros: int, max_open: int | None) -> ApplicationError:
@@ -190,9 +193,6 @@ def ledger_settle(
     if charge_micros > reserved_micros:
         raise LedgerInvariantError(f"charge {charge_micros} exceeds reservation {reserved_micros}")
     released = reserved_micros - charge_micros
-    deltas: dict[str, int] = {AccountKind.AVAILABLE: released, AccountKind.HELD: -reserved_micros}
-    if not _move_tenant_balances(tenant_id, deltas, open_delta=-1):
-        raise _refused(LedgerInvariantError(f"held balance of {tenant_id} is below the reservation of run {run_id}"))
     txn = _post(
         kind=Kind.SETTLE,
         tenant_id=tenant_id,
@@ -205,6 +205,10 @@ def ledger_settle(
             Account.platform_account_id(AccountKind.REVENUE): charge_micros,
         },
     )
+    # As in ledger_reserve: the balances last, so that their row locks are held as briefly as possible.
+    deltas: dict[str, int] = {AccountKind.AVAILABLE: released, AccountKind.HELD: -reserved_micros}
+    if not _move_tenant_balances(tenant_id, deltas, open_delta=-1):
+        raise _refused(LedgerInvariantError(f"held balance of {tenant_id} is below the reservation of run {run_id}"))
     _move_platform_balance(AccountKind.REVENUE, charge_micros)
     return txn
 
