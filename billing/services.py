@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import F
@@ -115,18 +116,45 @@ def _post(
     reason: str = "",
     trace_id: str = "",
 ) -> LedgerTransaction:
-    """Write the transaction and its entries; the caller has already moved the balances."""
+    """Write the transaction and its entries (the caller moves the balances in the same database transaction)."""
     if sum(legs.values()) != 0:
         raise LedgerInvariantError(f"unbalanced {kind}: {dict(legs)}")
-    txn = LedgerTransaction.objects.create(
-        kind=kind, tenant_id=tenant_id, run_id=run_id, actor=actor, reason=reason, trace_id=trace_id
+    txn = LedgerTransaction(
+        kind=kind,
+        tenant_id=tenant_id,
+        run_id=run_id,
+        actor=actor,
+        reason=reason,
+        trace_id=trace_id,
+        created_at=timezone.now(),
     )
-    LedgerEntry.objects.bulk_create(
-        LedgerEntry(transaction=txn, account_id=account_id, amount_micros=amount)
-        for account_id, amount in legs.items()
-        if amount
-    )
+    entries = [(account_id, amount) for account_id, amount in legs.items() if amount]
+    if connection.vendor == "postgresql":
+        txn.pk = _insert_transaction_and_entries(txn, entries)
+    else:
+        txn.save(force_insert=True)
+        LedgerEntry.objects.bulk_create(LedgerEntry(transaction=txn, account_id=a, amount_micros=m) for a, m in entries)
     return txn
+
+
+def _insert_transaction_and_entries(txn: LedgerTransaction, entries: list[tuple[str, int]]) -> int:
+    """One statement for the transaction and its entries (PostgreSQL): every run posts two of them, and the ORM's
+    two INSERTs cost a round trip and more CPU than the database spends on them."""
+    values = ", ".join("(%s, %s::bigint)" for _ in entries)  # placeholders only: every value is a parameter
+    sql = (
+        "WITH t AS (INSERT INTO billing_ledgertransaction"  # noqa: S608
+        " (kind, tenant_id, run_id, actor, reason, trace_id, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id)"
+        " INSERT INTO billing_ledgerentry (transaction_id, account_id, amount_micros)"
+        f" SELECT t.id, v.account_id, v.amount FROM t, (VALUES {values}) AS v (account_id, amount)"
+        " RETURNING transaction_id"
+    )
+    params: list[Any] = [txn.kind, txn.tenant_id, txn.run_id, txn.actor, txn.reason, txn.trace_id, txn.created_at]
+    params += [value for entry in entries for value in entry]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        transaction_id: int = cursor.fetchone()[0]
+    return transaction_id
 
 
 def _available_micros(tenant_id: str) -> int:
