@@ -22,13 +22,42 @@ def _with_available(qs: QuerySet[Run], tenant: Tenant) -> QuerySet[Run]:
     return qs.annotate(available_micros=Subquery(available.order_by().values("balance_micros")[:1]))
 
 
+_SHOWN_COLUMNS = ", ".join(
+    f"r.{column}"
+    for column in [
+        "id",
+        "tenant_id",
+        "pack_type",
+        "profile_version",
+        "status",
+        "money_state",
+        "reserved_micros",
+        "minimum_fee_micros",
+        "charged_micros",
+        "reason_code",
+        "error_detail",
+        "result_key",
+        "result_sha256",
+        "result_bytes",
+        "trace_id",
+        "timebox_sec",
+        "created_at",
+        "updated_at",
+        "completed_at",
+        "cancel_requested_at",
+    ]
+)
+
+
 def run_get(*, tenant: Tenant, run_id: uuid.UUID) -> Run | None:
     """The tenant's run with `available_micros`, or None — also when it is someone else's (indistinguishable)."""
     # Every poll runs this: a raw query (fields still converted by Django) spares the ORM's compiling.
+    # Only the columns a run's answer shows (not its inputs, up to 256 KiB of JSON); others load on access.
     available_id = Account.tenant_account_id(tenant.pk, Account.Kind.AVAILABLE)
     found = list(
         Run.objects.raw(
-            "SELECT r.*, (SELECT a.balance_micros FROM billing_account a WHERE a.id = %s) AS available_micros"
+            f"SELECT {_SHOWN_COLUMNS},"  # noqa: S608 - a constant list of column names
+            " (SELECT a.balance_micros FROM billing_account a WHERE a.id = %s) AS available_micros"
             " FROM runs_run r WHERE r.tenant_id = %s AND r.id = %s",
             [available_id, tenant.pk, Run._meta.pk.get_db_prep_value(run_id, connection)],
         )
