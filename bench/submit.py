@@ -376,7 +376,7 @@ def _print_level(level: Level) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each load level")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn --workers")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn --workers (one per core measured best)")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn --threads")
     parser.add_argument("--tenants", type=int, default=1, help="tenants the client threads take turns with")
     parser.add_argument("--pgbench-seconds", type=int, default=20)
