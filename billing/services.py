@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from billing.models import Account, LedgerEntry, LedgerTransaction, Plan, TenantPlan
 from billing.money import GRANULE_MICROS, format_usd
+from dpp.db import hot_cursor
 from dpp.errors import ApplicationError
 from dpp.models import Tenant
 from dpp.services import tenant_create
@@ -56,7 +57,7 @@ def _move_tenant_balances(
         return True
     held_id = Account.tenant_account_id(tenant_id, AccountKind.HELD)
     sql, params = _balances_update(moves, held_id, open_delta, max_open)
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(sql, params)
         changed: int = cursor.rowcount
     return changed == len(moves)
@@ -70,19 +71,20 @@ def _balances_update(
 
     The rows are locked in key order first (a subquery FOR UPDATE): an UPDATE alone locks them in scan order,
     which can differ between two statements and deadlock two accepts of one tenant. SQLite has no row locks
-    (it serialises writers), hence no FOR UPDATE there.
+    (it serialises writers), hence no FOR UPDATE there. Run on the hot cursor (prepared on PostgreSQL): every
+    parameter whose type matters is cast.
     """
-    whens = " ".join("WHEN %s THEN %s" for _ in moves)
+    whens = " ".join("WHEN %s THEN CAST(%s AS bigint)" for _ in moves)
     guards = " OR ".join(
-        "(id = %s AND balance_micros >= %s"
-        + (" AND open_reservations < %s)" if pk == held_id and max_open is not None else ")")
+        "(id = %s AND balance_micros >= CAST(%s AS bigint)"
+        + (" AND open_reservations < CAST(%s AS bigint))" if pk == held_id and max_open is not None else ")")
         for pk, _ in moves
     )
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     in_list = ", ".join("%s" for _ in moves)
     sql = (
         f"UPDATE billing_account SET balance_micros = balance_micros + CASE id {whens} END, "  # noqa: S608 - constants
-        "open_reservations = open_reservations + CASE id WHEN %s THEN %s ELSE 0 END "
+        "open_reservations = open_reservations + CASE id WHEN %s THEN CAST(%s AS integer) ELSE 0 END "
         f"WHERE id IN (SELECT id FROM billing_account WHERE id IN ({in_list}) ORDER BY id{lock}) AND ({guards})"
     )
     params: list[str | int] = [value for pk, delta in moves for value in (pk, delta)]
@@ -144,14 +146,14 @@ def _insert_transaction_and_entries(txn: LedgerTransaction, entries: list[tuple[
     sql = (
         "WITH t AS (INSERT INTO billing_ledgertransaction"  # noqa: S608
         " (kind, tenant_id, run_id, actor, reason, trace_id, created_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id)"
+        " VALUES (%s, %s, %s::uuid, %s, %s, %s, %s::timestamptz) RETURNING id)"
         " INSERT INTO billing_ledgerentry (transaction_id, account_id, amount_micros)"
         f" SELECT t.id, v.account_id, v.amount FROM t, (VALUES {values}) AS v (account_id, amount)"
         " RETURNING transaction_id"
     )
     params: list[Any] = [txn.kind, txn.tenant_id, txn.run_id, txn.actor, txn.reason, txn.trace_id, txn.created_at]
     params += [value for entry in entries for value in entry]
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(sql, params)
         transaction_id: int = cursor.fetchone()[0]
     return transaction_id

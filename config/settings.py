@@ -101,6 +101,12 @@ DATABASES = {
         DATABASE_URL, conn_max_age=env_int("DPP_DB_CONN_MAX_AGE", 60, minimum=0), conn_health_checks=True
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # psycopg prepares a statement on its Nth execution on a connection. It applies only to the hot paths'
+    # server-binding cursor (dpp.db.hot_cursor); the ORM binds on the client and never prepares. 0: never
+    # (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
+    _prepare_after = env_int("DPP_DB_PREPARE_THRESHOLD", 5, minimum=0)
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = _prepare_after or None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     # API, worker and beat share the file: WAL lets readers run beside the writer, IMMEDIATE takes the write

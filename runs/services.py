@@ -22,6 +22,7 @@ from django.utils import timezone
 from billing.models import Plan
 from billing.money import minimum_fee
 from billing.services import ledger_reserve, ledger_settle
+from dpp.db import insert_new
 from dpp.errors import ApplicationError
 from dpp.models import Tenant
 from dpp.observability import log_context
@@ -77,7 +78,7 @@ def _accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Run:
     now = timezone.now()
     # The INSERT comes first: a concurrent request with the same key waits on the unique index here and
     # fails once we commit, before it could touch money (so it replays instead of answering 402).
-    run = Run.objects.create(
+    run = Run(
         id=uuid.uuid4(),
         tenant=tenant,
         pack_type=submission.pack_type,
@@ -92,6 +93,7 @@ def _accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Run:
         created_at=now,
         updated_at=now,
     )
+    insert_new(run)  # Run.objects.create, at a third of its CPU and prepared (dpp.db)
     # Holds the tenant's account rows locked until commit, and counts the open reservation on the held row under
     # that lock: the plan's concurrency limit is exact however many accepts race.
     ledger_reserve(

@@ -1,0 +1,107 @@
+"""dpp.db: the hot paths' prepared statements (PostgreSQL) and the cached INSERT of a new row."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+from psycopg.types.numeric import Int2, Int4
+
+from billing.models import Account, LedgerTransaction
+from billing.selectors import balances_get
+from billing.services import ledger_reserve, ledger_settle, ledger_topup
+from dpp.db import _plain, hot_cursor, insert_new
+from runs.models import Run
+from tests.conftest import Persona
+from tests.factories import queued_run_row
+
+pytestmark = pytest.mark.django_db
+
+# A statement of the hot cursor is prepared on its fifth execution on a connection (DPP_DB_PREPARE_THRESHOLD).
+PREPARED_AFTER = 5
+
+
+def _prepared_statements() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [statement for (statement,) in cursor.fetchall()]
+
+
+def test_hot_statements_are_prepared_once_used_enough_and_still_counted() -> None:
+    sql = "SELECT %s::bigint + 1 AS dpp_db_probe"
+    with CaptureQueriesContext(connection) as queries:
+        for number in range(PREPARED_AFTER + 2):
+            with hot_cursor() as cursor:
+                cursor.execute(sql, [number])
+                assert cursor.fetchone() == (number + 1,)
+    assert len(queries.captured_queries) == PREPARED_AFTER + 2  # the query budgets of the API still see them
+    assert [s for s in _prepared_statements() if "dpp_db_probe" in s] == ["SELECT $1::bigint + 1 AS dpp_db_probe"]
+
+
+def test_the_orm_never_prepares() -> None:
+    before = _prepared_statements()
+    for _ in range(PREPARED_AFTER + 2):
+        list(Account.objects.filter(pk="@revenue").values_list("balance_micros", flat=True))
+    assert _prepared_statements() == before
+
+
+def test_money_past_32_bits_moves_exactly_through_prepared_statements(owner: Persona) -> None:
+    """Amounts over 2**31 micros (about 2,147 USD), enough times for every ledger statement to be prepared."""
+    tenant_id = owner.tenant.pk
+    big = 3_000_000_000_000  # 3,000,000 USD
+    amount = 2_500_000_000  # 2,500 USD: past int4
+    ledger_topup(tenant=owner.tenant, amount_micros=big, actor="test", reason="big credit")
+    before = balances_get(tenant_id=tenant_id)
+    for _ in range(PREPARED_AFTER + 3):
+        run_id = uuid.uuid4()
+        with transaction.atomic():
+            ledger_reserve(tenant_id=tenant_id, run_id=run_id, amount_micros=amount, trace_id="t")
+        with transaction.atomic():
+            ledger_settle(
+                tenant_id=tenant_id, run_id=run_id, reserved_micros=amount, charge_micros=amount - 100, trace_id="t"
+            )
+    after = balances_get(tenant_id=tenant_id)
+    rounds = PREPARED_AFTER + 3
+    assert after.available_micros == before.available_micros - rounds * (amount - 100)
+    assert after.held_micros == 0
+    assert any("billing_account" in s for s in _prepared_statements())
+    assert LedgerTransaction.objects.filter(tenant_id=tenant_id, kind="SETTLE").count() == rounds
+
+
+def test_insert_new_writes_what_the_orm_reads_back(owner: Persona) -> None:
+    run = queued_run_row(tenant_id=owner.tenant.pk, reserved_micros=2_500_000_000)
+    run.id = uuid.uuid4()
+    run.inputs = {"nested": {"list": [1, 2.5, "x"]}, "unicode": "é€"}
+    with transaction.atomic():
+        insert_new(run)
+    assert not run._state.adding
+    stored = Run.objects.get(pk=run.pk)
+    for field in Run._meta.concrete_fields:
+        assert getattr(stored, field.attname) == getattr(run, field.attname), field.name
+
+
+def test_insert_new_refuses_a_duplicate_as_an_integrity_error(owner: Persona) -> None:
+    run = queued_run_row(tenant_id=owner.tenant.pk, reserved_micros=10_000)
+    run.id = uuid.uuid4()
+    with transaction.atomic():
+        insert_new(run)
+    again = queued_run_row(tenant_id=owner.tenant.pk, reserved_micros=10_000, idempotency_key=run.idempotency_key)
+    again.id = uuid.uuid4()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert_new(again)
+
+
+def test_insert_new_refuses_a_model_whose_key_the_database_assigns() -> None:
+    with pytest.raises(TypeError, match="primary key"):
+        insert_new(LedgerTransaction(kind="TOPUP", tenant_id="x", actor="a", reason="r"))
+
+
+def test_plain_turns_field_typed_integers_into_plain_ints() -> None:
+    # Django sends an IntegerField's value as psycopg's Int4, which wraps around when bound on the server.
+    assert type(_plain(Int4(7))) is int
+    assert type(_plain(Int2(7))) is int
+    flag = True
+    assert _plain(flag) is True
+    assert _plain("7") == "7"
