@@ -7,7 +7,8 @@ What it does:
    postgres://postgres@127.0.0.1:5432/postgres), migrates it, and onboards `--tenants` tenants (default 1) on plan
    `unlimited` with 1,000,000 USD each and an API key. No worker runs, so every accepted run stays QUEUED: the
    plan's cap of 1,000 open runs is lifted in this database only, and the queued runs are canceled (a full release,
-   through runs.services.run_cancel) between load levels, so each level starts with an empty queue;
+   through runs.services.run_cancel) between load levels, followed by VACUUM ANALYZE of the tables that touched,
+   so each level starts with an empty queue and no dead rows left for autovacuum;
 2. starts `gunicorn config.wsgi --workers W --threads T` on it, with Redis rate limiting on (BENCH_REDIS_URL,
    default redis://127.0.0.1:6379/14) and tasks published to the Redis broker on a queue of its own (`dpp-bench`,
    purged at the end);
@@ -139,6 +140,19 @@ def _drain_queue() -> int:
         services.run_cancel(tenant=tenants[tenant_id], run_id=run_id)
         canceled += 1
     return canceled
+
+
+def _quiesce() -> None:
+    """Cancel the queued runs, then VACUUM ANALYZE what that touched, so the next level starts from the same state.
+
+    Canceling a level's thousands of runs at once leaves as many dead rows, which autovacuum would otherwise clean
+    up during the next level, on the same two cores (a burst a real queue drained by workers spreads out)."""
+    from django.db import connection
+
+    _drain_queue()
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM (ANALYZE) runs_run, billing_account, billing_ledgertransaction, billing_ledgerentry")
+    connection.close()
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -396,7 +410,9 @@ def main() -> int:
 
         agents = _prepare(args.tenants)
         connection.close()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Connections kept for the whole run: the CPU meter reads the backends' own counters, which a backend
+        # recycled after the default 60 s would take with it in the middle of a level.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "DPP_DB_CONN_MAX_AGE": "3600"}
         levels: list[Level] = []
         print(f"gunicorn --workers {args.workers} --threads {args.threads}; {args.tenants} tenant(s); "
               f"{args.seconds:.0f} s per level; {os.cpu_count()} CPUs; load average {load_before:.1f}")  # fmt: skip
@@ -404,14 +420,14 @@ def main() -> int:
             meter = CpuMeter(admin_url, urlsplit(base_url).port or 0)
             warm = Level("warmup", 8)
             _run_level(warm, base_url, 2.0, _submit_requests(agents, "warm"))
-            _drain_queue()
+            _quiesce()
             for concurrency in LEVELS:
                 level = Level("submit", concurrency)
                 _run_level(level, base_url, args.seconds, _submit_requests(agents, f"c{concurrency}"), meter)
                 _print_level(level)
                 levels.append(level)
                 if concurrency != LEVELS[-1]:
-                    _drain_queue()
+                    _quiesce()
             reads = Level("get", READ_CONCURRENCY)
             read_ids = levels[1].run_ids + levels[2].run_ids
             _run_level(reads, base_url, args.seconds, _read_requests(agents, read_ids), meter)

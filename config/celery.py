@@ -17,6 +17,13 @@ from celery import Celery
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("dpp")
+REDIS_TRANSPORT = "config.kombu_redis:Transport"
+
+
+def broker_transport(url: str) -> str | None:
+    """kombu's Redis transport with one client per channel for `redis://` (config/kombu_redis.py); else the one
+    the URL names (None)."""
+    return REDIS_TRANSPORT if url.startswith("redis://") else None
 
 
 def broker_transport_options(settings: Any) -> dict[str, Any]:
@@ -60,6 +67,7 @@ def configure(settings: Any) -> None:
     prefetch = 8 if settings.CELERY_BROKER_URL.startswith("filesystem://") else 1
     app.conf.update(
         broker_url=settings.CELERY_BROKER_URL,
+        broker_transport=broker_transport(settings.CELERY_BROKER_URL),
         broker_transport_options=broker_transport_options(settings),
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.DPP_TASK_QUEUE,

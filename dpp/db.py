@@ -20,7 +20,7 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.db.models import Field, Model
 
@@ -28,20 +28,21 @@ from django.db.models import Field, Model
 @contextlib.contextmanager
 def hot_cursor() -> Iterator[CursorWrapper]:
     """A cursor of the default connection whose statements PostgreSQL prepares (see the module's docstring)."""
-    if connection.vendor != "postgresql":
-        with connection.cursor() as plain:
+    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: `connection` is a proxy, each attribute a lookup
+    if db.vendor != "postgresql":
+        with db.cursor() as plain:
             yield plain
         return
     import psycopg
 
-    # What connection.cursor() does first, so a hot statement that opens a request is health-checked the same way.
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        raw = psycopg.Cursor(connection.connection)
+    # What db.cursor() does first, so a hot statement that opens a request is health-checked the same way.
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    with db.wrap_database_errors:
+        raw = psycopg.Cursor(db.connection)
     # Django's own wrapping, as in BaseDatabaseWrapper._prepare_cursor.
-    connection.validate_thread_sharing()
-    cursor = (CursorDebugWrapper if connection.queries_logged else CursorWrapper)(raw, connection)
+    db.validate_thread_sharing()
+    cursor = (CursorDebugWrapper if db.queries_logged else CursorWrapper)(raw, db)
     with cursor:
         yield cursor
 

@@ -17,6 +17,7 @@ Guarantees every pack keeps:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from abc import ABC, abstractmethod
@@ -133,10 +134,14 @@ class Pack(ABC):
     input_schema: ClassVar[dict[str, Any]]
     max_timebox_sec: ClassVar[int] = 90
 
+    @functools.cached_property
+    def _validator(self) -> Draft202012Validator:
+        """Built once per pack (the registry holds one instance of each): every submit validates its inputs."""
+        return Draft202012Validator(self.input_schema)
+
     def validate(self, inputs: Any, *, policy: UrlPolicy) -> list[FieldError]:
         """Schema errors if any (one per error, sorted by field), else the semantic errors; [] = valid."""
-        validator = Draft202012Validator(self.input_schema)
-        errors = [_field_error(error) for error in validator.iter_errors(inputs)]
+        errors = [_field_error(error) for error in self._validator.iter_errors(inputs)]
         if errors:
             return sorted(errors, key=lambda e: (e.field, e.message))
         return self.semantic_errors(inputs, policy=policy)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import uuid
 from typing import Any
 
 from django.urls import reverse
@@ -19,13 +21,26 @@ def _iso(value: Any) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
+_RUN_ID_SLOT = str(uuid.UUID(int=0))
+
+
+@functools.cache
+def _run_path_template() -> str:
+    return reverse("run-detail", args=[_RUN_ID_SLOT])
+
+
+def _run_path(run_id: uuid.UUID) -> str:
+    """`reverse("run-detail", args=[run_id])`, reversed once per process: every receipt carries it."""
+    return _run_path_template().replace(_RUN_ID_SLOT, str(run_id))
+
+
 def receipt(run: Run) -> dict[str, Any]:
     """The answer to an accepted submit, identical on every replay."""
     return {
         "run_id": str(run.pk),
         "status": RunStatus.QUEUED,
         "poll": {
-            "href": reverse("run-detail", args=[run.pk]),
+            "href": _run_path(run.pk),
             "recommended_interval_ms": RECOMMENDED_POLL_INTERVAL_MS,
             "max_wait_sec": run.timebox_sec,
         },
