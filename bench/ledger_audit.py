@@ -8,7 +8,8 @@ What it does:
 2. seeds it with set-based SQL (INSERT … SELECT generate_series, no Python loop): per tenant its accounts and a
    TOPUP; per run a Run row, a RESERVE (2 entries) and, for 99 runs in 100, a SETTLE — charge 0 (2 entries),
    partial (3 entries) or full (2 entries), in turn — the other runs stay QUEUED with their money held;
-   the balances are then set to the sums of their entries. The two balance triggers (billing_entry_balanced,
+   the balances are then set to the sums of their entries, and each held account's count of open reservations to
+   its tenant's runs still RESERVED. The two balance triggers (billing_entry_balanced,
    billing_transaction_balanced) are DISABLED while loading, because a deferred per-row trigger over millions of
    rows would dominate the load, and ENABLED again before the audit; foreign keys and CHECKs stay on;
 3. VACUUM ANALYZE, then times `manage.py audit_ledger --json` (call_command: the command's own code path),
@@ -41,8 +42,8 @@ SEED_SQL = [
     """INSERT INTO dpp_tenant (id, name, status, created_at)
        SELECT 'bench-' || lpad(i::text, 6, '0'), 'bench tenant ' || i, 'ACTIVE', now()
          FROM generate_series(1, %(tenants)s) i""",
-    """INSERT INTO billing_account (id, tenant_id, kind, balance_micros, created_at)
-       SELECT t.id || '/' || lower(k.kind), t.id, k.kind, 0, now()
+    """INSERT INTO billing_account (id, tenant_id, kind, balance_micros, open_reservations, created_at)
+       SELECT t.id || '/' || lower(k.kind), t.id, k.kind, 0, 0, now()
          FROM dpp_tenant t CROSS JOIN (VALUES ('AVAILABLE'), ('HELD')) k(kind)""",
     """CREATE TEMPORARY TABLE bench_runs AS
        SELECT r,
@@ -102,6 +103,10 @@ SEED_SQL = [
     """UPDATE billing_account a SET balance_micros = s.total
          FROM (SELECT account_id, SUM(amount_micros) AS total FROM billing_ledgerentry GROUP BY account_id) s
         WHERE a.id = s.account_id""",
+    """UPDATE billing_account a SET open_reservations = s.open
+         FROM (SELECT tenant_id || '/held' AS id, COUNT(*) AS open FROM runs_run
+                WHERE money_state = 'RESERVED' GROUP BY tenant_id) s
+        WHERE a.id = s.id""",
     """SELECT setval(pg_get_serial_sequence('billing_ledgertransaction', 'id'),
                      (SELECT MAX(id) FROM billing_ledgertransaction))""",
     "DROP TABLE bench_runs",
