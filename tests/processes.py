@@ -116,12 +116,15 @@ def _log_dir() -> Path:
     return Path(settings.VAR_DIR) / "process-logs"
 
 
+GUNICORN_WORKER = "config.gunicorn_worker.BalancedThreadWorker"  # as in the Procfile, Dockerfile and compose file
+
+
 @contextlib.contextmanager
 def gunicorn(env: dict[str, str] | None = None, *, workers: int = 2, threads: int = 4) -> Iterator[str]:
     """`gunicorn config.wsgi` on a free port; yields its base URL once /health answers."""
     port = free_port()
     args = [str(BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
-    args += ["--threads", str(threads), "--timeout", "60", "--graceful-timeout", "5"]
+    args += ["--threads", str(threads), "--worker-class", GUNICORN_WORKER, "--timeout", "60", "--graceful-timeout", "5"]
     proc = Process("gunicorn", args, env or process_env(), _log_dir())
     base = f"http://127.0.0.1:{port}"
     try:
