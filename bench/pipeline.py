@@ -359,18 +359,9 @@ def _env(broker: str, var_dir: Path, moto: str | None) -> dict[str, str]:
         env["DPP_STORAGE"] = "local"
     else:
         assert moto is not None
-        env.update(
-            CELERY_BROKER_URL=f"sqs://dummy:dummy@127.0.0.1:{moto.rsplit(':', 1)[1]}",
-            DPP_SQS_IS_SECURE="0",
-            DPP_SQS_REGION=REGION,
-            DPP_STORAGE="s3",
-            AWS_STORAGE_BUCKET_NAME=BUCKET,
-            AWS_S3_ENDPOINT_URL=moto,
-            AWS_S3_REGION_NAME=REGION,
-            AWS_DEFAULT_REGION=REGION,
-            AWS_ACCESS_KEY_ID="dummy",
-            AWS_SECRET_ACCESS_KEY="dummy",  # noqa: S106 - moto accepts any credentials
-        )
+        from tests.processes import moto_sqs_s3_env
+
+        env.update(moto_sqs_s3_env(moto, bucket=BUCKET, region=REGION))
     return env
 
 

@@ -20,6 +20,7 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.db.models import Field, Model
@@ -33,8 +34,6 @@ def hot_cursor() -> Iterator[CursorWrapper]:
         with db.cursor() as plain:
             yield plain
         return
-    import psycopg
-
     # What db.cursor() does first, so a hot statement that opens a request is health-checked the same way.
     db.close_if_health_check_failed()
     db.ensure_connection()

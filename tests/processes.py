@@ -171,6 +171,22 @@ def moto_server() -> Iterator[str]:
         proc.stop()
 
 
+def moto_sqs_s3_env(endpoint: str, *, bucket: str, region: str) -> dict[str, str]:
+    """Settings for SQS as the broker and S3 as the result storage, both on the moto server at `endpoint`."""
+    return {
+        "CELERY_BROKER_URL": f"sqs://dummy:dummy@127.0.0.1:{endpoint.rsplit(':', 1)[1]}",
+        "DPP_SQS_IS_SECURE": "0",
+        "DPP_SQS_REGION": region,
+        "DPP_STORAGE": "s3",
+        "AWS_STORAGE_BUCKET_NAME": bucket,
+        "AWS_S3_ENDPOINT_URL": endpoint,
+        "AWS_S3_REGION_NAME": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_ACCESS_KEY_ID": "dummy",
+        "AWS_SECRET_ACCESS_KEY": "dummy",  # moto accepts any credentials
+    }
+
+
 @contextlib.contextmanager
 def celery_beat(env: dict[str, str] | None = None, *, name: str = "beat") -> Iterator[Process]:
     """`celery -A config beat` (the reaper's scheduler); yields once it has started ticking."""

@@ -33,7 +33,15 @@ from reaper.services import reconcile_once
 from runs.audit import full_audit
 from runs.models import Run
 from tests.conftest import USD, make_persona
-from tests.processes import Process, celery_worker, gunicorn, manage, moto_server, process_env
+from tests.processes import (
+    Process,
+    celery_worker,
+    gunicorn,
+    manage,
+    moto_server,
+    moto_sqs_s3_env,
+    process_env,
+)
 
 FAST_TIMINGS = {
     "DPP_LEASE_S": "3",  # the heartbeat renews every second
@@ -221,20 +229,7 @@ def sqs_stack(**overrides: str) -> Iterator[Stack]:
         boto3.client(
             "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="dummy", aws_secret_access_key="dummy"
         ).create_bucket(Bucket=S3_BUCKET)
-        port = endpoint.rsplit(":", 1)[1]
-        env = fast_env(
-            CELERY_BROKER_URL=f"sqs://dummy:dummy@127.0.0.1:{port}",
-            DPP_SQS_IS_SECURE="0",
-            DPP_SQS_REGION=REGION,
-            DPP_STORAGE="s3",
-            AWS_STORAGE_BUCKET_NAME=S3_BUCKET,
-            AWS_S3_ENDPOINT_URL=endpoint,
-            AWS_S3_REGION_NAME=REGION,
-            AWS_DEFAULT_REGION=REGION,
-            AWS_ACCESS_KEY_ID="dummy",
-            AWS_SECRET_ACCESS_KEY="dummy",
-            **overrides,
-        )
+        env = fast_env(**{**moto_sqs_s3_env(endpoint, bucket=S3_BUCKET, region=REGION), **overrides})
         with gunicorn(env) as base_url:
             yield Stack("sqs", base_url, env, s3_endpoint=endpoint)
 
