@@ -246,7 +246,13 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
+    # The client's address for the anonymous rate limit: REMOTE_ADDR, or the Nth address from the right of
+    # X-Forwarded-For behind N proxies that append to it.
+    "NUM_PROXIES": env_int("DPP_NUM_PROXIES", 0, minimum=0),
 }
+# Requests per minute per client address for /v1 answers that no tenant is counted for (no key or a bad one,
+# unknown paths, the OpenAPI document).
+DPP_ANONYMOUS_RATE_LIMIT = env_int("DPP_ANONYMOUS_RATE_LIMIT", 60, minimum=1)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "DPP — Decision Pack Platform API",

@@ -25,6 +25,7 @@ from dpp.observability import (
     trace_id_var,
 )
 from dpp.problems import PROBLEM_CONTENT_TYPE, problem_from_status, problem_response
+from dpp.ratelimit import anonymous_limited
 
 access_log = logging.getLogger("dpp.access")
 
@@ -51,6 +52,8 @@ class RequestContextMiddleware:
         tokens = (request_id_var.set(request_id), trace_id_var.set(trace_id), tenant_id_var.set(None))
         try:
             response = self._respond(request)
+            if request.path_info.startswith("/v1/") and "RateLimit" not in response:
+                response = anonymous_limited(request, response)  # every /v1 answer carries RateLimit headers
             response["X-Request-ID"] = request_id
             response["X-Trace-Id"] = trace_id
             self._observe(request, response, time.perf_counter() - started)

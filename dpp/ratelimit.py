@@ -3,6 +3,11 @@
 Headers follow the IETF draft (draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy: "reads";q=300;w=60`
 and `RateLimit: "reads";r=299;t=1`. If Redis is not configured or unreachable, requests are let through
 (money never lives in Redis), with a warning in the log and a metric.
+
+A tenant's requests count against the tenant's plan (`RateLimitedViewMixin`). Every other /v1 answer — no key or
+a bad one, a path that does not exist, the OpenAPI document — counts against the client's address under the
+`anonymous` policy (`anonymous_limited`), so that every /v1 response carries the headers and key guessing is
+bounded too.
 """
 
 from __future__ import annotations
@@ -10,14 +15,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 
 from dpp.errors import ApplicationError
 from dpp.observability import RATE_LIMIT_FAIL_OPEN
+from dpp.problems import problem_response
 from dpp.redis import get_redis
 
 logger = logging.getLogger("dpp.ratelimit")
@@ -60,6 +69,10 @@ class RateDecision:
         }
 
 
+def bucket_key(policy: str, identity: str) -> str:
+    return f"dpp:rl:{policy}:{identity}"
+
+
 _script: Any = None
 _last_warning = 0.0
 
@@ -84,7 +97,7 @@ def check(*, policy: str, identity: str, limit_per_min: int) -> RateDecision:
         if _script is None:
             _script = client.register_script(_GCRA)
         allowed, remaining, retry_us, reset_us = _script(
-            keys=[f"dpp:rl:{policy}:{identity}"], args=[interval_us, limit_per_min], client=client
+            keys=[bucket_key(policy, identity)], args=[interval_us, limit_per_min], client=client
         )
     except redis.RedisError as exc:
         _warn_fail_open(type(exc).__name__)
@@ -97,6 +110,36 @@ def check(*, policy: str, identity: str, limit_per_min: int) -> RateDecision:
         retry_after_s=max(1, -(-int(retry_us) // 1_000_000)) if not allowed else 0,
         allowed=bool(allowed),
     )
+
+
+def _rate_limited(decision: RateDecision) -> ApplicationError:
+    return ApplicationError(
+        "RATE_LIMITED",
+        f"More than {decision.limit} {decision.policy} per minute; retry in {decision.retry_after_s} s.",
+        headers={**decision.headers(), "Retry-After": str(decision.retry_after_s)},
+    )
+
+
+ANONYMOUS_POLICY = "anonymous"
+_client = BaseThrottle()  # DRF's reading of the client's address: REMOTE_ADDR, or X-Forwarded-For per NUM_PROXIES
+
+
+def anonymous_limited(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """A /v1 answer that no tenant was counted for, counted against the client's address.
+
+    Such answers (401, an unknown path, the OpenAPI document, a body too large) changed nothing, so over the
+    limit the answer is replaced by the 429; a 5xx is never replaced (the client must see the outage).
+    """
+    decision = check(
+        policy=ANONYMOUS_POLICY,
+        identity=_client.get_ident(cast(Request, request)) or "unknown",  # it reads only .headers and .META
+        limit_per_min=settings.DPP_ANONYMOUS_RATE_LIMIT,
+    )
+    if not decision.allowed and response.status_code < 500:
+        return problem_response(_rate_limited(decision), request)
+    for name, value in decision.headers().items():
+        response[name] = value
+    return response
 
 
 class RateLimitedViewMixin:
@@ -120,11 +163,7 @@ class RateLimitedViewMixin:
         decision = check(policy=policy, identity=str(tenant.pk), limit_per_min=self.rate_limit_for(request, policy))
         request._dpp_rate_decision = decision  # type: ignore[attr-defined]
         if not decision.allowed:
-            raise ApplicationError(
-                "RATE_LIMITED",
-                f"More than {decision.limit} {decision.policy} per minute; retry in {decision.retry_after_s} s.",
-                headers={**decision.headers(), "Retry-After": str(decision.retry_after_s)},
-            )
+            raise _rate_limited(decision)
 
     def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]

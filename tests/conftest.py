@@ -14,6 +14,7 @@ from billing.models import Account, Plan
 from billing.selectors import plan_cache_clear
 from billing.services import ledger_topup, tenant_onboard
 from dpp.models import Tenant
+from dpp.ratelimit import ANONYMOUS_POLICY, bucket_key
 from dpp.redis import get_redis
 from dpp.services import api_key_issue
 
@@ -38,6 +39,14 @@ def _platform_rows(request: pytest.FixtureRequest) -> None:
     if uses_db:
         request.getfixturevalue("_django_db_helper")
         ensure_platform_rows(Plan, Account)
+
+
+@pytest.fixture(autouse=True)
+def _full_anonymous_bucket() -> None:
+    """The suite's requests without a (good) key all come from 127.0.0.1: each test starts with a full bucket."""
+    client = get_redis()
+    if client is not None:
+        client.delete(bucket_key(ANONYMOUS_POLICY, "127.0.0.1"))
 
 
 @dataclass

@@ -21,6 +21,7 @@ from tests.runs.conftest import (
     UUID4_RE,
     accepted,
     assert_problem,
+    assert_rate_headers,
     balances,
     body,
     field_errors,
@@ -242,7 +243,7 @@ def test_unauthenticated_submit_and_list(anon_client: APIClient) -> None:
     for response in (submit(anon_client, body()), anon_client.get("/v1/runs")):
         assert_problem(response, 401, "UNAUTHENTICATED")
         assert response["WWW-Authenticate"].startswith("Bearer")
-        assert "RateLimit" not in response
+        assert_rate_headers(response, "anonymous", 60)  # counted against the client's address
     bad_key = APIClient()
     bad_key.credentials(HTTP_AUTHORIZATION="Bearer dpp_live_nope_00000000")
     assert_problem(submit(bad_key, body()), 401, "UNAUTHENTICATED")

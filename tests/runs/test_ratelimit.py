@@ -1,5 +1,5 @@
-"""Rate limits (SPEC §4.2): RateLimit headers on every authenticated /v1 answer, 429 with Retry-After, and
-failing open (with a metric) when Redis is down — against the real Redis."""
+"""Rate limits (SPEC §4.2): RateLimit headers on every /v1 answer (a tenant's plan, else the client's address),
+429 with Retry-After, and failing open (with a metric) when Redis is down — against the real Redis."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import uuid
 from typing import Any
 
 import pytest
-from django.test import Client, override_settings
+from django.conf import settings
+from django.http import HttpResponse
+from django.test import Client, RequestFactory, override_settings
 
+from dpp.ratelimit import anonymous_limited
 from runs.models import Run
 from tests.conftest import Persona, make_persona
 from tests.runs.conftest import (
@@ -128,3 +131,71 @@ def test_redis_down_fails_open_and_counts_it(owner: Persona) -> None:
     # Redis back: limits apply again.
     assert assert_rate_headers(owner.client.get("/v1/account"), "reads", STARTER_READS)[0] < STARTER_READS
     assert _fail_open_total() == before + 3
+
+
+# --- answers no tenant is counted for: the client's address, policy "anonymous" ------------------------------
+
+ANONYMOUS = 60
+
+
+def test_every_anonymous_v1_answer_carries_ratelimit_headers(anon_client: Any) -> None:
+    bad_key = Client(HTTP_AUTHORIZATION="Bearer dpp_live_nope_00000000")
+    answers = [
+        (anon_client.get("/v1/runs"), 401),
+        (submit(anon_client, body()), 401),
+        (bad_key.get("/v1/account"), 401),
+        (anon_client.get("/v1/no-such-endpoint"), 404),
+        (anon_client.get("/v1/openapi.json"), 200),
+        (anon_client.post("/v1/runs", data="x" * (256 * 1024 + 1), content_type="application/json"), 413),
+    ]
+    remaining = []
+    for response, status in answers:
+        assert response.status_code == status, (response.wsgi_request.path, response.content)
+        remaining.append(assert_rate_headers(response, "anonymous", ANONYMOUS)[0])
+    assert remaining == sorted(remaining, reverse=True)  # one bucket, counting down
+    assert remaining[0] == ANONYMOUS - 1
+
+
+@override_settings(DPP_ANONYMOUS_RATE_LIMIT=3)
+def test_key_guessing_is_rate_limited_per_address(owner: Persona) -> None:
+    guesser = Client(HTTP_AUTHORIZATION="Bearer dpp_live_nope_00000000")
+    assert [guesser.get("/v1/account").status_code for _ in range(3)] == [401, 401, 401]
+    response = guesser.get("/v1/account")
+    problem = assert_problem(response, 429, "RATE_LIMITED")
+    assert 1 <= int(response["Retry-After"]) <= 20  # one request's worth of the window: 60 s / 3
+    assert str(int(response["Retry-After"])) in problem["detail"]
+    assert assert_rate_headers(response, "anonymous", 3)[0] == 0
+    assert_problem(Client().get("/v1/nope"), 429, "RATE_LIMITED")  # the address, whatever the path
+    # A tenant at the same address is counted against its own plan, not the address.
+    answer = owner.client.get("/v1/account")
+    assert answer.status_code == 200
+    assert_rate_headers(answer, "reads", STARTER_READS)
+
+
+@override_settings(DPP_ANONYMOUS_RATE_LIMIT=2)
+def test_forwarded_for_is_ignored_unless_proxies_are_declared() -> None:
+    def guess(forwarded_for: str) -> int:
+        return Client(HTTP_X_FORWARDED_FOR=forwarded_for).get("/v1/account").status_code
+
+    def address() -> str:  # fresh on every run: buckets outlive a test
+        return f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
+
+    # Direct clients (DPP_NUM_PROXIES=0): a forged X-Forwarded-For does not buy a fresh bucket.
+    assert [guess(address()) for _ in range(3)] == [401, 401, 429]
+    # Behind one proxy that appends the client's address, that address is the bucket.
+    with override_settings(REST_FRAMEWORK={**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}):
+        client, other = address(), address()
+        assert [guess(client) for _ in range(3)] == [401, 401, 429]
+        assert guess(f"{client}, {other}") == 401  # the proxy's hop, not the client's claim
+        assert guess(other) == 401
+        assert guess(other) == 429
+
+
+@override_settings(DPP_ANONYMOUS_RATE_LIMIT=1)
+def test_an_outage_is_never_hidden_behind_a_429() -> None:
+    request = RequestFactory().get("/v1/runs")
+    assert anonymous_limited(request, HttpResponse(status=401)).status_code == 401
+    over = anonymous_limited(request, HttpResponse(status=503))
+    assert over.status_code == 503
+    assert assert_rate_headers(over, "anonymous", 1)[0] == 0
+    assert anonymous_limited(request, HttpResponse(status=401)).status_code == 429
