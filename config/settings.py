@@ -266,6 +266,7 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/v1",
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "dpp.openapi.document_common_headers"],
 }
 
 # --- logging: one JSON object per line, with trace_id, tenant_id and run_id where known ---------------

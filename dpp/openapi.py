@@ -1,4 +1,5 @@
-"""OpenAPI pieces shared by every API: the bearer security scheme and the RFC 9457 problem schema."""
+"""OpenAPI pieces shared by every API: the bearer security scheme, the RFC 9457 problem schema, and the headers
+every /v1 response carries."""
 
 from __future__ import annotations
 
@@ -50,3 +51,31 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "bearerFormat": "dpp_live_<32 base62>_<8 hex>"}
+
+
+_STRING = {"type": "string"}
+# Headers on every /v1 response (dpp.middleware, dpp.ratelimit); Retry-After on the statuses that carry it.
+COMMON_HEADERS = {
+    "RateLimit-Policy": 'The quota counted against: `"<policy>";q=<requests>;w=60` (IETF draft). Policies: '
+    "`submits`, `reads` (per tenant, from its plan), `anonymous` (per client address, without a good key).",
+    "RateLimit": 'What is left of it: `"<policy>";r=<remaining>;t=<seconds until full>`.',
+    "X-Request-ID": "The request's `X-Request-ID` echoed, or a new one.",
+    "X-Trace-Id": "The trace id of this request (also in every problem and in the logs).",
+}
+RETRY_AFTER_STATUSES = ("429", "503")
+
+
+def document_common_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: declare the common headers once and reference them everywhere."""
+    components = result.setdefault("components", {}).setdefault("headers", {})
+    for name, description in COMMON_HEADERS.items():
+        components[name] = {"description": description, "schema": _STRING}
+    components["Retry-After"] = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            for status, response in operation.get("responses", {}).items():
+                names = [*COMMON_HEADERS, *(["Retry-After"] if status in RETRY_AFTER_STATUSES else [])]
+                headers = response.setdefault("headers", {})
+                for name in names:
+                    headers.setdefault(name, {"$ref": f"#/components/headers/{name}"})
+    return result

@@ -87,6 +87,19 @@ def test_each_operation_documents_its_problems_and_security(document: dict[str, 
         assert content[PROBLEM]["schema"] == {"$ref": "#/components/schemas/Problem"}
 
 
+@pytest.mark.parametrize(("method", "path"), sorted(OPERATIONS))
+def test_each_response_documents_the_common_headers(document: dict[str, Any], method: str, path: str) -> None:
+    for status, response in document["paths"][path][method]["responses"].items():
+        headers = response["headers"]
+        expected = {"RateLimit-Policy", "RateLimit", "X-Request-ID", "X-Trace-Id"}
+        if status in ("429", "503"):
+            expected.add("Retry-After")
+        assert expected <= set(headers), (path, status)
+        for name in expected:
+            assert headers[name] == {"$ref": f"#/components/headers/{name}"}
+            assert document["components"]["headers"][name]["description"]
+
+
 def test_problem_schema_and_bearer_scheme(document: dict[str, Any]) -> None:
     problem = document["components"]["schemas"]["Problem"]
     assert set(problem["properties"]) >= PROBLEM_MEMBERS | {"errors", "available_usd", "required_usd"}
