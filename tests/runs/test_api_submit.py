@@ -283,7 +283,9 @@ def test_pack_not_allowed_on_starter(owner: Persona) -> None:
 
 def test_tenant_suspended(owner: Persona) -> None:
     Tenant.objects.filter(pk=owner.tenant.pk).update(status=Tenant.Status.SUSPENDED)
-    assert_problem(submit(owner.client, body("decision", max_cost_usd="0.0100")), 403, "TENANT_SUSPENDED")
+    refused = submit(owner.client, body("decision", max_cost_usd="0.0100"))
+    assert_problem(refused, 403, "TENANT_SUSPENDED")
+    assert_rate_headers(refused, "anonymous", 60)  # refused before the plan's limits apply: counted by address
     assert_problem(owner.client.get("/v1/runs"), 403, "TENANT_SUSPENDED")
     assert_nothing_created(owner)
 
