@@ -128,14 +128,16 @@ def anonymous_limited(request: HttpRequest, response: HttpResponse) -> HttpRespo
     """A /v1 answer that no tenant was counted for, counted against the client's address.
 
     Such answers (401, an unknown path, the OpenAPI document, a body too large) changed nothing, so over the
-    limit the answer is replaced by the 429; a 5xx is never replaced (the client must see the outage).
+    limit the answer is replaced by the 429. Never replaced: a 5xx (the client must see the outage) and a CORS
+    preflight (OPTIONS), which a browser sends before the request that is itself counted; refusing it would
+    make a browser's authenticated calls fail on the address's anonymous bucket.
     """
     decision = check(
         policy=ANONYMOUS_POLICY,
         identity=_client.get_ident(cast(Request, request)) or "unknown",  # it reads only .headers and .META
         limit_per_min=settings.DPP_ANONYMOUS_RATE_LIMIT,
     )
-    if not decision.allowed and response.status_code < 500:
+    if not decision.allowed and response.status_code < 500 and request.method != "OPTIONS":
         return problem_response(_rate_limited(decision), request)
     for name, value in decision.headers().items():
         response[name] = value

@@ -191,6 +191,17 @@ def test_forwarded_for_is_ignored_unless_proxies_are_declared() -> None:
         assert guess(other) == 429
 
 
+@override_settings(DPP_ANONYMOUS_RATE_LIMIT=1, CORS_ALLOWED_ORIGINS=["https://agent.example"])
+def test_a_cors_preflight_is_counted_but_never_refused(owner: Persona) -> None:
+    browser = Client(HTTP_ORIGIN="https://agent.example", HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST")
+    answers = [browser.options("/v1/runs") for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert [assert_rate_headers(answer, "anonymous", 1)[0] for answer in answers] == [0, 0, 0]
+    assert answers[0]["Access-Control-Allow-Origin"] == "https://agent.example"
+    assert_problem(Client().get("/v1/runs"), 429, "RATE_LIMITED")  # the address's bucket is spent
+    assert owner.client.get("/v1/runs").status_code == 200  # the request the preflight was for: the plan's
+
+
 @override_settings(DPP_ANONYMOUS_RATE_LIMIT=1)
 def test_an_outage_is_never_hidden_behind_a_429() -> None:
     request = RequestFactory().get("/v1/runs")
