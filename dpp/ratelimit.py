@@ -138,7 +138,11 @@ def anonymous_limited(request: HttpRequest, response: HttpResponse) -> HttpRespo
         limit_per_min=settings.DPP_ANONYMOUS_RATE_LIMIT,
     )
     if not decision.allowed and response.status_code < 500 and request.method != "OPTIONS":
-        return problem_response(_rate_limited(decision), request)
+        refused = problem_response(_rate_limited(decision), request)
+        for name, value in response.items():  # CORS, so that a browser may read the 429
+            if name.lower().startswith("access-control-") or name.lower() == "vary":
+                refused[name] = value
+        return refused
     for name, value in decision.headers().items():
         response[name] = value
     return response

@@ -198,7 +198,9 @@ def test_a_cors_preflight_is_counted_but_never_refused(owner: Persona) -> None:
     assert [answer.status_code for answer in answers] == [200, 200, 200]
     assert [assert_rate_headers(answer, "anonymous", 1)[0] for answer in answers] == [0, 0, 0]
     assert answers[0]["Access-Control-Allow-Origin"] == "https://agent.example"
-    assert_problem(Client().get("/v1/runs"), 429, "RATE_LIMITED")  # the address's bucket is spent
+    refused = Client(HTTP_ORIGIN="https://agent.example").get("/v1/runs")
+    assert_problem(refused, 429, "RATE_LIMITED")  # the address's bucket is spent …
+    assert refused["Access-Control-Allow-Origin"] == "https://agent.example"  # … and the browser may read why
     assert owner.client.get("/v1/runs").status_code == 200  # the request the preflight was for: the plan's
 
 
