@@ -121,7 +121,7 @@ def _rate_limited(decision: RateDecision) -> ApplicationError:
 
 
 ANONYMOUS_POLICY = "anonymous"
-_client = BaseThrottle()  # DRF's reading of the client's address: REMOTE_ADDR, or X-Forwarded-For per NUM_PROXIES
+_address_of = BaseThrottle()  # DRF's reading of the client's address: REMOTE_ADDR, or X-Forwarded-For per NUM_PROXIES
 
 
 def anonymous_limited(request: HttpRequest, response: HttpResponse) -> HttpResponse:
@@ -134,7 +134,7 @@ def anonymous_limited(request: HttpRequest, response: HttpResponse) -> HttpRespo
     """
     decision = check(
         policy=ANONYMOUS_POLICY,
-        identity=_client.get_ident(cast(Request, request)) or "unknown",  # it reads only .headers and .META
+        identity=_address_of.get_ident(cast(Request, request)) or "unknown",  # it reads only .headers and .META
         limit_per_min=settings.DPP_ANONYMOUS_RATE_LIMIT,
     )
     if not decision.allowed and response.status_code < 500 and request.method != "OPTIONS":
