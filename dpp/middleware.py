@@ -7,12 +7,14 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.http.response import HttpResponseBase
 from django.middleware import csrf
 
 from dpp.errors import ApplicationError
@@ -30,9 +32,10 @@ from dpp.ratelimit import anonymous_limited
 access_log = logging.getLogger("dpp.access")
 
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-# Paths whose error responses are deliberately not problems: the admin's own HTML pages, and /readyz whose
-# 503 body is the SPEC's {"status": "not_ready", "services": …}.
-_EXEMPT_PATHS = ("/admin/", "/static/", "/readyz")
+# Paths whose error responses are deliberately not problems: the admin's own HTML pages. And /readyz's 503,
+# whose body is the SPEC's {"status": "not_ready", "services": …} (its other errors, a 405, are problems).
+_EXEMPT_PATHS = ("/admin/", "/static/")
+_READYZ = "/readyz"
 
 
 def _route(request: HttpRequest) -> str:
@@ -71,6 +74,7 @@ class RequestContextMiddleware:
             response.status_code >= 400
             and not response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE)
             and not request.path.startswith(_EXEMPT_PATHS)
+            and not (request.path == _READYZ and response.status_code == 503)
         ):
             converted = problem_from_status(response.status_code, request)
             for header in ("Allow", "Retry-After", "WWW-Authenticate"):
@@ -131,4 +135,15 @@ class MessageMiddleware(_SkippedOnApi, messages.MessageMiddleware):
 
 
 class CsrfViewMiddleware(_SkippedOnApi, csrf.CsrfViewMiddleware):
-    pass
+    # Django calls process_view on its own, outside __call__: skipped there too, or a POST to /health would be
+    # a CSRF 403 instead of the view's 405.
+    def process_view(
+        self,
+        request: HttpRequest,
+        callback: Callable[..., HttpResponseBase],
+        callback_args: tuple[Any, ...],
+        callback_kwargs: dict[str, Any],
+    ) -> HttpResponseForbidden | None:
+        if request.path_info.startswith(API_PREFIXES):
+            return None
+        return super().process_view(request, callback, callback_args, callback_kwargs)

@@ -11,7 +11,7 @@ from celery import current_app
 from django.core.files.storage import FileSystemStorage, storages
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from dpp.observability import DB_COLLECTORS
@@ -22,7 +22,7 @@ logger = logging.getLogger("dpp.readyz")
 UP, DOWN, DISABLED = "up", "down", "disabled"
 
 
-@require_GET
+@require_safe
 def health(request: HttpRequest) -> HttpResponse:
     """Liveness: the process answers; touches nothing."""
     return JsonResponse({"status": "ok"})
@@ -67,7 +67,7 @@ CHECKS: dict[str, Callable[[], str]] = {
 }
 
 
-@require_GET
+@require_safe
 def readyz(request: HttpRequest) -> HttpResponse:
     """Readiness: each dependency up/down; 503 when one the configuration needs is down."""
     services: dict[str, str] = {}
@@ -87,7 +87,7 @@ def readyz(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@require_GET
+@require_safe
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format; aggregates all processes when PROMETHEUS_MULTIPROC_DIR is set (gunicorn)."""
     registry = REGISTRY

@@ -41,10 +41,19 @@ def test_method_not_allowed_on_api_view(owner: Persona) -> None:
     assert "GET" in response["Allow"]
 
 
-def test_method_not_allowed_on_plain_view() -> None:
-    response = Client().post("/health")
+@pytest.mark.parametrize("method", ["post", "put", "delete"])
+@pytest.mark.parametrize("path", ["/health", "/readyz", "/metrics"])
+def test_method_not_allowed_on_plain_view(path: str, method: str) -> None:
+    # CSRF checks on, as in a real server (the test client turns them off by default): a POST without a CSRF
+    # token must still be the view's 405, not a CSRF 403.
+    response = getattr(Client(enforce_csrf_checks=True), method)(path)
     assert_problem(response, 405, "METHOD_NOT_ALLOWED")
-    assert response["Allow"] == "GET"
+    assert response["Allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize("path", ["/health", "/metrics"])
+def test_head_on_plain_view(path: str) -> None:
+    assert Client().head(path).status_code == 200
 
 
 def test_unsupported_media_type(owner: Persona) -> None:
