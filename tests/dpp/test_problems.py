@@ -66,6 +66,35 @@ def test_malformed_json(owner: Persona) -> None:
     assert_problem(response, 400, "MALFORMED_JSON")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 100_000 + "]" * 100_000,  # deeper than Python's json module can recurse
+        '{"a":' * 5_000 + "1" + "}" * 5_000,
+        '{"a":' * 65 + "1" + "}" * 65,  # parses, one level over the bound
+    ],
+    ids=["arrays-100000", "objects-5000", "objects-65"],
+)
+def test_json_nested_too_deeply_is_malformed_not_a_500(owner: Persona, body: str) -> None:
+    assert len(body) <= 256 * 1024
+    response = owner.client.post("/test/echo", data=body, content_type="application/json")
+    problem = assert_problem(response, 400, "MALFORMED_JSON")
+    assert "64 levels" in problem["detail"]
+
+
+def test_json_nested_64_levels_is_accepted(owner: Persona) -> None:
+    body = '{"a":' * 63 + "[1]" + "}" * 63
+    response = owner.client.post("/test/echo", data=body, content_type="application/json")
+    assert response.status_code == 200
+
+
+def test_malformed_json_says_where(owner: Persona) -> None:
+    problem = assert_problem(
+        owner.client.post("/test/echo", data='{"a": 1,}', content_type="application/json"), 400, "MALFORMED_JSON"
+    )
+    assert "line 1 column 9" in problem["detail"]
+
+
 def test_well_formed_json_passes(owner: Persona) -> None:
     response = owner.client.post("/test/echo", data={"a": 1}, format="json")
     assert response.status_code == 200

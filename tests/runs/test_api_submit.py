@@ -214,6 +214,13 @@ def test_malformed_json(unlimited: Persona) -> None:
     assert_nothing_created(unlimited)
 
 
+def test_inputs_nested_too_deeply_are_malformed_not_a_500(unlimited: Persona) -> None:
+    # Within the size limit, deep enough to exhaust Python's recursion in json or in the schema validation.
+    deep = '{"pack_type": "decision", "inputs": {"question": ' + "[" * 50_000 + "]" * 50_000 + "}}"
+    assert_problem(submit(unlimited.client, raw=deep), 400, "MALFORMED_JSON")
+    assert_nothing_created(unlimited)
+
+
 def test_idempotency_key_missing(unlimited: Persona) -> None:
     assert_problem(submit(unlimited.client, body(), key=""), 400, "IDEMPOTENCY_KEY_MISSING")
     assert_nothing_created(unlimited)
