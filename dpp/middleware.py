@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
@@ -67,7 +68,7 @@ class RequestContextMiddleware:
             request_id_var.reset(tokens[0])
 
     def _respond(self, request: HttpRequest) -> HttpResponse:
-        if self._too_large(request):
+        if self._too_large(request) or self._chunked_too_large(request):
             return problem_response(ApplicationError("PAYLOAD_TOO_LARGE"), request)
         response = self.get_response(request)
         if (
@@ -90,6 +91,22 @@ class RequestContextMiddleware:
         except ValueError:
             return False
         return length > settings.DPP_MAX_BODY_BYTES
+
+    @staticmethod
+    def _chunked_too_large(request: HttpRequest) -> bool:
+        """A body sent with `Transfer-Encoding: chunked` has no Content-Length, and Django would read it as empty
+        (a valid submit would be 422 "pack_type is required"). Read it here, up to the limit and one byte more:
+        over the limit it is a 413; else the request reads it as if its length had been sent."""
+        meta = request.META
+        if "chunked" not in meta.get("HTTP_TRANSFER_ENCODING", "").lower() or meta.get("CONTENT_LENGTH"):
+            return False
+        limit = settings.DPP_MAX_BODY_BYTES
+        body = meta["wsgi.input"].read(limit + 1)  # gunicorn's input undoes the chunking
+        if len(body) > limit:
+            return True
+        meta["CONTENT_LENGTH"] = str(len(body))
+        request._stream = io.BytesIO(body)
+        return False
 
     @staticmethod
     def _observe(request: HttpRequest, response: HttpResponse, elapsed: float) -> None:

@@ -1,5 +1,6 @@
 """A real gunicorn under 100 concurrent submits: every request gets an answer it can act on (202, or 429/503
-with Retry-After), none is dropped, and the books balance afterwards."""
+with Retry-After), none is dropped, and the books balance afterwards. And a body sent chunked (no
+Content-Length), which only a real server delivers as such, is read whole and bounded like any other."""
 
 from __future__ import annotations
 
@@ -101,3 +102,45 @@ def test_100_concurrent_submits_on_20_keys_make_at_most_20_runs(api: str) -> Non
     assert all(len(run_ids) == 1 for run_ids in by_key.values()), by_key
     assert statuses[202] >= CONCURRENCY // 2, statuses
     _books_balance(persona, len(by_key))
+
+
+def _chunked(data: bytes, size: int = 4096) -> Iterator[bytes]:
+    """The body as a generator: requests sends it with `Transfer-Encoding: chunked` and no Content-Length."""
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def test_a_chunked_submit_is_read_whole(api: str) -> None:
+    persona = make_persona(plan="unlimited", credit_micros=USD)
+    response = requests.post(
+        f"{api}/v1/runs",
+        data=_chunked(json.dumps(body(max_cost_usd="0.0500")).encode()),
+        headers={
+            "Authorization": f"Bearer {persona.api_key}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": uuid.uuid4().hex,
+        },
+        timeout=30,
+    )
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert "Content-Length" not in response.request.headers
+    assert response.status_code == 202, response.text
+    assert Run.objects.filter(tenant=persona.tenant).count() == 1
+
+
+def test_a_chunked_body_over_256_kib_is_413(api: str) -> None:
+    persona = make_persona(plan="unlimited", credit_micros=USD)
+    oversized = json.dumps({**body(), "pad": "x" * (256 * 1024)}).encode()
+    response = requests.post(
+        f"{api}/v1/runs",
+        data=_chunked(oversized),
+        headers={
+            "Authorization": f"Bearer {persona.api_key}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": uuid.uuid4().hex,
+        },
+        timeout=30,
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["reason_code"] == "PAYLOAD_TOO_LARGE"
+    assert Run.objects.filter(tenant=persona.tenant).count() == 0
