@@ -23,6 +23,7 @@ from dpp.observability import (
     HTTP_LATENCY,
     HTTP_REQUESTS,
     request_id_var,
+    run_id_var,
     tenant_id_var,
     trace_id_from_headers,
     trace_id_var,
@@ -53,16 +54,22 @@ class RequestContextMiddleware:
         incoming = request.headers.get("X-Request-ID", "")
         request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
         trace_id = trace_id_from_headers(request.headers.get("X-Trace-Id"), request.headers.get("traceparent"))
-        tokens = (request_id_var.set(request_id), trace_id_var.set(trace_id), tenant_id_var.set(None))
+        tokens = (
+            request_id_var.set(request_id),
+            trace_id_var.set(trace_id),
+            tenant_id_var.set(None),
+            run_id_var.set(None),
+        )
         try:
             response = self._respond(request)
             if request.path_info.startswith("/v1/") and "RateLimit" not in response:
                 response = anonymous_limited(request, response)  # every /v1 answer carries RateLimit headers
             response["X-Request-ID"] = request_id
-            response["X-Trace-Id"] = trace_id
+            response["X-Trace-Id"] = trace_id_var.get() or trace_id  # a run's own, once the view adopted it
             self._observe(request, response, time.perf_counter() - started)
             return response
         finally:
+            run_id_var.reset(tokens[3])
             tenant_id_var.reset(tokens[2])
             trace_id_var.reset(tokens[1])
             request_id_var.reset(tokens[0])

@@ -56,6 +56,13 @@ def current_trace_id() -> str:
     return trace_id
 
 
+def adopt_run(*, trace_id: str, run_id: str) -> None:
+    """The rest of this request is about one run: its log lines and its `X-Trace-Id` carry the run's trace id
+    (the request middleware resets both when the request ends)."""
+    trace_id_var.set(trace_id)
+    run_id_var.set(run_id)
+
+
 @contextmanager
 def log_context(
     *, trace_id: str | None = None, tenant_id: str | None = None, run_id: str | None = None

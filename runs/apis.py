@@ -16,7 +16,7 @@ from billing.apis import TenantApiView
 from billing.money import format_usd
 from billing.selectors import balances_get
 from dpp.errors import ApplicationError
-from dpp.observability import current_trace_id
+from dpp.observability import adopt_run, current_trace_id
 from dpp.openapi import problems
 from dpp.pagination import decode_cursor, encode_cursor, parse_limit
 from packs.registry import all_packs
@@ -59,6 +59,7 @@ class RunOwnerMixin:
         run = selectors.run_get(tenant=tenant, run_id=_run_id(raw_id))
         if run is None:
             raise ApplicationError("NOT_FOUND")
+        adopt_run(trace_id=run.trace_id, run_id=str(run.pk))
         return run
 
 
@@ -104,6 +105,7 @@ class RunsApi(TenantApiView):
         else:
             accepted = services.run_accept(tenant=tenant, plan=plan, submission=submission)
         run = accepted.run
+        adopt_run(trace_id=run.trace_id, run_id=str(run.pk))
         headers = {**presenters.cost_headers(run), "Location": presenters.receipt(run)["poll"]["href"]}
         if accepted.replayed:
             headers["Idempotent-Replayed"] = "true"
@@ -221,6 +223,7 @@ class RunCancelApi(RunOwnerMixin, TenantApiView):
     def post(self, request: Request, run_id: str) -> Response:
         tenant = self.tenant(request)
         outcome = services.run_cancel(tenant=tenant, run_id=_run_id(run_id))
+        adopt_run(trace_id=outcome.run.trace_id, run_id=str(outcome.run.pk))
         available = balances_get(tenant_id=tenant.pk).available_micros
         body = presenters.run_body(outcome.run, available_micros=available, request=request)
         status = 202 if outcome.pending else 200
