@@ -125,7 +125,13 @@ def _raise_flag(report: ReconcileReport, *, kind: str, subject: str, detail: str
     # ignore_conflicts: two reapers may find the same thing at once; the partial unique index keeps one.
     AuditFlag.objects.bulk_create([AuditFlag(kind=kind, subject=subject, detail=detail, **ids)], ignore_conflicts=True)
     AUDIT_FLAGS_RAISED.labels(kind).inc()
-    logger.critical("AUDIT FLAG %s on %s: %s", kind, subject, detail, extra={"audit_flag": kind})
+    run_id = ids.get("run_id")
+    with log_context(
+        trace_id=ids.get("trace_id") or None,
+        tenant_id=ids.get("tenant_id"),
+        run_id=str(run_id) if run_id is not None else None,
+    ):
+        logger.critical("AUDIT FLAG %s on %s: %s", kind, subject, detail, extra={"audit_flag": kind})
 
 
 def _audit_recent_runs(report: ReconcileReport, run_id: uuid.UUID | None) -> None:
@@ -161,6 +167,7 @@ def _audit_recent_runs(report: ReconcileReport, run_id: uuid.UUID | None) -> Non
             detail=f"SETTLE #{txn.pk} exists but its run is not terminal",
             run_id=txn.run_id,
             tenant_id=txn.tenant_id,
+            trace_id=txn.trace_id,
         )
 
 

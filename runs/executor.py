@@ -8,6 +8,7 @@ process die at once at a chosen step, for chaos drills.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
@@ -45,7 +46,9 @@ class Heartbeat:
         self.lost = threading.Event()
         self.cancel_requested = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id}", daemon=True)
+        # The thread runs in a copy of the task's context, so its log lines carry the run's trace id too.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._loop,), name=f"heartbeat-{run_id}", daemon=True)
 
     def should_stop(self) -> bool:
         return self.lost.is_set() or self.cancel_requested.is_set()

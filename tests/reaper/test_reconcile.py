@@ -254,7 +254,10 @@ def test_terminal_run_without_settle_raises_one_flag_and_touches_no_money(
     assert reconcile_once().audit_flags == 0  # already flagged and still open
     flags = _flags(AuditFlag.Kind.TERMINAL_WITHOUT_SETTLE)
     assert [(f.subject, f.tenant_id, f.trace_id) for f in flags] == [(str(run.pk), tenant.tenant.pk, run.trace_id)]
-    assert any("AUDIT FLAG" in r.getMessage() and r.levelno == logging.CRITICAL for r in caplog.records)
+    [logged] = [r for r in caplog.records if "AUDIT FLAG TERMINAL_WITHOUT_SETTLE" in r.getMessage()]
+    assert logged.levelno == logging.CRITICAL
+    # Logged with the run's trace id (SPEC §3.3), so that grepping the run's trace finds the finding.
+    assert (logged.trace_id, logged.run_id, logged.tenant_id) == (run.trace_id, str(run.pk), tenant.tenant.pk)  # type: ignore[attr-defined]
     assert balances_get(tenant_id=tenant.tenant.pk) == before
 
 

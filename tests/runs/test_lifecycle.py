@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from billing.models import LedgerTransaction
 from billing.selectors import balances_get
+from dpp.observability import log_context
 from runs import executor, results, services
 from runs.models import FinalizeStage, MoneyState, Run, RunStatus
 from tests.conftest import USD, Persona, make_persona
@@ -89,6 +91,22 @@ def test_heartbeat_with_a_wrong_token_or_after_expiry_is_lost(tenant: Persona) -
     assert services.run_heartbeat(run_id=lease.run.pk, lease_token=uuid.uuid4()) == "LOST"
     Run.objects.filter(pk=lease.run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     assert services.run_heartbeat(run_id=lease.run.pk, lease_token=lease.token) == "LOST"
+
+
+def test_the_heartbeat_thread_logs_a_lost_lease_under_the_runs_trace_id(
+    tenant: Persona, settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.DPP_LEASE_S = 0.3  # a beat every 0.1 s
+    lease = services.run_lease(run_id=submit(tenant).pk)
+    assert lease is not None
+    with (
+        caplog.at_level(logging.WARNING, logger="dpp.runs.executor"),
+        log_context(trace_id=lease.run.trace_id, run_id=str(lease.run.pk)),
+        executor.Heartbeat(lease.run.pk, uuid.uuid4()) as heartbeat,  # a token that is not the lease's
+    ):
+        assert heartbeat.lost.wait(timeout=10)
+    [logged] = [r for r in caplog.records if "lease lost" in r.getMessage()]
+    assert (logged.trace_id, logged.run_id) == (lease.run.trace_id, str(lease.run.pk))  # type: ignore[attr-defined]
 
 
 def test_heartbeat_reports_a_cancel_request(tenant: Persona) -> None:
