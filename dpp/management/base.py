@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -32,7 +32,7 @@ class DppCommand(BaseCommand):
         """The answer: JSON for machines, or a human sentence."""
         self.stdout.write(json.dumps(payload, cls=DjangoJSONEncoder) if self.as_json else text)
 
-    def fail(self, message: str, code: int = 1) -> None:
+    def fail(self, message: str, code: int = 1) -> NoReturn:
         if self.as_json:
             self.stdout.write(json.dumps({"error": message}))
         raise CommandError(message, returncode=code)

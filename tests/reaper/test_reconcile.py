@@ -279,6 +279,16 @@ def test_held_not_matching_open_reservations_raises_a_flag(tenant: Persona) -> N
     assert "10000" in flags[0].detail
 
 
+def test_reconcile_command_says_which_flag_it_raised(tenant: Persona) -> None:
+    submit(tenant, max_cost_usd="0.0100")
+    Account.objects.filter(pk=f"{tenant.tenant.pk}/held").update(balance_micros=20_000)
+    out = io.StringIO()
+    call_command("reconcile", stdout=out)
+    assert out.getvalue().splitlines()[1:] == [
+        f"  audit flag HELD_MISMATCH on {tenant.tenant.pk}: held is 20000 micros, open reservations 10000"
+    ]
+
+
 def test_a_resolved_flag_can_be_raised_again(tenant: Persona) -> None:
     submit(tenant, max_cost_usd="0.0100")
     Account.objects.filter(pk=f"{tenant.tenant.pk}/held").update(balance_micros=20_000)
@@ -318,8 +328,10 @@ def test_reconcile_command_dry_run_and_single_run(tenant: Persona) -> None:
     _age(lease.run, lease_expires_at=1)
     out = io.StringIO()
     call_command("reconcile", "--dry-run", "--run", str(lease.run.pk), stdout=out)
-    assert "would do" in out.getvalue()
+    assert out.getvalue().splitlines()[1:] == [f"  expire_lease run {lease.run.pk}: would do"]
     assert Run.objects.get(pk=lease.run.pk).status == "PROCESSING"
     with pytest.raises(Exception, match="not a run id"):
         call_command("reconcile", "--run", "nope", stdout=io.StringIO())
+    with pytest.raises(Exception, match="no such run"):
+        call_command("reconcile", "--run", str(uuid.uuid4()), stdout=io.StringIO())
     assert reconcile_once(run_id=uuid.uuid4()).expired_leases == 0

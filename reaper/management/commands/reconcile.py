@@ -5,6 +5,7 @@ from django.core.management.base import CommandParser
 
 from dpp.management.base import DppCommand
 from reaper.services import reconcile_once
+from runs.models import Run
 
 COUNTS = ("expired_leases", "rolled_forward", "rolled_back", "redriven", "expired_queued", "audit_flags")
 
@@ -24,14 +25,19 @@ class Command(DppCommand):
                 run_id = uuid.UUID(options["run_id"])
             except ValueError:
                 self.fail(f"--run {options['run_id']!r} is not a run id")
+            if not Run.objects.filter(pk=run_id).exists():
+                self.fail(f"--run {run_id}: there is no such run")
         report = reconcile_once(dry_run=options["dry_run"], run_id=run_id)
         payload = report.as_dict()
-        verb = "would do" if report.dry_run else "did"
         lines = [
             f"reconcile ({'dry run' if report.dry_run else 'live'}): " + ", ".join(f"{k}={payload[k]}" for k in COUNTS)
         ]
-        lines += [
-            f"  {verb}: {a.get('action')} {a.get('run_id') or a.get('subject')} {a.get('outcome', a.get('detail', ''))}"
-            for a in report.actions
-        ]
+        lines += [_describe(action) for action in report.actions]
         self.emit(payload, "\n".join(lines))
+
+
+def _describe(action: dict[str, Any]) -> str:
+    """One line per action: `expire_lease run <id>: would do | done | lost the race`, or an audit flag."""
+    if action["action"] == "audit_flag":
+        return f"  audit flag {action['kind']} on {action['subject']}: {action['detail']}"
+    return f"  {action['action']} run {action['run_id']}: {action['outcome']}"
