@@ -36,6 +36,13 @@ def _run_id(raw: str) -> uuid.UUID:
         raise ApplicationError("NOT_FOUND") from None
 
 
+def _no_body(request: Request) -> bool:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0) <= 0
+    except ValueError:
+        return False  # the parser answers for a body it cannot read
+
+
 def _with_headers(response: Response, headers: dict[str, str]) -> Response:
     for name, value in headers.items():
         response[name] = value
@@ -89,6 +96,8 @@ class RunsApi(TenantApiView):
     def post(self, request: Request) -> Response:
         tenant, plan = self.tenant(request), self.plan(request)
         key = idempotency_key_parse(request.headers.get("Idempotency-Key"))
+        if _no_body(request):  # DRF would read it as {}: a 422 "pack_type is required" would mislead
+            raise ApplicationError("MALFORMED_JSON", "The request body is empty: send the run as a JSON object.")
         body = request.data
         body_hash = request_hash(body)
         try:

@@ -214,6 +214,12 @@ def test_malformed_json(unlimited: Persona) -> None:
     assert_nothing_created(unlimited)
 
 
+def test_an_empty_body_is_malformed_json(unlimited: Persona) -> None:
+    problem = assert_problem(submit(unlimited.client, raw=""), 400, "MALFORMED_JSON")
+    assert "empty" in problem["detail"]
+    assert_nothing_created(unlimited)
+
+
 def test_inputs_nested_too_deeply_are_malformed_not_a_500(unlimited: Persona) -> None:
     # Within the size limit, deep enough to exhaust Python's recursion in json or in the schema validation.
     deep = '{"pack_type": "decision", "inputs": {"question": ' + "[" * 50_000 + "]" * 50_000 + "}}"
