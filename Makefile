@@ -35,7 +35,9 @@ run: $(VENV)/.installed-run
 	@$(BIN)/python manage.py migrate --noinput -v0
 	@$(BIN)/python manage.py collectstatic --noinput -v0
 	@$(BIN)/python manage.py seed_demo
-	@PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/honcho start -f Procfile
+	@rm -rf var/prometheus && mkdir -p var/prometheus
+	@PATH="$(CURDIR)/$(BIN):$$PATH" PROMETHEUS_MULTIPROC_DIR="$(CURDIR)/var/prometheus" \
+		exec $(BIN)/honcho start -f Procfile
 
 test: $(VENV)/.installed-dev
 	@$(BIN)/python tests/run.py $(ARGS)
