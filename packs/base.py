@@ -133,6 +133,9 @@ class Pack(ABC):
     description: ClassVar[str]
     input_schema: ClassVar[dict[str, Any]]
     max_timebox_sec: ClassVar[int] = 90
+    # Inputs that are USD amounts: the platform checks them as it checks any money on the wire (SPEC §2: a JSON
+    # number is INVALID_MONEY, more than 4 decimals INVALID_MONEY_SCALE) before the pack's own validation.
+    money_inputs: ClassVar[tuple[str, ...]] = ()
 
     @functools.cached_property
     def _validator(self) -> Draft202012Validator:

@@ -58,6 +58,7 @@ class DiagnosticPack(Pack):
     version: ClassVar[str] = "1.0.0"
     description: ClassVar[str] = "Test pack: sleeps sleep_ms, then succeeds or fails as asked, at the requested cost."
     input_schema: ClassVar[dict[str, Any]] = INPUT_SCHEMA
+    money_inputs: ClassVar[tuple[str, ...]] = ("cost_usd",)
 
     def semantic_errors(self, inputs: dict[str, Any], *, policy: UrlPolicy) -> list[FieldError]:
         micros = _usd_to_micros(inputs.get("cost_usd", "0.0000"))

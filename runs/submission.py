@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 
 from billing.models import Plan
-from billing.money import format_usd, parse_max_cost
+from billing.money import format_usd, parse_max_cost, parse_usd
 from dpp.errors import ApplicationError
 from dpp.observability import valid_trace_id
 from packs.base import Pack, UrlPolicy
@@ -124,6 +124,10 @@ def _pack(pack_type: str) -> Pack:
 
 
 def _check_inputs(pack: Pack, inputs: Any) -> None:
+    if isinstance(inputs, dict):
+        for name in pack.money_inputs:
+            if name in inputs:
+                parse_usd(inputs[name], field=f"inputs.{name}")
     errors = pack.validate(inputs, policy=url_policy())
     if errors:
         raise ApplicationError(

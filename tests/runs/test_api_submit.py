@@ -214,6 +214,17 @@ def test_malformed_json(unlimited: Persona) -> None:
     assert_nothing_created(unlimited)
 
 
+@pytest.mark.parametrize(
+    ("cost", "reason"),
+    [(0.03, "INVALID_MONEY"), (3, "INVALID_MONEY"), ("0.03000", "INVALID_MONEY_SCALE"), ("$1", "INVALID_MONEY")],
+)
+def test_money_in_a_packs_inputs_follows_the_money_rules(unlimited: Persona, cost: Any, reason: str) -> None:
+    inputs = {"sleep_ms": 0, "cost_usd": cost, "outcome": "succeed"}
+    problem = assert_problem(submit(unlimited.client, body(inputs=inputs)), 422, reason)
+    assert problem["errors"][0]["field"] == "inputs.cost_usd"
+    assert_nothing_created(unlimited)
+
+
 def test_an_empty_body_is_malformed_json(unlimited: Persona) -> None:
     problem = assert_problem(submit(unlimited.client, raw=""), 400, "MALFORMED_JSON")
     assert "empty" in problem["detail"]
@@ -429,7 +440,7 @@ def test_unknown_pack_type(unlimited: Persona, pack_type: str) -> None:
         ("decision", {**DECISION_INPUTS, "method": "vibes"}, ["inputs.method"]),
         ("decision", [], ["inputs"]),
         ("diagnostic", {"outcome": "maybe"}, ["inputs.outcome"]),
-        ("diagnostic", {"sleep_ms": -1, "cost_usd": 0.03}, ["inputs.cost_usd", "inputs.sleep_ms"]),
+        ("diagnostic", {"sleep_ms": -1, "outcome": "maybe"}, ["inputs.outcome", "inputs.sleep_ms"]),
         ("diagnostic", {"surprise": 1}, ["inputs"]),
         ("url", {"url": "ftp://example.com/"}, ["inputs.url"]),
         ("url", {"url": "https://127.0.0.1/"}, ["inputs.url"]),
