@@ -179,6 +179,15 @@ class TenantFilter(InputFilter):
         return value if _TENANT_ID_RE.fullmatch(value) else None
 
 
+_ROW_ID_RE = re.compile(r"[0-9]{1,18}")  # fits a bigint: a longer number is no row's id (not a 500)
+
+
+def parse_row_id(value: str) -> int | None:
+    """A bigint primary key typed by a person (ASCII digits only: str.isdigit also takes "²"), or None."""
+    value = value.strip()
+    return int(value) if _ROW_ID_RE.fullmatch(value) else None
+
+
 def parse_uuid(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(value.strip())

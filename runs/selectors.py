@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from django.db import connection
@@ -12,6 +12,7 @@ from django.db.models import Count, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 
 from billing.models import Account
+from dpp.dates import utc_days
 from dpp.models import Tenant
 from runs.models import Run, RunStatus
 
@@ -97,12 +98,9 @@ def usage_by_day(*, tenant: Tenant, first: date, last: date) -> list[dict[str, A
     Charged and reserved come from the run rows, which are written in the same transactions as their RESERVE
     and SETTLE: `audit_ledger` proves they agree with the ledger.
     """
+    start, end = utc_days(first, last)
     rows = (
-        Run.objects.filter(
-            tenant=tenant,
-            created_at__gte=datetime.combine(first, time.min, tzinfo=UTC),
-            created_at__lt=datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC),
-        )
+        Run.objects.filter(tenant=tenant, created_at__gte=start, created_at__lt=end)
         .annotate(day=TruncDate("created_at"))
         .values("day")
         .annotate(

@@ -11,6 +11,7 @@ from django import forms
 
 from billing.models import Account, LedgerTransaction
 from billing.money import MICROS_PER_USD, format_usd, parse_usd
+from dpp.dates import utc_days
 from dpp.errors import ApplicationError
 
 # A typo guard, not a business rule: a larger credit is several top-ups, each with its reason.
@@ -105,9 +106,4 @@ class TransactionExportForm(forms.Form):
 
     def created_range(self) -> tuple[dt.datetime, dt.datetime]:
         """[from 00:00 UTC, the day after `to` 00:00 UTC)."""
-        start: dt.date = self.cleaned_data["date_from"]
-        end: dt.date = self.cleaned_data["date_to"]
-        return (
-            dt.datetime.combine(start, dt.time.min, tzinfo=dt.UTC),
-            dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC),
-        )
+        return utc_days(self.cleaned_data["date_from"], self.cleaned_data["date_to"])

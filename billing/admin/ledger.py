@@ -31,6 +31,7 @@ from dpp.admin_tools import (
     TenantFilter,
     csv_text,
     form_page,
+    parse_row_id,
     stream_csv,
 )
 
@@ -154,8 +155,11 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
+        row_id = parse_row_id(term)
+        if row_id is not None:
+            return queryset.filter(pk=row_id), False
         if term.isdigit():
-            return queryset.filter(pk=int(term)), False
+            return queryset.none(), False
         try:
             run_id = uuid.UUID(term)
         except ValueError:
@@ -239,8 +243,7 @@ class TransactionFilter(InputFilter):
     placeholder = "transaction id"
 
     def clean(self, value: str) -> object | None:
-        value = value.strip()
-        return int(value) if value.isdigit() else None
+        return parse_row_id(value)
 
 
 @admin.register(LedgerEntry)

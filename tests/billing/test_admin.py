@@ -405,6 +405,25 @@ def test_transactions_csv_export_for_a_date_range(finance: Client, personas: Per
     ]
 
 
+def test_export_over_the_whole_calendar(finance: Client, personas: Personas) -> None:
+    ledger_topup(tenant=personas.owner.tenant, amount_micros=USD, actor="test", reason="any day")
+    response = finance.get(
+        reverse("admin:billing_ledgertransaction_export"),
+        {"date_from": "0001-01-01", "date_to": "9999-12-31", "tenant": personas.owner.tenant.pk, "kind": "TOPUP"},
+    )
+    assert response.status_code == 200
+    assert [row["reason"] for row in csv_rows(response)] == ["test credit", "any day"]
+
+
+@pytest.mark.parametrize("typed", ["99999999999999999999999", "²", "12a", "-1"])
+def test_a_typed_id_that_is_no_row_id_finds_nothing(finance: Client, typed: str) -> None:
+    entries = finance.get(reverse("admin:billing_ledgerentry_changelist"), {"transaction": typed})
+    assert entries.status_code == 200
+    transactions = finance.get(reverse("admin:billing_ledgertransaction_changelist"), {"q": typed})
+    assert transactions.status_code == 200
+    assert "0 ledger transactions" in transactions.content.decode()
+
+
 def test_export_without_a_range_shows_the_form(finance: Client) -> None:
     url = reverse("admin:billing_ledgertransaction_export")
     form = finance.get(url)

@@ -270,6 +270,14 @@ def test_usage_range_of_366_days_is_accepted(owner: Persona) -> None:
     assert [(d["date"], d["runs"], d["reserved_usd"]) for d in response.json()["days"]] == [("2026-06-01", 1, "0.0100")]
 
 
+@pytest.mark.parametrize(("first", "last"), [("0001-01-01", "0001-12-31"), ("9999-01-01", "9999-12-31")])
+def test_usage_at_the_ends_of_the_calendar(owner: Persona, first: str, last: str) -> None:
+    # 9999-12-31 has no day after it: the range still ends, and there is nothing to count.
+    response = owner.client.get("/v1/usage", {"from": first, "to": last})
+    assert response.status_code == 200, response.content
+    assert response.json() == {"from": first, "to": last, "days": []}
+
+
 # --- packs -------------------------------------------------------------------------------------------------
 
 
