@@ -28,15 +28,14 @@ from dpp.observability import (
     trace_id_from_headers,
     trace_id_var,
 )
-from dpp.problems import PROBLEM_CONTENT_TYPE, problem_from_status, problem_response
+from dpp.problems import HTML_PATHS, PROBLEM_CONTENT_TYPE, problem_from_status, problem_response
 from dpp.ratelimit import anonymous_limited
 
 access_log = logging.getLogger("dpp.access")
 
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-# Paths whose error responses are deliberately not problems: the admin's own HTML pages. And /readyz's 503,
-# whose body is the SPEC's {"status": "not_ready", "services": …} (its other errors, a 405, are problems).
-_EXEMPT_PATHS = ("/admin/", "/static/")
+# Error responses deliberately not problems: the admin's own HTML pages (HTML_PATHS). And /readyz's 503, whose
+# body is the SPEC's {"status": "not_ready", "services": …} (its other errors, a 405, are problems).
 _READYZ = "/readyz"
 
 
@@ -81,7 +80,7 @@ class RequestContextMiddleware:
         if (
             response.status_code >= 400
             and not response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE)
-            and not request.path.startswith(_EXEMPT_PATHS)
+            and not request.path.startswith(HTML_PATHS)
             and not (request.path == _READYZ and response.status_code == 503)
         ):
             converted = problem_from_status(response.status_code, request)

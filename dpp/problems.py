@@ -10,9 +10,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.html import escape
+from django.views import defaults
 from rest_framework import exceptions as drf
 
 from dpp.errors import PROBLEMS, REASON_BY_STATUS, ApplicationError, ProblemType
@@ -111,19 +113,35 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
     return problem_response(error, django_request)
 
 
+# Pages for people (the admin, its static files): their errors stay Django's own HTML pages.
+HTML_PATHS = ("/admin/", "/static/")
+
+
+def _for_people(request: HttpRequest) -> bool:
+    return request.path.startswith(HTML_PATHS)
+
+
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _for_people(request):
+        return defaults.page_not_found(request, exception or Http404())
     return problem_response(ApplicationError("NOT_FOUND"), request)
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
+    if _for_people(request):
+        return defaults.server_error(request)
     return problem_response(ApplicationError("INTERNAL_ERROR"), request)
 
 
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _for_people(request):
+        return defaults.bad_request(request, exception or SuspiciousOperation())
     return problem_response(ApplicationError("BAD_REQUEST"), request)
 
 
 def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _for_people(request):
+        return defaults.permission_denied(request, exception or PermissionDenied())
     return problem_response(ApplicationError("FORBIDDEN"), request)
 
 

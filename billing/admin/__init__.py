@@ -10,5 +10,6 @@ from billing.admin import ledger, tenants
 admin.site.site_header = "DPP administration"
 admin.site.site_title = "DPP administration"
 admin.site.index_title = "Finance and operations"
+admin.site.site_url = None  # no "View site": this host serves an API, whose / is a 404 problem
 
 __all__ = ["ledger", "tenants"]

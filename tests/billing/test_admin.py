@@ -199,7 +199,9 @@ def test_ops_sees_lists_but_cannot_top_up_or_adjust(ops: Client, owner: Persona)
     assert _topup_url(owner.tenant.pk) not in page.content.decode()
     for action in ("topup", "adjust"):
         url = _topup_url(owner.tenant.pk, action)
-        assert ops.get(url).status_code == 403
+        refused = ops.get(url)
+        assert refused.status_code == 403
+        assert refused["Content-Type"].startswith("text/html")  # the admin's own error page, not a problem
         data = {"amount": "5.0000", "reason": "x", "nonce": uuid.uuid4().hex, "direction": "credit"}
         assert ops.post(url, {**data, "counterparty": "FUNDING"}).status_code == 403
     assert _manual_transactions(owner.tenant.pk) == list(
@@ -403,6 +405,16 @@ def test_transactions_csv_export_for_a_date_range(finance: Client, personas: Per
     assert [(row["reason"], row["available_delta_usd"], row["created_at"][:10]) for row in old] == [
         ("old credit", "1.0000", "2020-01-15")
     ]
+
+
+def test_admin_errors_are_html_pages_and_there_is_no_view_site_link(finance: Client) -> None:
+    missing = finance.get("/admin/billing/ledgertransaction/999999999/change/", follow=True)
+    assert missing["Content-Type"].startswith("text/html")
+    unknown_static = finance.get("/static/no-such-file.css")
+    assert unknown_static.status_code == 404
+    assert unknown_static["Content-Type"].startswith("text/html")
+    index = finance.get(reverse("admin:index")).content.decode()
+    assert "View site" not in index
 
 
 def test_export_over_the_whole_calendar(finance: Client, personas: Personas) -> None:
