@@ -192,6 +192,13 @@ class LedgerTransaction(models.Model):
                 condition=Q(kind__in=["RESERVE", "SETTLE"]) | (~Q(actor="") & ~Q(reason="")),
                 name="billing_manual_has_actor_and_reason",
             ),
+            # A manual movement posted from an admin form carries the form's one-time code as its trace id: one
+            # form, one transaction, even when a double click sends it twice at once.
+            models.UniqueConstraint(
+                fields=["trace_id"],
+                condition=Q(kind__in=["TOPUP", "ADJUSTMENT"]) & ~Q(trace_id=""),
+                name="billing_manual_once_per_form",
+            ),
         ]
 
     def __str__(self) -> str:

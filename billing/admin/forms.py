@@ -17,6 +17,7 @@ from dpp.errors import ApplicationError
 # A typo guard, not a business rule: a larger credit is several top-ups, each with its reason.
 MAX_MANUAL_MICROS = 1_000_000 * MICROS_PER_USD
 _NONCE_RE = re.compile(r"[0-9a-f]{32}")
+STALE_FORM = "This form's one-time code was missing or altered: check the values below and submit again."
 
 
 class _ManualMovementForm(forms.Form):
@@ -32,17 +33,18 @@ class _ManualMovementForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
     )
     # One form, one transaction: a resubmitted page (back button, double click) carries the same nonce.
-    nonce = forms.CharField(widget=forms.HiddenInput)
+    nonce = forms.CharField(widget=forms.HiddenInput, error_messages={"required": STALE_FORM})
 
     @staticmethod
     def new_nonce() -> str:
         return uuid.uuid4().hex
 
     def clean_amount(self) -> int:
+        raw = self.cleaned_data["amount"].strip()
         try:
-            micros = parse_usd(self.cleaned_data["amount"].strip(), field="amount")
+            micros = parse_usd(raw, field="amount")
         except ApplicationError as exc:
-            raise forms.ValidationError(exc.detail) from None
+            raise forms.ValidationError(_amount_error(raw, exc.reason_code)) from None
         if micros <= 0:
             raise forms.ValidationError("The amount must be more than 0.")
         if micros > MAX_MANUAL_MICROS:
@@ -58,8 +60,26 @@ class _ManualMovementForm(forms.Form):
     def clean_nonce(self) -> str:
         nonce: str = self.cleaned_data["nonce"]
         if not _NONCE_RE.fullmatch(nonce):
-            raise forms.ValidationError("This form is stale: reload the page.")
+            raise forms.ValidationError(STALE_FORM)
         return nonce
+
+    def renew_nonce_if_refused(self) -> None:
+        """After a failed validation: a refused form code is replaced, so that the page, corrected and sent again,
+        can post (the errors found stay shown)."""
+        if "nonce" in self.errors:
+            self.data = {**self.data, "nonce": self.new_nonce()}
+
+
+def _amount_error(raw: str, reason_code: str) -> str:
+    """What finance staff should type instead (the API's messages name a regular expression)."""
+    if reason_code == "INVALID_MONEY_SCALE":
+        return 'At most 4 decimals, e.g. "25.1234".'
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", raw):  # digits, yet refused: too many of them
+        return f"At most {format_usd(MAX_MANUAL_MICROS)} USD at a time."
+    return (
+        'Type the amount in USD with digits and up to 4 decimals, e.g. "25" or "25.5000": no sign, no thousands '
+        "separator, no currency symbol."
+    )
 
 
 class TopupForm(_ManualMovementForm):

@@ -9,7 +9,6 @@ come with them), and no one edits a tenant's money except through the ledger.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,11 +16,10 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from billing.admin.forms import AdjustForm, TopupForm
@@ -182,6 +180,8 @@ class TenantAdmin(DppModelAdmin):
                 response = self._post_movement(request, tenant, form)
                 if response is not None:
                     return response
+            else:
+                form.renew_nonce_if_refused()
         else:
             form = form_class(initial={"nonce": form_class.new_nonce()})
         topup = isinstance(form, TopupForm)
@@ -209,19 +209,24 @@ class TenantAdmin(DppModelAdmin):
         common = {"tenant": tenant, "actor": staff_actor(request), "reason": data["reason"], "trace_id": data["nonce"]}
         with _one_post_per_form(data["nonce"]):
             earlier = _posted_with_nonce(tenant, kind, data["nonce"])
+            if earlier is None:
+                try:
+                    if isinstance(form, AdjustForm):
+                        amount = form.signed_amount_micros()
+                        txn = ledger_adjust(amount_micros=amount, counterparty=data["counterparty"], **common)
+                    else:
+                        amount = data["amount"]
+                        txn = ledger_topup(amount_micros=amount, **common)
+                except ApplicationError as exc:
+                    form.add_error(None, exc.detail)
+                    return None
+                except IntegrityError:  # the twin of a double click committed first (billing_manual_once_per_form)
+                    earlier = _posted_with_nonce(tenant, kind, data["nonce"])
+                    if earlier is None:
+                        raise
             if earlier is not None:
                 self.message_user(request, f"Already posted as transaction #{earlier}; nothing more.", messages.WARNING)
                 return HttpResponseRedirect(change_url)
-            try:
-                if isinstance(form, AdjustForm):
-                    amount = form.signed_amount_micros()
-                    txn = ledger_adjust(amount_micros=amount, counterparty=data["counterparty"], **common)
-                else:
-                    amount = data["amount"]
-                    txn = ledger_topup(amount_micros=amount, **common)
-            except ApplicationError as exc:
-                form.add_error(None, exc.detail)
-                return None
         available = format_usd(balances_get(tenant_id=tenant.pk).available_micros)
         summary = f"{kind} #{txn.pk} of {format_usd(amount)} USD: {data['reason']}"
         self.log_change(request, tenant, summary)
@@ -234,8 +239,9 @@ def _one_post_per_form(nonce: str) -> Iterator[None]:
     """Serialise the submissions of one form, so that a double click posts once (the second finds the first).
 
     A session-level PostgreSQL advisory lock keyed by the form's nonce: held across the service's own durable
-    transaction, released even if it fails. SQLite (the single-user local mode) has no such lock: there the
-    nonce check alone catches a resubmitted page, not two requests racing within milliseconds.
+    transaction, released even if it fails. SQLite (the local mode) has no such lock: there two requests racing
+    within milliseconds both pass the nonce check, and the unique index billing_manual_once_per_form refuses the
+    second INSERT.
     """
     if connection.vendor != "postgresql":
         yield
@@ -252,10 +258,11 @@ def _one_post_per_form(nonce: str) -> Iterator[None]:
 
 def _posted_with_nonce(tenant: Tenant, kind: str, nonce: str) -> int | None:
     """The transaction a form with this nonce already posted (a resubmission), if any."""
-    # Looked up among the last day's rows of one kind ((kind, created_at) index), not the tenant's whole history.
-    since = timezone.now() - dt.timedelta(days=1)
-    found = LedgerTransaction.objects.filter(tenant=tenant, kind=kind, trace_id=nonce, created_at__gte=since)
-    return found.values_list("pk", flat=True).first()
+    # The unique partial index billing_manual_once_per_form answers it, whatever the age of the first post.
+    found = LedgerTransaction.objects.filter(
+        kind__in=[LedgerTransaction.Kind.TOPUP, LedgerTransaction.Kind.ADJUSTMENT], trace_id=nonce
+    ).exclude(trace_id="")
+    return found.filter(tenant=tenant, kind=kind).values_list("pk", flat=True).first()
 
 
 class RevokedFilter(admin.SimpleListFilter):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import threading
@@ -17,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from freezegun import freeze_time
 
+from billing.admin import tenants as tenants_admin
 from billing.models import Account, LedgerEntry, LedgerTransaction
 from billing.selectors import balances_get
 from billing.services import ledger_adjust, ledger_topup
@@ -160,16 +162,36 @@ def test_finance_tops_up_a_tenant(finance: Client, owner: Persona) -> None:
     }
 
 
+@pytest.mark.parametrize("nonce", [None, "abc"], ids=["missing", "altered"])
+def test_a_refused_form_code_is_named_and_renewed(finance: Client, owner: Persona, nonce: str | None) -> None:
+    url = _topup_url(owner.tenant.pk)
+    data = {"amount": "5.0000", "reason": "wire 7", **({"nonce": nonce} if nonce else {})}
+    refused = finance.post(url, data)
+    assert refused.status_code == 200
+    page = refused.content.decode()
+    assert "one-time code was missing or altered" in page
+    assert _manual_transactions(owner.tenant.pk) == [] or all(
+        t.actor == "test" for t in _manual_transactions(owner.tenant.pk)
+    )
+    renewed = re.search(r'name="nonce" value="([0-9a-f]{32})"', page)
+    assert renewed is not None  # the corrected page can be sent again, and then it posts
+    assert finance.post(url, {**data, "nonce": renewed.group(1)}).status_code == 302
+    assert balances_get(tenant_id=owner.tenant.pk).available_micros == 15 * USD
+
+
 @pytest.mark.parametrize(
     ("amount", "reason", "message"),
     [
         ("5.0000", "", "This field is required."),
         ("5.0000", "   ", "This field is required."),
-        ("1.00001", "typo", "more than 4 decimals"),
-        ("-5", "typo", "must match"),
-        ("1e3", "typo", "must match"),
+        ("1.00001", "typo", "At most 4 decimals"),
+        ("-5", "typo", "no sign, no thousands separator, no currency symbol"),
+        ("1e3", "typo", "digits and up to 4 decimals"),
+        ("10,50", "typo", "digits and up to 4 decimals"),
+        ("$5", "typo", "digits and up to 4 decimals"),
         ("0", "typo", "more than 0"),
         ("1000000.0001", "typo", "At most 1000000.0000 USD"),
+        ("99999999999999999999", "typo", "At most 1000000.0000 USD"),
     ],
 )
 def test_topup_refused_posts_nothing(finance: Client, owner: Persona, amount: str, reason: str, message: str) -> None:
@@ -501,9 +523,13 @@ def test_key_search_is_by_exact_prefix(finance: Client, personas: Personas) -> N
     assert personas.owner.api_key not in detail
 
 
+@pytest.mark.parametrize("advisory_lock", [True, False], ids=["advisory-lock", "unique-index-alone"])
 @pytest.mark.django_db(transaction=True)
-def test_double_click_on_topup_posts_once() -> None:
-    """Two submissions of one form at the same instant: the advisory lock lets the second see the first."""
+def test_double_click_on_topup_posts_once(advisory_lock: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submissions of one form at the same instant: the advisory lock lets the second see the first; without it
+    (SQLite has none), the unique index on the form's code refuses the second INSERT, and the page says so."""
+    if not advisory_lock:
+        monkeypatch.setattr(tenants_admin, "_one_post_per_form", lambda nonce: contextlib.nullcontext())
     ensure_staff_groups()
     alice = staff_client("alice", groups=["finance"])
     tenant = make_persona(credit_micros=0).tenant

@@ -155,6 +155,16 @@ class TestConstraints:
         with pytest.raises(IntegrityError, match="billing_manual_has_actor_and_reason"), transaction.atomic():
             LedgerTransaction.objects.create(kind="ADJUSTMENT", tenant=tenant_owner.tenant, actor="a", reason="")
 
+    def test_one_manual_movement_per_form_code(self, tenant_owner: Persona) -> None:
+        form_code = uuid.uuid4().hex
+        ledger_topup(tenant=tenant_owner.tenant, amount_micros=USD, actor="a", reason="r", trace_id=form_code)
+        with pytest.raises(IntegrityError, match="billing_manual_once_per_form"):
+            ledger_topup(tenant=tenant_owner.tenant, amount_micros=USD, actor="a", reason="r", trace_id=form_code)
+        # Without a form code (the command line), any number of top-ups.
+        for _ in range(2):
+            ledger_topup(tenant=tenant_owner.tenant, amount_micros=USD, actor="cli", reason="r")
+        assert LedgerTransaction.objects.filter(tenant=tenant_owner.tenant, kind="TOPUP").count() == 4
+
     def test_run_kinds_need_a_run_and_manual_kinds_have_none(self, tenant_owner: Persona) -> None:
         with pytest.raises(IntegrityError, match="billing_run_kinds_have_run"), transaction.atomic():
             LedgerTransaction.objects.create(kind="RESERVE", tenant=tenant_owner.tenant)
