@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from typing import Any
@@ -69,6 +70,10 @@ def test_run_page_shows_money_ledger_timeline_error_and_result(finance: Client, 
     assert "ab" * 32 in html
     assert run.result_key in html
     assert "Timeline" in html
+    stored = Run.objects.get(pk=run.pk)
+    for instant in (stored.created_at, stored.completed_at):  # to the millisecond, in UTC
+        assert instant is not None
+        assert instant.astimezone(dt.UTC).isoformat(timespec="milliseconds") in html
     assert 'name="_save"' not in html
 
 
