@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.utils import flatten_fieldsets
+from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponseBase, HttpResponseRedirect
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -33,6 +34,7 @@ from dpp.admin_tools import (
     stream_csv,
 )
 from packs.registry import all_packs
+from runs import results
 from runs.models import Run
 
 INPUTS_SHOWN_CHARS = 20_000
@@ -114,7 +116,7 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
             {"fields": ("created", "started", "claimed", "completed", "updated", "cancel_requested")},
         ),
         ("Error", {"fields": ("reason_code", "error_detail")}),
-        ("Result", {"fields": ("result_key", "result_sha256", "result_bytes")}),
+        ("Result", {"fields": ("result_link", "result_key", "result_sha256", "result_bytes")}),
         (
             "Request and execution",
             {
@@ -142,6 +144,30 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     cancel_requested = _instant("cancel_requested_at", "cancel requested")
     lease_expires = _instant("lease_expires_at", "lease expires")
     redriven = _instant("published_at", "last re-published by the reaper")
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap: Callable[..., Any] = self.admin_site.admin_view
+        result = path("<path:object_id>/result/", wrap(self.result_view), name="runs_run_result")
+        return [result, *super().get_urls()]
+
+    @admin.display(description="result envelope")
+    def result_link(self, run: Run) -> str:
+        if not run.result_key:
+            return "-"
+        url = reverse("admin:runs_run_result", args=[run.pk], current_app=self.admin_site.name)
+        return format_html('<a href="{}">open the envelope</a> (as the agent gets it)', url)
+
+    def result_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
+        """The stored envelope, as GET /v1/runs/{id}/result serves it to its owner (a signed URL on S3)."""
+        run = self.get_object(request, unquote(object_id))
+        if run is None or not self.has_view_permission(request, run):
+            raise PermissionDenied
+        change_url = reverse("admin:runs_run_change", args=[run.pk], current_app=self.admin_site.name)
+        response = results.result_response(run) if run.result_key else None
+        if response is None:
+            self.message_user(request, "This run has no result in storage.", messages.WARNING)
+            return HttpResponseRedirect(change_url)
+        return response
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
         # The inputs (up to 256 KiB a run) are read only by the detail page, which loads them on demand.

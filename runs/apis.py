@@ -257,16 +257,9 @@ class RunResultApi(RunOwnerMixin, TenantApiView):
         expires_at = results.result_expires_at(run)
         if expires_at is not None and expires_at <= datetime.now(tz=expires_at.tzinfo):
             raise ApplicationError("RESULT_EXPIRED", f"The result expired at {expires_at.isoformat()}.")
-        if not results.is_local_storage():
-            response = HttpResponse(status=302)
-            response["Location"] = results.signed_url(run.result_key)
-            return response
-        content = results.envelope_read(run.result_key)
-        if content is None:
+        response = results.result_response(run)
+        if response is None:
             raise ApplicationError("RESULT_EXPIRED", "The result is no longer in storage.")
-        response = HttpResponse(content, content_type="application/json")
-        response["ETag"] = f'"{run.result_sha256}"'
-        response["X-DPP-Result-SHA256"] = run.result_sha256
         return response
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.http import HttpResponse
 
 from runs.models import Run
 
@@ -118,3 +119,20 @@ def is_local_storage() -> bool:
 def signed_url(key: str) -> str:
     """A time-limited URL of the object (S3: a presigned GET)."""
     return str(results_storage().url(key))
+
+
+def result_response(run: Run) -> HttpResponse | None:
+    """The run's stored envelope as an answer: a redirect to a signed URL (S3), or the bytes themselves (local
+    storage), with the sha256 as ETag. None when the object is no longer in storage."""
+    assert run.result_key  # noqa: S101 - callers answer for runs without a result
+    if not is_local_storage():
+        response = HttpResponse(status=302)
+        response["Location"] = signed_url(run.result_key)
+        return response
+    content = envelope_read(run.result_key)
+    if content is None:
+        return None
+    response = HttpResponse(content, content_type="application/json")
+    response["ETag"] = f'"{run.result_sha256}"'
+    response["X-DPP-Result-SHA256"] = run.result_sha256
+    return response

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import re
 import uuid
 from typing import Any
@@ -19,6 +21,7 @@ from dpp.admin_tools import EstimatedCountPaginator
 from runs.models import MoneyState, Run, RunStatus
 from tests.admin_support import bulk_queued_runs, csv_rows, ensure_staff_groups, make_run, staff_client
 from tests.conftest import USD, Persona, Personas
+from tests.runs.conftest import accepted, body, execute
 
 pytestmark = pytest.mark.django_db
 
@@ -211,3 +214,34 @@ def test_run_ledger_links_back_to_the_run(finance: Client, owner: Persona) -> No
 def test_unknown_run_id_is_not_an_error(finance: Client) -> None:
     response = finance.get(reverse("admin:runs_run_change", args=[uuid.uuid4()]))
     assert response.status_code == 302  # the admin's "does not exist" redirect
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_page_links_to_its_result_envelope(finance: Client, owner: Persona) -> None:
+    receipt = accepted(owner.client, body("decision", max_cost_usd="0.0100"))
+    assert execute(receipt["run_id"]) == "completed"
+    page = finance.get(reverse("admin:runs_run_change", args=[receipt["run_id"]])).content.decode()
+    link = reverse("admin:runs_run_result", args=[receipt["run_id"]])
+    assert f'<a href="{link}">open the envelope</a>' in page
+    envelope = finance.get(link)
+    assert envelope.status_code == 200
+    assert envelope["Content-Type"] == "application/json"
+    run = Run.objects.get(pk=receipt["run_id"])
+    assert hashlib.sha256(envelope.content).hexdigest() == run.result_sha256  # what the agent gets, byte for byte
+    assert json.loads(envelope.content)["run_id"] == receipt["run_id"]
+
+
+def test_result_link_of_a_run_without_a_stored_result(finance: Client, owner: Persona) -> None:
+    run = make_run(owner.tenant.pk, status=RunStatus.FAILED, charge_micros=5_000)
+    assert "open the envelope" not in finance.get(reverse("admin:runs_run_change", args=[run.pk])).content.decode()
+    response = finance.get(reverse("admin:runs_run_result", args=[run.pk]))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:runs_run_change", args=[run.pk])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_result_envelope_needs_the_view_permission(owner: Persona) -> None:
+    receipt = accepted(owner.client, body("decision", max_cost_usd="0.0100"))
+    assert execute(receipt["run_id"]) == "completed"
+    nobody = staff_client("plain")
+    assert nobody.get(reverse("admin:runs_run_result", args=[receipt["run_id"]])).status_code == 403
