@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
-from django.db.models import CharField, OuterRef, QuerySet, Subquery, Value
+from django.db.models import CharField, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Concat
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import reverse
@@ -280,7 +280,7 @@ class AccountAdmin(ReadOnlyModelAdmin):
     list_filter = ("kind", TenantFilter)
     search_fields = ("id",)
     search_help_text = "An account id, exactly (acme/available, acme/held, @revenue, @funding)."
-    fields = ("id", "tenant_id", "kind", "balance", "created_at", "entries_link")
+    fields = ("id", "tenant_id", "kind", "balance", "entries_sum", "created_at", "entries_link")
     readonly_fields = fields
     ordering = ("id",)
 
@@ -289,6 +289,13 @@ class AccountAdmin(ReadOnlyModelAdmin):
     ) -> tuple[QuerySet[Account], bool]:
         term = search_term.strip()
         return (queryset.filter(pk=term) if term else queryset), False
+
+    @admin.display(description="sum of its entries (USD)")
+    def entries_sum(self, obj: Account) -> str:
+        """On the account's own page only (one indexed SUM): the stored balance must equal it (SPEC §2.1, 2)."""
+        total = LedgerEntry.objects.filter(account=obj).aggregate(total=Sum("amount_micros"))["total"] or 0
+        verdict = "equals the balance" if total == obj.balance_micros else "DIFFERS from the balance: run audit_ledger"
+        return f"{format_usd(total)} — {verdict}"
 
     @admin.display(description="balance (USD)", ordering="balance_micros")
     def balance(self, obj: Account) -> str:

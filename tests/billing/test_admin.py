@@ -572,3 +572,15 @@ def test_superuser_suspends_and_reactivates_a_tenant(client) -> None:
     client.post(url, {"action": "reactivate_selected", "_selected_action": [persona.tenant.pk]})
     assert Tenant.objects.get(pk=persona.tenant.pk).status == "ACTIVE"
     assert persona.client.get("/v1/account").status_code == 200
+
+
+def test_an_account_page_says_whether_its_balance_equals_its_entries(finance: Client, owner: Persona) -> None:
+    account_id = Account.tenant_account_id(owner.tenant.pk, Account.Kind.AVAILABLE)
+    page = finance.get(reverse("admin:billing_account_change", args=[account_id])).content.decode()
+    assert "10.0000 — equals the balance" in page
+    funding = finance.get(reverse("admin:billing_account_change", args=["@funding"])).content.decode()
+    assert "equals the balance" in funding  # negative: the outside world
+    with connection.cursor() as cursor:  # what no service can do: the stored balance drifts from the entries
+        cursor.execute("UPDATE billing_account SET balance_micros = balance_micros + 100 WHERE id = %s", [account_id])
+    drifted = finance.get(reverse("admin:billing_account_change", args=[account_id])).content.decode()
+    assert "10.0000 — DIFFERS from the balance: run audit_ledger" in drifted
