@@ -190,8 +190,12 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
         """GET with a date range: the transactions as CSV, streamed; without one: the form."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        form = TransactionExportForm(request.GET or None)
-        if not form.is_valid():
+        params = request.GET
+        if "date_from" in params or "date_to" in params:
+            form = TransactionExportForm(params)
+        else:  # from the list's "Export CSV": its tenant and kind filters, the dates still to choose
+            form = TransactionExportForm(initial={"tenant": params.get("tenant"), "kind": params.get("kind__exact")})
+        if not form.is_bound or not form.is_valid():
             return form_page(
                 request,
                 self,

@@ -458,6 +458,18 @@ def test_a_typed_id_that_is_no_row_id_finds_nothing(finance: Client, typed: str)
     assert "0 ledger transactions" in transactions.content.decode()
 
 
+def test_export_from_a_filtered_list_keeps_its_tenant_and_kind(finance: Client, owner: Persona) -> None:
+    listed = finance.get(
+        reverse("admin:billing_ledgertransaction_changelist"), {"kind__exact": "TOPUP", "tenant": owner.tenant.pk}
+    ).content.decode()
+    link = re.search(r'href="([^"]*/export/[^"]*)">Export CSV', listed)
+    assert link is not None
+    form = finance.get(link.group(1).replace("&amp;", "&")).content.decode()
+    assert f'value="{owner.tenant.pk}"' in form
+    assert '<option value="TOPUP" selected>' in form
+    assert "This field is required" not in form  # the dates are asked for, not reported missing
+
+
 def test_export_without_a_range_shows_the_form(finance: Client) -> None:
     url = reverse("admin:billing_ledgertransaction_export")
     form = finance.get(url)
