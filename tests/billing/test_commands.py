@@ -170,3 +170,31 @@ class TestSeedDemo:
         keys = {word.strip("'") for word in out.getvalue().split() if word.strip("'").startswith("dpp_live_")}
         assert len(keys) == 1
         assert _account(keys.pop()).status_code == 200
+
+
+class TestSetPlan:
+    def test_moves_the_tenant_and_keeps_the_history(self, owner: Persona) -> None:
+        body = _json("set_plan", owner.tenant.pk, "unlimited", "--reason", "contract 12", "--actor", "ops:kim")
+        assert body == {"tenant_id": owner.tenant.pk, "plan": "unlimited", "previous_plan": "starter", "changed": True}
+        assert plan_get(tenant_id=owner.tenant.pk).code == "unlimited"
+        assert _account(owner.api_key).json()["plan"] == "unlimited"
+        history = list(owner.tenant.plan_history.order_by("started_at").values_list("plan__code", "actor", "reason"))
+        assert history == [("starter", "test", "onboarding"), ("unlimited", "ops:kim", "contract 12")]
+
+    def test_the_same_plan_changes_nothing(self, owner: Persona) -> None:
+        body = _json("set_plan", owner.tenant.pk, "starter", "--reason", "no-op")
+        assert (body["changed"], body["plan"]) == (False, "starter")
+        assert owner.tenant.plan_history.count() == 1
+
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["nobody-here", "unlimited", "--reason", "r"], "no tenant"),
+            (["{owner}", "gold", "--reason", "r"], "no plan 'gold' (plans: starter, unlimited)"),
+            (["{owner}", "unlimited", "--reason", "  "], "needs an actor and a reason"),
+        ],
+    )
+    def test_refusals(self, owner: Persona, args: list[str], message: str) -> None:
+        _, text = _refused("set_plan", *[a.replace("{owner}", owner.tenant.pk) for a in args])
+        assert message in text
+        assert plan_get(tenant_id=owner.tenant.pk).code == "starter"
