@@ -2,17 +2,18 @@
 
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 
 from dpp import problems
 from dpp import views as dpp_views
+from dpp.openapi import OpenApiDocumentView
 
 urlpatterns = [
     path("health", dpp_views.health, name="health"),
     path("readyz", dpp_views.readyz, name="readyz"),
     path("metrics", dpp_views.metrics, name="metrics"),
     path("problems/<slug:slug>", problems.problem_page, name="problem-page"),
-    path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
+    path("v1/openapi.json", OpenApiDocumentView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("redoc", SpectacularRedocView.as_view(url_name="openapi"), name="redoc"),
     path("v1/", include("billing.urls")),

@@ -7,6 +7,7 @@ from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework import serializers
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -79,3 +80,11 @@ def document_common_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, 
                 for name in names:
                     headers.setdefault(name, {"$ref": f"#/components/headers/{name}"})
     return result
+
+
+class OpenApiDocumentView(SpectacularJSONAPIView):
+    """/v1/openapi.json, saved as `dpp-openapi.json`: the title (with its em dash) made an RFC 2047-encoded
+    Content-Disposition that curl and browsers show as `=?utf-8?…`."""
+
+    def _get_filename(self, request: Any, version: Any) -> str:
+        return "dpp-openapi.json"

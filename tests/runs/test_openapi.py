@@ -51,6 +51,7 @@ def document() -> dict[str, Any]:
     response = Client().get("/v1/openapi.json")
     assert response.status_code == 200
     assert response["Content-Type"].startswith(("application/json", "application/vnd.oai.openapi+json"))
+    assert response["Content-Disposition"] == 'inline; filename="dpp-openapi.json"'
     schema: dict[str, Any] = json.loads(response.content)
     return schema
 
