@@ -39,6 +39,10 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _READYZ = "/readyz"
 
 
+class _UnreadableBodyError(Exception):
+    """The server could not deliver the request's body (broken chunk encoding, client gone)."""
+
+
 def _route(request: HttpRequest) -> str:
     match = getattr(request, "resolver_match", None)
     return f"/{match.route}" if match is not None and match.route else "unmatched"
@@ -74,14 +78,18 @@ class RequestContextMiddleware:
             request_id_var.reset(tokens[0])
 
     def _respond(self, request: HttpRequest) -> HttpResponse:
-        if self._too_large(request) or self._chunked_too_large(request):
+        try:
+            too_large = self._too_large(request) or self._chunked_too_large(request)
+        except _UnreadableBodyError:
+            return problem_response(ApplicationError("MALFORMED_JSON", "The chunked request body is broken."), request)
+        if too_large:
             return problem_response(ApplicationError("PAYLOAD_TOO_LARGE"), request)
         response = self.get_response(request)
         if (
             response.status_code >= 400
             and not response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE)
-            and not request.path.startswith(HTML_PATHS)
-            and not (request.path == _READYZ and response.status_code == 503)
+            and not request.path_info.startswith(HTML_PATHS)
+            and not (request.path_info == _READYZ and response.status_code == 503)
         ):
             converted = problem_from_status(response.status_code, request)
             for header in ("Allow", "Retry-After", "WWW-Authenticate"):
@@ -102,12 +110,23 @@ class RequestContextMiddleware:
     def _chunked_too_large(request: HttpRequest) -> bool:
         """A body sent with `Transfer-Encoding: chunked` has no Content-Length, and Django would read it as empty
         (a valid submit would be 422 "pack_type is required"). Read it here, up to the limit and one byte more:
-        over the limit it is a 413; else the request reads it as if its length had been sent."""
+        over the limit it is a 413; else the request reads it as if its length had been sent.
+
+        Only where the server undoes the chunking and ends the input with the body (`wsgi.input_terminated`, as
+        gunicorn does): elsewhere (runserver) the raw input is not the body, and Django's behaviour stays."""
         meta = request.META
-        if "chunked" not in meta.get("HTTP_TRANSFER_ENCODING", "").lower() or meta.get("CONTENT_LENGTH"):
+        if (
+            request.method not in ("POST", "PUT", "PATCH")
+            or "chunked" not in meta.get("HTTP_TRANSFER_ENCODING", "").lower()
+            or meta.get("CONTENT_LENGTH")
+            or not meta.get("wsgi.input_terminated")
+        ):
             return False
         limit = settings.DPP_MAX_BODY_BYTES
-        body = meta["wsgi.input"].read(limit + 1)  # gunicorn's input undoes the chunking
+        try:
+            body = meta["wsgi.input"].read(limit + 1)
+        except Exception as exc:  # the server's own errors: a bad chunk size, a client gone
+            raise _UnreadableBodyError from exc
         if len(body) > limit:
             return True
         meta["CONTENT_LENGTH"] = str(len(body))

@@ -118,7 +118,7 @@ HTML_PATHS = ("/admin/", "/static/")
 
 
 def _for_people(request: HttpRequest) -> bool:
-    return request.path.startswith(HTML_PATHS)
+    return request.path_info.startswith(HTML_PATHS)
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -161,3 +161,11 @@ def test_unauthenticated_problem_has_www_authenticate(anon_client: APIClient) ->
     response = anon_client.get("/v1/ledger")
     assert_problem(response, 401, "UNAUTHENTICATED")
     assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_chunked_header_where_the_server_does_not_undo_chunking_changes_nothing(owner: Persona) -> None:
+    # Django's test client, like runserver, sets no wsgi.input_terminated: the middleware leaves the input alone.
+    assert Client().post("/health", HTTP_TRANSFER_ENCODING="chunked").status_code == 405
+    response = owner.client.post("/test/echo", data={"a": 1}, format="json", HTTP_TRANSFER_ENCODING="chunked")
+    assert response.status_code == 200
+    assert response.json() == {"echo": {"a": 1}}

@@ -4,6 +4,7 @@ Content-Length), which only a real server delivers as such, is read whole and bo
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import uuid
@@ -143,4 +144,25 @@ def test_a_chunked_body_over_256_kib_is_413(api: str) -> None:
     )
     assert response.status_code == 413, response.text
     assert response.json()["reason_code"] == "PAYLOAD_TOO_LARGE"
+    assert Run.objects.filter(tenant=persona.tenant).count() == 0
+
+
+def test_a_broken_chunked_body_is_a_400_not_a_500(api: str) -> None:
+    persona = make_persona(plan="unlimited", credit_micros=USD)
+    host, port = api.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.putrequest("POST", "/v1/runs")
+    for name, value in {
+        "Authorization": f"Bearer {persona.api_key}",
+        "Content-Type": "application/json",
+        "Idempotency-Key": uuid.uuid4().hex,
+        "Transfer-Encoding": "chunked",
+    }.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    conn.send(b"zz\r\n{}\r\n0\r\n\r\n")  # "zz" is no chunk size
+    response = conn.getresponse()
+    assert response.status == 400
+    assert json.loads(response.read())["reason_code"] == "MALFORMED_JSON"
+    conn.close()
     assert Run.objects.filter(tenant=persona.tenant).count() == 0
