@@ -22,7 +22,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from billing.admin.forms import AdjustForm, TopupForm
+from billing.admin.forms import STALE_FORM, AdjustForm, TopupForm
 from billing.models import Account, LedgerTransaction, Plan, TenantPlan
 from billing.money import format_usd
 from billing.selectors import balances_get
@@ -208,7 +208,7 @@ class TenantAdmin(DppModelAdmin):
         kind = LedgerTransaction.Kind.TOPUP if isinstance(form, TopupForm) else LedgerTransaction.Kind.ADJUSTMENT
         common = {"tenant": tenant, "actor": staff_actor(request), "reason": data["reason"], "trace_id": data["nonce"]}
         with _one_post_per_form(data["nonce"]):
-            earlier = _posted_with_nonce(tenant, kind, data["nonce"])
+            earlier = _posted_with_nonce(data["nonce"])
             if earlier is None:
                 try:
                     if isinstance(form, AdjustForm):
@@ -221,11 +221,17 @@ class TenantAdmin(DppModelAdmin):
                     form.add_error(None, exc.detail)
                     return None
                 except IntegrityError:  # the twin of a double click committed first (billing_manual_once_per_form)
-                    earlier = _posted_with_nonce(tenant, kind, data["nonce"])
+                    earlier = _posted_with_nonce(data["nonce"])
                     if earlier is None:
                         raise
             if earlier is not None:
-                self.message_user(request, f"Already posted as transaction #{earlier}; nothing more.", messages.WARNING)
+                if (earlier.tenant_id, earlier.kind) != (tenant.pk, kind):  # a code copied from another form
+                    form.add_error("nonce", STALE_FORM)
+                    form.renew_nonce_if_refused()
+                    return None
+                self.message_user(
+                    request, f"Already posted as transaction #{earlier.pk}; nothing more.", messages.WARNING
+                )
                 return HttpResponseRedirect(change_url)
         available = format_usd(balances_get(tenant_id=tenant.pk).available_micros)
         summary = f"{kind} #{txn.pk} of {format_usd(amount)} USD: {data['reason']}"
@@ -256,13 +262,13 @@ def _one_post_per_form(nonce: str) -> Iterator[None]:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
-def _posted_with_nonce(tenant: Tenant, kind: str, nonce: str) -> int | None:
-    """The transaction a form with this nonce already posted (a resubmission), if any."""
+def _posted_with_nonce(nonce: str) -> LedgerTransaction | None:
+    """The manual movement a form with this code already posted (a resubmission), whichever tenant or kind."""
     # The unique partial index billing_manual_once_per_form answers it, whatever the age of the first post.
     found = LedgerTransaction.objects.filter(
         kind__in=[LedgerTransaction.Kind.TOPUP, LedgerTransaction.Kind.ADJUSTMENT], trace_id=nonce
     ).exclude(trace_id="")
-    return found.filter(tenant=tenant, kind=kind).values_list("pk", flat=True).first()
+    return found.only("pk", "tenant_id", "kind").first()
 
 
 class RevokedFilter(admin.SimpleListFilter):

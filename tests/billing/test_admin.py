@@ -432,6 +432,9 @@ def test_transactions_csv_export_for_a_date_range(finance: Client, personas: Per
 def test_admin_errors_are_html_pages_and_there_is_no_view_site_link(finance: Client) -> None:
     missing = finance.get("/admin/billing/ledgertransaction/999999999/change/", follow=True)
     assert missing["Content-Type"].startswith("text/html")
+    no_such_page = finance.get("/admin/no-such-app/")
+    assert no_such_page.status_code == 404
+    assert no_such_page["Content-Type"].startswith("text/html")
     unknown_static = finance.get("/static/no-such-file.css")
     assert unknown_static.status_code == 404
     assert unknown_static["Content-Type"].startswith("text/html")
@@ -565,6 +568,36 @@ def test_double_click_on_topup_posts_once(advisory_lock: bool, monkeypatch: pyte
     assert statuses == [302] * 4
     assert LedgerTransaction.objects.filter(tenant=tenant, kind=TXN.TOPUP).count() == 1
     assert balances_get(tenant_id=tenant.pk).available_micros == 7 * USD
+
+
+def test_the_twin_that_loses_the_race_says_already_posted(
+    finance: Client, owner: Persona, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of a double click without the advisory lock, made deterministic: the twin committed between this
+    request's check and its INSERT. The unique index refuses the INSERT; the page names the twin's transaction."""
+    url = _topup_url(owner.tenant.pk)
+    nonce = _nonce(finance, url)
+    twin = ledger_topup(tenant=owner.tenant, amount_micros=7 * USD, actor="admin:alice", reason="r", trace_id=nonce)
+    checks = iter([None])  # the first look finds nothing: the twin had not committed yet
+    real = tenants_admin._posted_with_nonce
+    monkeypatch.setattr(tenants_admin, "_posted_with_nonce", lambda code: next(checks, None) or real(code))
+    response = finance.post(url, {"amount": "7.0000", "reason": "r", "nonce": nonce}, follow=True)
+    assert f"Already posted as transaction #{twin.pk}; nothing more." in response.content.decode()
+    assert [t.pk for t in LedgerTransaction.objects.filter(tenant=owner.tenant, kind=TXN.TOPUP, trace_id=nonce)] == [
+        twin.pk
+    ]
+
+
+def test_a_form_code_from_another_tenants_form_posts_nothing(finance: Client, personas: Personas) -> None:
+    owner, other = personas.owner.tenant, personas.other.tenant
+    url = _topup_url(owner.pk)
+    data = {"amount": "2.0000", "reason": "r", "nonce": _nonce(finance, url)}
+    assert finance.post(url, data).status_code == 302
+    copied = finance.post(_topup_url(other.pk), data)  # the same code, sent to another tenant's form
+    assert copied.status_code == 200
+    assert "one-time code was missing or altered" in copied.content.decode()
+    assert f'value="{data["nonce"]}"' not in copied.content.decode()  # renewed
+    assert balances_get(tenant_id=other.pk).available_micros == 10 * USD
 
 
 def test_superuser_suspends_and_reactivates_a_tenant(client) -> None:
