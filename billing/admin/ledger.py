@@ -296,9 +296,17 @@ class AccountAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="sum of its entries (USD)")
     def entries_sum(self, obj: Account) -> str:
-        """On the account's own page only (one indexed SUM): the stored balance must equal it (SPEC §2.1, 2)."""
-        total = LedgerEntry.objects.filter(account=obj).aggregate(total=Sum("amount_micros"))["total"] or 0
-        verdict = "equals the balance" if total == obj.balance_micros else "DIFFERS from the balance: run audit_ledger"
+        """On a tenant account's own page (one indexed SUM): the stored balance must equal it (SPEC §2.1, 2).
+
+        Balance and sum are read by one statement, so a transaction committing meanwhile cannot make them look
+        different. The platform accounts carry every charge and top-up ever made: `audit_ledger` checks them."""
+        if obj.tenant_id is None:
+            return "not summed here (every charge ever made): run audit_ledger"
+        entries = LedgerEntry.objects.filter(account=OuterRef("pk")).order_by().values("account")
+        total_of = Subquery(entries.annotate(total=Sum("amount_micros")).values("total")[:1])
+        balance, total = Account.objects.filter(pk=obj.pk).values_list("balance_micros", total_of).get()
+        total = total or 0
+        verdict = "equals the balance" if total == balance else "DIFFERS from the balance: run audit_ledger"
         return f"{format_usd(total)} — {verdict}"
 
     @admin.display(description="balance (USD)", ordering="balance_micros")

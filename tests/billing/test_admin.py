@@ -624,7 +624,7 @@ def test_an_account_page_says_whether_its_balance_equals_its_entries(finance: Cl
     page = finance.get(reverse("admin:billing_account_change", args=[account_id])).content.decode()
     assert "10.0000 — equals the balance" in page
     funding = finance.get(reverse("admin:billing_account_change", args=["@funding"])).content.decode()
-    assert "equals the balance" in funding  # negative: the outside world
+    assert "not summed here (every charge ever made): run audit_ledger" in funding
     with connection.cursor() as cursor:  # what no service can do: the stored balance drifts from the entries
         cursor.execute("UPDATE billing_account SET balance_micros = balance_micros + 100 WHERE id = %s", [account_id])
     drifted = finance.get(reverse("admin:billing_account_change", args=[account_id])).content.decode()
