@@ -319,8 +319,12 @@ def _plan_assign(*, tenant: Tenant, plan_code: str, actor: str, reason: str) -> 
 
 @transaction.atomic(durable=True)
 def plan_assign(*, tenant: Tenant, plan_code: str, actor: str, reason: str) -> TenantPlan:
-    """Switch the tenant to another plan; the previous one is closed, kept in the history."""
+    """Switch the tenant to another plan; the previous one is closed, kept in the history.
+
+    Two switches of one tenant at once take turns on the tenant's row lock: without it, both would close the same
+    open plan and the second INSERT would break `billing_one_open_plan_per_tenant`."""
     _require_actor_and_reason(actor, reason)
+    list(Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True))
     return _plan_assign(tenant=tenant, plan_code=plan_code, actor=actor, reason=reason)
 
 

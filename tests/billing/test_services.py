@@ -315,6 +315,21 @@ class TestConcurrency:
             )
         assert balances_get(tenant_id=owner.tenant.pk).held_micros == 0
 
+    def test_concurrent_plan_changes_take_turns(self) -> None:
+        owner = make_persona()
+        codes = ["unlimited", "starter"] * 5
+
+        def change(code: str) -> Callable[[], None]:
+            def assign() -> None:
+                plan_assign(tenant=owner.tenant, plan_code=code, actor="a", reason="r")
+
+            return assign
+
+        assert _in_threads([change(code) for code in codes]) == []
+        history = TenantPlan.objects.filter(tenant=owner.tenant)
+        assert history.count() == 1 + len(codes)  # onboarding, then every change, none lost
+        assert history.filter(ended_at__isnull=True).count() == 1
+
     def test_fifty_reservations_race_for_ten_dollars(self) -> None:
         owner = make_persona(credit_micros=10 * USD)
         tenant_id = owner.tenant.pk
