@@ -159,9 +159,12 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
 
     def result_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
         """The stored envelope, as GET /v1/runs/{id}/result serves it to its owner (a signed URL on S3)."""
-        run = self.get_object(request, unquote(object_id))
-        if run is None or not self.has_view_permission(request, run):
+        if not self.has_view_permission(request):
             raise PermissionDenied
+        run = self.get_object(request, unquote(object_id))
+        if run is None:
+            self.message_user(request, f"There is no run {unquote(object_id)!r}.", messages.WARNING)
+            return HttpResponseRedirect(reverse("admin:runs_run_changelist", current_app=self.admin_site.name))
         change_url = reverse("admin:runs_run_change", args=[run.pk], current_app=self.admin_site.name)
         response = results.result_response(run) if run.result_key else None
         if response is None:

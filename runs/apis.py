@@ -231,8 +231,8 @@ class RunCancelApi(RunOwnerMixin, TenantApiView):
     )
     def post(self, request: Request, run_id: str) -> Response:
         tenant = self.tenant(request)
-        outcome = services.run_cancel(tenant=tenant, run_id=_run_id(run_id))
-        adopt_run(trace_id=outcome.run.trace_id, run_id=str(outcome.run.pk))
+        run = self.owned_run(tenant, run_id)  # first: a refusal (409 RUN_TERMINAL) carries the run's trace id too
+        outcome = services.run_cancel(tenant=tenant, run_id=run.pk)
         available = balances_get(tenant_id=tenant.pk).available_micros
         body = presenters.run_body(outcome.run, available_micros=available, request=request)
         status = 202 if outcome.pending else 200

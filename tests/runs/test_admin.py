@@ -231,6 +231,13 @@ def test_run_page_links_to_its_result_envelope(finance: Client, owner: Persona) 
     assert json.loads(envelope.content)["run_id"] == receipt["run_id"]
 
 
+@pytest.mark.parametrize("run_id", [str(uuid.uuid4()), "not-a-run-id"])
+def test_result_of_a_run_that_does_not_exist(finance: Client, run_id: str) -> None:
+    response = finance.get(reverse("admin:runs_run_result", args=[run_id]), follow=True)
+    assert response.redirect_chain[0] == (reverse(CHANGELIST), 302)
+    assert f"There is no run &#x27;{run_id}&#x27;." in response.content.decode()
+
+
 def test_result_link_of_a_run_without_a_stored_result(finance: Client, owner: Persona) -> None:
     run = make_run(owner.tenant.pk, status=RunStatus.FAILED, charge_micros=5_000)
     assert "open the envelope" not in finance.get(reverse("admin:runs_run_change", args=[run.pk])).content.decode()

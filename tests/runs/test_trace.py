@@ -74,6 +74,14 @@ def test_requests_about_a_run_carry_its_trace_id(
     assert (line.trace_id, line.run_id) == ("run-trace", run_id)  # type: ignore[attr-defined]
 
 
+def test_a_refused_cancel_carries_the_runs_trace_id(unlimited: Persona) -> None:
+    run_id = _post(unlimited, body(trace_id="ended-run"), new_key()).json()["run_id"]
+    assert unlimited.client.post(f"/v1/runs/{run_id}/cancel").status_code == 200
+    again = unlimited.client.post(f"/v1/runs/{run_id}/cancel", HTTP_X_TRACE_ID="retry-trace")
+    assert assert_problem(again, 409, "RUN_TERMINAL")["trace_id"] == "ended-run"
+    assert again["X-Trace-Id"] == "ended-run"
+
+
 @pytest.mark.parametrize("suffix", ["", "/cancel", "/result"])
 def test_another_tenants_run_never_lends_its_trace_id(unlimited: Persona, personas: Personas, suffix: str) -> None:
     other = personas.other
