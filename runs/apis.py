@@ -298,10 +298,12 @@ class UsageApi(TenantApiView):
 
 def _date_param(request: Request, name: str) -> date:
     raw = request.query_params.get(name)
+    if not raw:
+        raise _bad_param(name, "is required, as YYYY-MM-DD")
     try:
-        return date.fromisoformat(raw or "")
+        return date.fromisoformat(raw)
     except ValueError:
-        raise _bad_param(name, "is required, as YYYY-MM-DD") from None
+        raise _bad_param(name, "must be a calendar day as YYYY-MM-DD, e.g. 2026-11-25") from None
 
 
 class PacksApi(TenantApiView):

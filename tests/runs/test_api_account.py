@@ -262,6 +262,15 @@ def test_usage_bad_ranges(owner: Persona, params: dict[str, str], field: str) ->
     assert field_errors(problem) == [field]
 
 
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [({"to": "2026-03-02"}, "is required"), ({"from": "2026-02-30", "to": "2026-03-02"}, "must be a calendar day")],
+)
+def test_usage_says_whether_a_day_is_missing_or_wrong(owner: Persona, params: dict[str, str], message: str) -> None:
+    problem = assert_problem(owner.client.get("/v1/usage", params), 422, "VALIDATION_ERROR")
+    assert message in problem["errors"][0]["message"]
+
+
 def test_usage_range_of_366_days_is_accepted(owner: Persona) -> None:
     with freeze_time("2026-06-01T12:00:00Z"):
         accepted(owner.client, body("decision", max_cost_usd="0.0100"))
