@@ -309,6 +309,7 @@ def _date_param(request: Request, name: str) -> date:
 class PacksApi(TenantApiView):
     @extend_schema(operation_id="packs_list", responses={200: PackListOut, **problems(403)}, tags=["packs"])
     def get(self, request: Request) -> Response:
+        plan = self.plan(request)
         data = [
             {
                 "pack_type": pack.pack_type,
@@ -316,6 +317,14 @@ class PacksApi(TenantApiView):
                 "input_schema": pack.input_schema,
                 "pricing": pack.pricing(),
                 "max_timebox_sec": pack.max_timebox_sec,
+                # What the caller's plan says of it: a pack it does not allow answers 403 PACK_NOT_ALLOWED.
+                "plan": {
+                    "code": plan.code,
+                    "allowed": plan.allows(pack.pack_type),
+                    "max_cost_usd": (
+                        format_usd(plan.max_cost_micros(pack.pack_type)) if plan.allows(pack.pack_type) else None
+                    ),
+                },
             }
             for pack in all_packs()
         ]

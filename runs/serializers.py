@@ -121,12 +121,19 @@ class UsageOut(serializers.Serializer[Any]):
         return fields
 
 
+class PackPlanOut(serializers.Serializer[Any]):
+    code = serializers.CharField(help_text="the caller's plan")
+    allowed = serializers.BooleanField(help_text="false: a submit of this pack answers 403 PACK_NOT_ALLOWED")
+    max_cost_usd = serializers.CharField(allow_null=True, help_text="the plan's most per run; null if not allowed")
+
+
 class PackOut(serializers.Serializer[Any]):
     pack_type = serializers.CharField()
     description = serializers.CharField()
     input_schema = serializers.DictField()
     pricing = serializers.DictField()
     max_timebox_sec = serializers.IntegerField()
+    plan = PackPlanOut()
 
 
 PackListOut = inline_serializer("PackList", {"data": PackOut(many=True)})

@@ -297,7 +297,7 @@ def test_packs_catalog(owner: Persona) -> None:
     assert catalog.keys() == {"data"}
     assert [pack["pack_type"] for pack in catalog["data"]] == ["decision", "url", "diagnostic"]
     for pack in catalog["data"]:
-        assert pack.keys() == {"pack_type", "description", "input_schema", "pricing", "max_timebox_sec"}
+        assert pack.keys() == {"pack_type", "description", "input_schema", "pricing", "max_timebox_sec", "plan"}
         assert pack["description"]
         assert pack["input_schema"]["type"] == "object"
         assert pack["input_schema"]["$schema"].startswith("https://json-schema.org/")
@@ -310,6 +310,17 @@ def test_packs_catalog(owner: Persona) -> None:
     assert url["pricing"]["floor_usd"] == "0.0021"
     assert "url" in url["input_schema"]["properties"]
     assert set(diagnostic["input_schema"]["properties"]) == {"sleep_ms", "cost_usd", "outcome"}
+    # What the caller's plan (starter) says of each: diagnostic is not on it.
+    assert [pack["plan"] for pack in catalog["data"]] == [
+        {"code": "starter", "allowed": True, "max_cost_usd": "1.0000"},
+        {"code": "starter", "allowed": True, "max_cost_usd": "1.0000"},
+        {"code": "starter", "allowed": False, "max_cost_usd": None},
+    ]
+
+
+def test_packs_catalog_on_the_unlimited_plan(unlimited: Persona) -> None:
+    plans = [pack["plan"] for pack in unlimited.client.get("/v1/packs").json()["data"]]
+    assert plans == [{"code": "unlimited", "allowed": True, "max_cost_usd": "10000.0000"}] * 3
 
 
 def test_every_run_in_the_usage_range_is_counted_once(unlimited: Persona) -> None:
