@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from django import forms
+from django.http import QueryDict
 
 from billing.models import Account, LedgerTransaction
 from billing.money import MICROS_PER_USD, format_usd, parse_usd
@@ -67,7 +68,9 @@ class _ManualMovementForm(forms.Form):
         """After a failed validation: a refused form code is replaced, so that the page, corrected and sent again,
         can post (the errors found stay shown)."""
         if "nonce" in self.errors:
-            self.data = {**self.data, "nonce": self.new_nonce()}
+            data = self.data.copy() if isinstance(self.data, QueryDict) else dict(self.data)  # one value per name
+            data["nonce"] = self.new_nonce()
+            self.data = data
 
 
 def _amount_error(raw: str, reason_code: str) -> str:

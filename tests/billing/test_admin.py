@@ -173,10 +173,13 @@ def test_a_refused_form_code_is_named_and_renewed(finance: Client, owner: Person
     assert _manual_transactions(owner.tenant.pk) == [] or all(
         t.actor == "test" for t in _manual_transactions(owner.tenant.pk)
     )
+    assert 'value="5.0000"' in page  # the values typed, as typed
+    assert "wire 7</textarea>" in page
     renewed = re.search(r'name="nonce" value="([0-9a-f]{32})"', page)
     assert renewed is not None  # the corrected page can be sent again, and then it posts
     assert finance.post(url, {**data, "nonce": renewed.group(1)}).status_code == 302
     assert balances_get(tenant_id=owner.tenant.pk).available_micros == 15 * USD
+    assert LedgerTransaction.objects.get(tenant=owner.tenant, trace_id=renewed.group(1)).reason == "wire 7"
 
 
 @pytest.mark.parametrize(
