@@ -1,8 +1,10 @@
-"""The JSON body parser of the API: DRF's, with a bound on nesting.
+"""The JSON body parser of the API: DRF's, refusing what would break whatever reads the value next.
 
-Python's json module recurses once per level: a body of 256 KiB can nest 100,000 arrays, which raises
-RecursionError (a 500) in the parser or later in whatever walks the value. No pack needs more than a few
-levels, so a body nested deeper than MAX_DEPTH is refused as malformed before anything else sees it.
+- Nesting: Python's json module recurses once per level: a body of 256 KiB can nest 100,000 arrays, which raises
+  RecursionError (a 500) in the parser or later in whatever walks the value. No pack needs more than a few
+  levels, so a body nested deeper than MAX_DEPTH is refused as malformed before anything else sees it.
+- Unpaired surrogates: json accepts "\\ud800" and yields a str that cannot be encoded as UTF-8, so hashing the
+  payload (the idempotency hash) or storing it would fail with a 500.
 """
 
 from __future__ import annotations
@@ -14,18 +16,32 @@ from rest_framework.exceptions import ParseError
 
 MAX_DEPTH = 64
 _TOO_DEEP = f"JSON nested deeper than {MAX_DEPTH} levels is not accepted."
+_NOT_UNICODE = "JSON text with an unpaired surrogate escape (e.g. \\ud800) is not valid Unicode."
 
 
-def nesting_exceeds(value: Any, limit: int) -> bool:
-    """True if `value` has more than `limit` levels of objects and arrays (iterative: no recursion)."""
+def body_problem(value: Any, limit: int = MAX_DEPTH) -> str | None:
+    """Why a parsed body is refused, or None: more than `limit` levels of objects and arrays, or a string (or key)
+    holding an unpaired surrogate, which json accepts as an escape but no UTF-8 text can store. Iterative."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return _NOT_UNICODE
+            continue
+        if not isinstance(item, dict | list):
+            continue
         if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
+            return _TOO_DEEP
+        if isinstance(item, dict):
+            stack.extend((key, depth) for key in item)
+            stack.extend((child, depth + 1) for child in item.values())
+        else:
+            stack.extend((child, depth + 1) for child in item)
+    return None
 
 
 class JSONParser(parsers.JSONParser):
@@ -34,6 +50,7 @@ class JSONParser(parsers.JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError(_TOO_DEEP) from None
-        if isinstance(data, dict | list) and nesting_exceeds(data, MAX_DEPTH):
-            raise ParseError(_TOO_DEEP)
+        problem = body_problem(data)
+        if problem is not None:
+            raise ParseError(problem)
         return data

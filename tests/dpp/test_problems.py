@@ -82,6 +82,19 @@ def test_json_nested_too_deeply_is_malformed_not_a_500(owner: Persona, body: str
     assert "64 levels" in problem["detail"]
 
 
+@pytest.mark.parametrize("body", ['"\\ud800"', '{"a": ["x\\udc00y"]}', '{"\\ud800": 1}'], ids=["top", "value", "key"])
+def test_an_unpaired_surrogate_is_malformed_not_a_500(owner: Persona, body: str) -> None:
+    response = owner.client.post("/test/echo", data=body, content_type="application/json")
+    assert "unpaired surrogate" in assert_problem(response, 400, "MALFORMED_JSON")["detail"]
+
+
+def test_paired_surrogates_and_other_unicode_pass(owner: Persona) -> None:
+    body = '{"emoji": "\\ud83d\\ude00", "accent": "\u00e9t\u00e9"}'
+    response = owner.client.post("/test/echo", data=body, content_type="application/json")
+    assert response.status_code == 200
+    assert response.json() == {"echo": {"emoji": "\U0001f600", "accent": "\u00e9t\u00e9"}}
+
+
 def test_json_nested_64_levels_is_accepted(owner: Persona) -> None:
     body = '{"a":' * 63 + "[1]" + "}" * 63
     response = owner.client.post("/test/echo", data=body, content_type="application/json")

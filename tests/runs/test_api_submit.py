@@ -225,6 +225,13 @@ def test_money_in_a_packs_inputs_follows_the_money_rules(unlimited: Persona, cos
     assert_nothing_created(unlimited)
 
 
+def test_an_unpaired_surrogate_in_the_inputs_is_malformed_not_a_500(unlimited: Persona) -> None:
+    raw = json.dumps(body("decision")).replace('"question": "', '"question": "\\ud800', 1)
+    assert "\\ud800" in raw
+    assert_problem(submit(unlimited.client, raw=raw), 400, "MALFORMED_JSON")
+    assert_nothing_created(unlimited)
+
+
 def test_an_empty_body_is_malformed_json(unlimited: Persona) -> None:
     problem = assert_problem(submit(unlimited.client, raw=""), 400, "MALFORMED_JSON")
     assert "empty" in problem["detail"]
