@@ -65,14 +65,15 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "dpp.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",  # high: every answer below gets the header
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
+    "dpp.middleware.BodyLimitMiddleware",  # after the three above, so that a 413 carries their headers
     "dpp.middleware.SessionMiddleware",  # Django's, skipped on API paths (as the next three)
     "django.middleware.common.CommonMiddleware",
     "dpp.middleware.CsrfViewMiddleware",
     "dpp.middleware.AuthenticationMiddleware",
     "dpp.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -17,6 +17,7 @@ from django.contrib.sessions import middleware as sessions
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.http.response import HttpResponseBase
 from django.middleware import csrf
+from django.urls import Resolver404, resolve
 
 from dpp.errors import ApplicationError
 from dpp.observability import (
@@ -45,7 +46,12 @@ class _UnreadableBodyError(Exception):
 
 def _route(request: HttpRequest) -> str:
     match = getattr(request, "resolver_match", None)
-    return f"/{match.route}" if match is not None and match.route else "unmatched"
+    if match is None:  # answered before the URL was resolved (a 413), or a path no route has
+        try:
+            match = resolve(request.path_info)
+        except Resolver404:
+            return "unmatched"
+    return f"/{match.route}" if match.route else "unmatched"
 
 
 class RequestContextMiddleware:
@@ -78,12 +84,6 @@ class RequestContextMiddleware:
             request_id_var.reset(tokens[0])
 
     def _respond(self, request: HttpRequest) -> HttpResponse:
-        try:
-            too_large = self._too_large(request) or self._chunked_too_large(request)
-        except _UnreadableBodyError:
-            return problem_response(ApplicationError("MALFORMED_JSON", "The chunked request body is broken."), request)
-        if too_large:
-            return problem_response(ApplicationError("PAYLOAD_TOO_LARGE"), request)
         response = self.get_response(request)
         if (
             response.status_code >= 400
@@ -92,11 +92,46 @@ class RequestContextMiddleware:
             and not (request.path_info == _READYZ and response.status_code == 503)
         ):
             converted = problem_from_status(response.status_code, request)
-            for header in ("Allow", "Retry-After", "WWW-Authenticate"):
-                if header in response:
-                    converted[header] = response[header]
+            for header, value in response.items():  # Allow, Retry-After, the security and CORS headers…
+                if header.lower() not in ("content-type", "content-length"):
+                    converted.setdefault(header, value)
             return converted
         return response
+
+    @staticmethod
+    def _observe(request: HttpRequest, response: HttpResponse, elapsed: float) -> None:
+        route = _route(request)
+        HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(route, request.method).observe(elapsed)
+        if route not in ("/health", "/metrics"):
+            access_log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "status": response.status_code,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "route": route,
+                },
+            )
+
+
+class BodyLimitMiddleware:
+    """256 KiB at most per request body (413), also for a chunked body. It sits inside the security, clickjacking
+    and CORS middleware, so that its answers carry their headers like any other."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            too_large = self._too_large(request) or self._chunked_too_large(request)
+        except _UnreadableBodyError:
+            return problem_response(ApplicationError("MALFORMED_JSON", "The chunked request body is broken."), request)
+        if too_large:
+            return problem_response(ApplicationError("PAYLOAD_TOO_LARGE"), request)
+        return self.get_response(request)
 
     @staticmethod
     def _too_large(request: HttpRequest) -> bool:
@@ -132,24 +167,6 @@ class RequestContextMiddleware:
         meta["CONTENT_LENGTH"] = str(len(body))
         request._stream = io.BytesIO(body)
         return False
-
-    @staticmethod
-    def _observe(request: HttpRequest, response: HttpResponse, elapsed: float) -> None:
-        route = _route(request)
-        HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(route, request.method).observe(elapsed)
-        if route not in ("/health", "/metrics"):
-            access_log.info(
-                "%s %s %s",
-                request.method,
-                request.path,
-                response.status_code,
-                extra={
-                    "status": response.status_code,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "route": route,
-                },
-            )
 
 
 # The admin's middleware (sessions, users, messages, CSRF) does nothing for the API, which authenticates by key,

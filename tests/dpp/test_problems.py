@@ -182,3 +182,27 @@ def test_a_chunked_header_where_the_server_does_not_undo_chunking_changes_nothin
     response = owner.client.post("/test/echo", data={"a": 1}, format="json", HTTP_TRANSFER_ENCODING="chunked")
     assert response.status_code == 200
     assert response.json() == {"echo": {"a": 1}}
+
+
+SECURITY_HEADERS = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff"}
+
+
+def test_answers_made_by_dpps_middleware_carry_the_security_and_cors_headers(settings, owner: Persona) -> None:
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+    origin = {"HTTP_ORIGIN": "https://app.example.com"}
+    too_large = owner.client.post(
+        "/v1/runs", data="x" * (256 * 1024 + 1), content_type="application/json", **origin
+    )  # answered before any view: by the body limit
+    not_allowed = Client().post("/health", **origin)  # Django's plain 405, rewritten as a problem
+    for response, status in ((too_large, 413), (not_allowed, 405)):
+        assert response.status_code == status
+        assert response["Content-Type"] == "application/problem+json"
+        assert {name: response.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
+        assert response["Access-Control-Allow-Origin"] == "https://app.example.com"
+
+
+@pytest.mark.django_db
+def test_a_413_is_counted_under_its_route(owner: Persona) -> None:
+    owner.client.post("/v1/runs", data="x" * (256 * 1024 + 1), content_type="application/json")
+    text = Client().get("/metrics").content.decode()
+    assert 'dpp_http_requests_total{method="POST",route="/v1/runs",status="413"}' in text
