@@ -21,6 +21,7 @@ MIN_FEE_CEILING_MICROS = 100_000
 # At most 12 whole digits: 999,999,999,999.9999 USD in micros still fits a 64-bit integer column.
 _MONEY_RE = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,4}))?")
 _OVER_SCALE_RE = re.compile(r"[0-9]+\.[0-9]{5,}")
+_TOO_MANY_DIGITS_RE = re.compile(r"[0-9]{13,}(?:\.[0-9]{1,4})?")
 
 
 def ceil100(micros: int) -> int:
@@ -43,6 +44,12 @@ def parse_usd(value: Any, *, field: str = "amount") -> int:
                 "INVALID_MONEY_SCALE",
                 f"{field} has more than 4 decimals.",
                 errors=[{"field": field, "message": "at most 4 decimals"}],
+            )
+        if _TOO_MANY_DIGITS_RE.fullmatch(value):  # the right shape, but no amount this platform handles
+            raise ApplicationError(
+                "INVALID_MONEY",
+                f"{field} has more than 12 digits before the decimal point.",
+                errors=[{"field": field, "message": "at most 12 digits before the decimal point"}],
             )
         raise ApplicationError(
             "INVALID_MONEY",

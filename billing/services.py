@@ -245,7 +245,7 @@ def ledger_settle(
 
 def _require_actor_and_reason(actor: str, reason: str) -> None:
     if not actor.strip() or not reason.strip():
-        raise ApplicationError("VALIDATION_ERROR", "A manual money movement needs an actor and a reason.")
+        raise ApplicationError("VALIDATION_ERROR", "A manual change (money or plan) needs an actor and a reason.")
 
 
 @transaction.atomic(durable=True)

@@ -144,6 +144,12 @@ def test_arbitrary_text_is_parsed_or_refused_as_the_spec_says(text: str) -> None
         _refused(text, "INVALID_MONEY")
 
 
+@pytest.mark.parametrize("text", ["99999999999999999999", "0000000000000000000000000.0500", "1234567890123.5"])
+def test_too_many_digits_says_so(text: str) -> None:
+    error = _refused(text, "INVALID_MONEY")
+    assert error.detail == "amount has more than 12 digits before the decimal point."
+
+
 def test_field_name_is_reported() -> None:
     error = _refused("abc", "INVALID_MONEY", parse=lambda v: parse_usd(v, field="reservation.max_cost_usd"))
     assert error.errors == [{"field": "reservation.max_cost_usd", "message": "not a money amount"}]

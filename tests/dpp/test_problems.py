@@ -1,6 +1,7 @@
 """Every error path answers RFC 9457 application/problem+json with all the members of SPEC §4.1."""
 
 import json
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -189,7 +190,7 @@ SECURITY_HEADERS = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosnif
 
 def test_answers_made_by_dpps_middleware_carry_the_security_and_cors_headers(settings, owner: Persona) -> None:
     settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
-    origin = {"HTTP_ORIGIN": "https://app.example.com"}
+    origin: dict[str, Any] = {"HTTP_ORIGIN": "https://app.example.com"}
     too_large = owner.client.post(
         "/v1/runs", data="x" * (256 * 1024 + 1), content_type="application/json", **origin
     )  # answered before any view: by the body limit
