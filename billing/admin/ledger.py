@@ -6,8 +6,9 @@ too: append-only triggers). A mistake is corrected by a new ADJUSTMENT, from the
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -193,8 +194,8 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
         params = request.GET
         if "date_from" in params or "date_to" in params:
             form = TransactionExportForm(params)
-        else:  # from the list's "Export CSV": its tenant and kind filters, the dates still to choose
-            form = TransactionExportForm(initial={"tenant": params.get("tenant"), "kind": params.get("kind__exact")})
+        else:  # from the list's "Export CSV": its filters as the form's starting values
+            form = TransactionExportForm(initial=_export_initial(params))
         if not form.is_bound or not form.is_valid():
             return form_page(
                 request,
@@ -213,6 +214,25 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
             queryset = queryset.filter(kind=form.cleaned_data["kind"])
         filename = f"dpp-transactions-{start.date().isoformat()}-{form.cleaned_data['date_to'].isoformat()}.csv"
         return stream_csv(filename=filename, header=EXPORT_HEADER, rows=_export_rows(queryset))
+
+
+def _export_initial(params: Mapping[str, str]) -> dict[str, Any]:
+    """The changelist's tenant, kind and created-date filters (`created_at__gte`/`__lt`, as the date filter
+    writes them) as the export form's values: the end day is inclusive there."""
+
+    def day(raw: str | None) -> dt.date | None:
+        try:
+            return dt.date.fromisoformat(raw[:10]) if raw else None
+        except ValueError:
+            return None
+
+    until = day(params.get("created_at__lt"))
+    return {
+        "tenant": params.get("tenant"),
+        "kind": params.get("kind__exact"),
+        "date_from": day(params.get("created_at__gte")),
+        "date_to": until - dt.timedelta(days=1) if until and until > dt.date.min else None,
+    }
 
 
 def _export_rows(queryset: QuerySet[LedgerTransaction]) -> Iterator[list[str]]:

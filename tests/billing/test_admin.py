@@ -476,6 +476,18 @@ def test_export_from_a_filtered_list_keeps_its_tenant_and_kind(finance: Client, 
     assert "This field is required" not in form  # the dates are asked for, not reported missing
 
 
+def test_export_from_a_list_filtered_by_date_keeps_the_days(finance: Client) -> None:
+    listed = finance.get(
+        reverse("admin:billing_ledgertransaction_changelist"),
+        {"created_at__gte": "2026-11-01 00:00:00+00:00", "created_at__lt": "2026-11-08 00:00:00+00:00"},
+    ).content.decode()
+    link = re.search(r'href="([^"]*/export/[^"]*)">Export CSV', listed)
+    assert link is not None
+    form = finance.get(link.group(1).replace("&amp;", "&")).content.decode()
+    assert 'name="date_from" value="2026-11-01"' in form
+    assert 'name="date_to" value="2026-11-07"' in form  # the last day, inclusive
+
+
 def test_export_without_a_range_shows_the_form(finance: Client) -> None:
     url = reverse("admin:billing_ledgertransaction_export")
     form = finance.get(url)
