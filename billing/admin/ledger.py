@@ -136,7 +136,7 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
         "run",
         "actor",
         "reason",
-        "trace_id",
+        "trace",
         "created_at",
         "available_delta",
         "held_delta",
@@ -146,6 +146,13 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     inlines = (LedgerEntryInline,)
     ordering = ("-id",)
     change_list_template = "billing/admin/ledgertransaction_change_list.html"
+
+    @admin.display(description="trace id")
+    def trace(self, obj: LedgerTransaction) -> str:
+        """A run's trace id; on a movement posted from an admin form, that form's one-time code."""
+        if obj.kind in LedgerTransaction.RUN_KINDS:
+            return obj.trace_id or "-"
+        return f"admin form code {obj.trace_id}" if obj.trace_id else "- (posted from the command line)"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[LedgerTransaction]:
         return with_deltas(super().get_queryset(request))

@@ -160,6 +160,8 @@ def test_finance_tops_up_a_tenant(finance: Client, owner: Persona) -> None:
         Account.platform_account_id(Account.Kind.FUNDING): -25_500_000,
         Account.tenant_account_id(owner.tenant.pk, Account.Kind.AVAILABLE): 25_500_000,
     }
+    page = finance.get(reverse("admin:billing_ledgertransaction_change", args=[txn.pk])).content.decode()
+    assert f"admin form code {nonce}" in page  # not passed off as a trace id
 
 
 @pytest.mark.parametrize("nonce", [None, "abc"], ids=["missing", "altered"])
