@@ -4,6 +4,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from dpp.management.base import DppCommand
+from reaper.models import AuditFlag
 from reaper.services import reconcile_once
 from runs.models import Run
 
@@ -29,8 +30,11 @@ class Command(DppCommand):
                 self.fail(f"--run {run_id}: there is no such run")
         report = reconcile_once(dry_run=options["dry_run"], run_id=run_id)
         payload = report.as_dict()
+        # `audit_flags` counts the flags this pass raised; a finding already flagged stays open, not raised again.
+        payload["audit_flags_open"] = AuditFlag.objects.filter(resolved_at__isnull=True).count()
         lines = [
-            f"reconcile ({'dry run' if report.dry_run else 'live'}): " + ", ".join(f"{k}={payload[k]}" for k in COUNTS)
+            f"reconcile ({'dry run' if report.dry_run else 'live'}): "
+            + ", ".join(f"{k}={payload[k]}" for k in (*COUNTS, "audit_flags_open"))
         ]
         lines += [_describe(action) for action in report.actions]
         self.emit(payload, "\n".join(lines))
