@@ -29,6 +29,7 @@ from dpp.observability import (
     trace_id_from_headers,
     trace_id_var,
 )
+from dpp.parsers import declared_length
 from dpp.problems import HTML_PATHS, PROBLEM_CONTENT_TYPE, problem_from_status, problem_response
 from dpp.ratelimit import anonymous_limited
 
@@ -135,11 +136,8 @@ class BodyLimitMiddleware:
 
     @staticmethod
     def _too_large(request: HttpRequest) -> bool:
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return False
-        return length > settings.DPP_MAX_BODY_BYTES
+        length = declared_length(request.META)
+        return length is not None and length > settings.DPP_MAX_BODY_BYTES
 
     @staticmethod
     def _chunked_too_large(request: HttpRequest) -> bool:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rest_framework import parsers
@@ -42,6 +43,14 @@ def body_problem(value: Any, limit: int = MAX_DEPTH) -> str | None:
         else:
             stack.extend((child, depth + 1) for child in item)
     return None
+
+
+def declared_length(meta: Mapping[str, Any]) -> int | None:
+    """The request's Content-Length as an int (0 when absent), or None when it is not a number."""
+    try:
+        return int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
 
 
 class JSONParser(parsers.JSONParser):

@@ -13,12 +13,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing.apis import TenantApiView
+from billing.models import Plan
 from billing.money import format_usd
 from billing.selectors import balances_get
 from dpp.errors import ApplicationError
 from dpp.observability import adopt_run, current_trace_id
 from dpp.openapi import problems
 from dpp.pagination import decode_cursor, encode_cursor, parse_limit
+from dpp.parsers import declared_length
 from packs.registry import all_packs
 from runs import presenters, results, selectors, services
 from runs.models import Run, RunStatus
@@ -37,10 +39,8 @@ def _run_id(raw: str) -> uuid.UUID:
 
 
 def _no_body(request: Request) -> bool:
-    try:
-        return int(request.META.get("CONTENT_LENGTH") or 0) <= 0
-    except ValueError:
-        return False  # the parser answers for a body it cannot read
+    length = declared_length(request.META)
+    return length is not None and length <= 0  # not a number: the parser answers for a body it cannot read
 
 
 def _with_headers(response: Response, headers: dict[str, str]) -> Response:
@@ -306,6 +306,13 @@ def _date_param(request: Request, name: str) -> date:
         raise _bad_param(name, "must be a calendar day as YYYY-MM-DD, e.g. 2026-11-25") from None
 
 
+def _plan_of(plan: Plan, pack_type: str) -> dict[str, Any]:
+    """What the caller's plan says of a pack: one it does not allow answers 403 PACK_NOT_ALLOWED."""
+    allowed = plan.allows(pack_type)
+    cap = format_usd(plan.max_cost_micros(pack_type)) if allowed else None
+    return {"code": plan.code, "allowed": allowed, "max_cost_usd": cap}
+
+
 class PacksApi(TenantApiView):
     @extend_schema(operation_id="packs_list", responses={200: PackListOut, **problems(403)}, tags=["packs"])
     def get(self, request: Request) -> Response:
@@ -318,13 +325,7 @@ class PacksApi(TenantApiView):
                 "pricing": pack.pricing(),
                 "max_timebox_sec": pack.max_timebox_sec,
                 # What the caller's plan says of it: a pack it does not allow answers 403 PACK_NOT_ALLOWED.
-                "plan": {
-                    "code": plan.code,
-                    "allowed": plan.allows(pack.pack_type),
-                    "max_cost_usd": (
-                        format_usd(plan.max_cost_micros(pack.pack_type)) if plan.allows(pack.pack_type) else None
-                    ),
-                },
+                "plan": _plan_of(plan, pack.pack_type),
             }
             for pack in all_packs()
         ]
