@@ -80,3 +80,43 @@ def _plain(value: Any) -> Any:
     if isinstance(value, int) and type(value) not in (int, bool):
         return int(value)
     return value
+
+
+class RowReader:
+    """Model instances from rows of hand-written SQL, for the hot reads: what `Model.objects.raw()` does, with the
+    work it repeats on every query (resolving columns from the cursor's description, finding each field's
+    converters) done once. A row holds `fields` in the model's field order (`columns()` writes that list), then
+    any extra columns, which become attributes named in `extras`. Fields not read load on access, as deferred."""
+
+    def __init__(self, model: type[Model], fields: tuple[str, ...], extras: tuple[str, ...] = ()) -> None:
+        wanted = set(fields)
+        self.model = model
+        self.fields = tuple(f for f in model._meta.concrete_fields if f.name in wanted)
+        if len(self.fields) != len(wanted):
+            raise ValueError(f"{model.__name__}: unknown fields {sorted(wanted - {f.name for f in self.fields})}")
+        self.attnames = frozenset(f.attname for f in self.fields)
+        self.extras = extras
+
+    def columns(self, alias: str) -> str:
+        """The SELECT list of the fields, each column qualified by the table's `alias`."""
+        return ", ".join(f"{alias}.{connection.ops.quote_name(str(f.column))}" for f in self.fields)
+
+    def instance(self, row: tuple[Any, ...] | None) -> Model | None:
+        if row is None:
+            return None
+        db = connections[DEFAULT_DB_ALIAS]
+        compiler, converters = self._converters(db.vendor)
+        values = next(compiler.apply_converters([row], converters)) if converters else row
+        count = len(self.fields)
+        instance = self.model.from_db(db.alias, self.attnames, values[:count])
+        for name, value in zip(self.extras, values[count:], strict=True):
+            setattr(instance, name, value)
+        return instance
+
+    @functools.cache  # noqa: B019 - one per reader and vendor; readers are module constants
+    def _converters(self, vendor: str) -> tuple[Any, dict[int, Any]]:
+        from django.db.models.sql import Query
+
+        db = connections[DEFAULT_DB_ALIAS]
+        compiler = db.ops.compiler("SQLCompiler")(Query(self.model), db, db.alias)
+        return compiler, compiler.get_converters([f.get_col(self.model._meta.db_table) for f in self.fields])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection
 from django.db.models import Count, Q, QuerySet, Subquery, Sum
@@ -13,6 +13,7 @@ from django.db.models.functions import Coalesce, TruncDate
 
 from billing.models import Account
 from dpp.dates import utc_days
+from dpp.db import RowReader, hot_cursor
 from dpp.models import Tenant
 from runs.models import Run, RunStatus
 
@@ -23,11 +24,12 @@ def _with_available(qs: QuerySet[Run], tenant: Tenant) -> QuerySet[Run]:
     return qs.annotate(available_micros=Subquery(available.order_by().values("balance_micros")[:1]))
 
 
-_SHOWN_COLUMNS = ", ".join(
-    f"r.{column}"
-    for column in [
+# The columns a run's answer shows (not its inputs, up to 256 KiB of JSON); the others load on access.
+_SHOWN = RowReader(
+    Run,
+    (
         "id",
-        "tenant_id",
+        "tenant",
         "pack_type",
         "profile_version",
         "status",
@@ -46,24 +48,23 @@ _SHOWN_COLUMNS = ", ".join(
         "updated_at",
         "completed_at",
         "cancel_requested_at",
-    ]
+    ),
+    extras=("available_micros",),
+)
+_RUN_GET_SQL = (
+    f"SELECT {_SHOWN.columns('r')},"  # noqa: S608 - a constant list of column names
+    " (SELECT a.balance_micros FROM billing_account a WHERE a.id = %s)"
+    " FROM runs_run r WHERE r.tenant_id = %s AND r.id = %s"
 )
 
 
 def run_get(*, tenant: Tenant, run_id: uuid.UUID) -> Run | None:
     """The tenant's run with `available_micros`, or None — also when it is someone else's (indistinguishable)."""
-    # Every poll runs this: a raw query (fields still converted by Django) spares the ORM's compiling.
-    # Only the columns a run's answer shows (not its inputs, up to 256 KiB of JSON); others load on access.
+    # Every poll runs this: a prepared statement read into a Run without the ORM's compiling.
     available_id = Account.tenant_account_id(tenant.pk, Account.Kind.AVAILABLE)
-    found = list(
-        Run.objects.raw(
-            f"SELECT {_SHOWN_COLUMNS},"  # noqa: S608 - a constant list of column names
-            " (SELECT a.balance_micros FROM billing_account a WHERE a.id = %s) AS available_micros"
-            " FROM runs_run r WHERE r.tenant_id = %s AND r.id = %s",
-            [available_id, tenant.pk, Run._meta.pk.get_db_prep_value(run_id, connection)],
-        )
-    )
-    return found[0] if found else None
+    with hot_cursor() as cursor:
+        cursor.execute(_RUN_GET_SQL, [available_id, tenant.pk, Run._meta.pk.get_db_prep_value(run_id, connection)])
+        return cast(Run | None, _SHOWN.instance(cursor.fetchone()))
 
 
 @dataclass(frozen=True)

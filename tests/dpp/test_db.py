@@ -12,7 +12,7 @@ from psycopg.types.numeric import Int2, Int4
 from billing.models import Account, LedgerTransaction
 from billing.selectors import balances_get
 from billing.services import ledger_reserve, ledger_settle, ledger_topup
-from dpp.db import _plain, hot_cursor, insert_new
+from dpp.db import RowReader, _plain, hot_cursor, insert_new
 from runs.models import Run
 from tests.conftest import Persona
 from tests.factories import queued_run_row
@@ -105,3 +105,34 @@ def test_plain_turns_field_typed_integers_into_plain_ints() -> None:
     flag = True
     assert _plain(flag) is True
     assert _plain("7") == "7"
+
+
+def test_row_reader_builds_the_run_the_orm_reads_with_the_rest_deferred(owner: Persona) -> None:
+    run = queued_run_row(tenant_id=owner.tenant.pk, reserved_micros=2_500_000_000)
+    run.id = uuid.uuid4()
+    with transaction.atomic():
+        insert_new(run)
+    reader = RowReader(Run, ("created_at", "id", "reserved_micros", "tenant", "lease_token"), extras=("probe",))
+    sql = f"SELECT {reader.columns('r')}, 41 + 1 FROM runs_run r WHERE r.id = %s"  # noqa: S608
+    for _ in range(PREPARED_AFTER + 2):  # read through the prepared statement too
+        with hot_cursor() as cursor:
+            cursor.execute(sql, [run.pk])
+            read = reader.instance(cursor.fetchone())
+        assert isinstance(read, Run)
+        assert (read.pk, read.tenant_id, read.reserved_micros, read.created_at) == (
+            run.pk,
+            owner.tenant.pk,
+            2_500_000_000,
+            Run.objects.get(pk=run.pk).created_at,
+        )
+        assert read.lease_token is None
+        assert read.probe == 42  # type: ignore[attr-defined]
+        assert read.get_deferred_fields() >= {"inputs", "status"}
+        assert read.inputs == run.inputs  # loads on access
+        assert not read._state.adding
+
+
+def test_row_reader_reads_no_row_as_none_and_refuses_an_unknown_field() -> None:
+    assert RowReader(Run, ("id",)).instance(None) is None
+    with pytest.raises(ValueError, match="no_such_field"):
+        RowReader(Run, ("id", "no_such_field"))
