@@ -102,6 +102,15 @@ REASON_BY_STATUS: dict[int, str] = {
 }
 
 
+class DependencyUnavailableError(Exception):
+    """A dependency (the result storage, …) cannot answer now, which says nothing about the data it holds: the
+    caller must not read it as "absent". The API answers 503 UNAVAILABLE with Retry-After."""
+
+    def __init__(self, dependency: str) -> None:
+        super().__init__(f"the {dependency} is unavailable")
+        self.dependency = dependency
+
+
 class ApplicationError(Exception):
     """An error an API client can act on. `extra` adds members to the problem (e.g. `available_usd`)."""
 

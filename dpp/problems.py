@@ -17,7 +17,7 @@ from django.utils.html import escape
 from django.views import defaults
 from rest_framework import exceptions as drf
 
-from dpp.errors import PROBLEMS, REASON_BY_STATUS, ApplicationError, ProblemType
+from dpp.errors import PROBLEMS, REASON_BY_STATUS, ApplicationError, DependencyUnavailableError, ProblemType
 from dpp.observability import current_trace_id
 
 logger = logging.getLogger("dpp.errors")
@@ -67,10 +67,14 @@ def _field_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
     return [{"field": prefix, "message": str(detail)}]
 
 
-def _database_unavailable(exc: Exception) -> ApplicationError:
-    # The database is unreachable or restarting: the client may retry; the log has the cause.
-    logger.error("database unavailable: %s", type(exc).__name__, exc_info=exc)
-    return ApplicationError("UNAVAILABLE", headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+def _unavailable(dependency: str, exc: Exception) -> ApplicationError:
+    # The database or the result storage is unreachable or restarting: the client may retry; the log has the cause.
+    logger.error("%s unavailable: %s", dependency, type(exc).__name__, exc_info=exc)
+    return ApplicationError(
+        "UNAVAILABLE",
+        f"The {dependency} is unreachable; retry after Retry-After seconds.",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+    )
 
 
 # Known exceptions → the problem a client can act on; first match wins (subclasses before their bases).
@@ -86,7 +90,8 @@ _MAPPING: list[tuple[tuple[type[Exception], ...], Callable[[Any], ApplicationErr
         lambda exc: ApplicationError("RATE_LIMITED", headers={"Retry-After": str(int(exc.wait or 1))}),
     ),
     ((drf.PermissionDenied,), lambda exc: ApplicationError("FORBIDDEN")),
-    ((OperationalError, InterfaceError), _database_unavailable),
+    ((OperationalError, InterfaceError), lambda exc: _unavailable("database", exc)),
+    ((DependencyUnavailableError,), lambda exc: _unavailable(exc.dependency, exc)),
     ((drf.APIException,), lambda exc: ApplicationError(REASON_BY_STATUS.get(exc.status_code, "BAD_REQUEST"))),
 ]
 

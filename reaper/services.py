@@ -21,6 +21,7 @@ from django.utils import timezone
 from prometheus_client import Counter
 
 from billing.models import Account, LedgerTransaction
+from dpp.errors import DependencyUnavailableError
 from dpp.observability import log_context
 from reaper.models import AuditFlag
 from runs import results, services
@@ -42,6 +43,8 @@ class ReconcileReport:
     redriven: int = 0
     expired_queued: int = 0
     audit_flags: int = 0
+    # Stale claims left CLAIMED because the result storage could not be read: neither rolled forward nor back.
+    storage_unavailable: int = 0
     actions: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -81,9 +84,24 @@ def _expire_leases(report: ReconcileReport, run_id: uuid.UUID | None) -> None:
 def _finish_stale_claims(report: ReconcileReport, run_id: uuid.UUID | None) -> None:
     cutoff = timezone.now() - timedelta(seconds=settings.DPP_FINALIZE_STALE_S)
     stale = Run.objects.filter(finalize_stage=FinalizeStage.CLAIMED, claimed_at__lt=cutoff).order_by("claimed_at")
-    for run in _scope(stale, run_id):
+    claims = list(_scope(stale, run_id))
+    for position, run in enumerate(claims):
         assert run.finalize_token is not None  # noqa: S101 - CLAIMED implies a token
-        envelope = results.envelope_validate(run=run, key=results.envelope_key(run, run.finalize_token))
+        try:
+            envelope = results.envelope_validate(run=run, key=results.envelope_key(run, run.finalize_token))
+        except DependencyUnavailableError:
+            # Unreadable is not absent: rolling back would charge the minimum fee for a run whose valid result
+            # may be in storage, and a run gets one SETTLE. Leave this claim and the rest for a later pass.
+            waiting = claims[position:]
+            report.storage_unavailable += len(waiting)
+            REAPER_ACTIONS.labels("claim_deferred").inc(len(waiting))
+            for left in waiting:
+                report.note("finish_claim", left, "deferred: the result storage is unavailable")
+            with log_context(trace_id=run.trace_id, tenant_id=run.tenant_id, run_id=str(run.pk)):
+                logger.error(  # noqa: TRY400 - envelope_read logged the cause with its stack
+                    "reaper: result storage unavailable; %d stale claim(s) left CLAIMED for the next pass", len(waiting)
+                )
+            return
         if envelope is not None:
             if _act(
                 report, "roll_forward", run, lambda run=run, env=envelope: services.run_commit(run=run, stored=env)

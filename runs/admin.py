@@ -33,6 +33,7 @@ from dpp.admin_tools import (
     parse_uuid,
     stream_csv,
 )
+from dpp.errors import DependencyUnavailableError
 from packs.registry import all_packs
 from runs import results
 from runs.models import Run
@@ -166,7 +167,11 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
             self.message_user(request, f"There is no run {unquote(object_id)!r}.", messages.WARNING)
             return HttpResponseRedirect(reverse("admin:runs_run_changelist", current_app=self.admin_site.name))
         change_url = reverse("admin:runs_run_change", args=[run.pk], current_app=self.admin_site.name)
-        response = results.result_response(run) if run.result_key else None
+        try:
+            response = results.result_response(run) if run.result_key else None
+        except DependencyUnavailableError:
+            self.message_user(request, "The result storage cannot be read now; try again later.", messages.ERROR)
+            return HttpResponseRedirect(change_url)
         if response is None:
             self.message_user(request, "This run has no result in storage.", messages.WARNING)
             return HttpResponseRedirect(change_url)

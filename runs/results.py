@@ -20,6 +20,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.http import HttpResponse
 
+from dpp.errors import DependencyUnavailableError
 from runs.models import Run
 
 logger = logging.getLogger("dpp.runs.results")
@@ -68,21 +69,30 @@ def envelope_store(*, key: str, content: bytes, cost_micros: int) -> Envelope:
     return Envelope(key=key, sha256=hashlib.sha256(content).hexdigest(), size=len(content), cost_micros=cost_micros)
 
 
+STORAGE = "result storage"
+
+
 def envelope_read(key: str) -> bytes | None:
+    """The object's bytes; None only when the storage says there is no such object (a missing file; S3's 404,
+    which django-storages raises as FileNotFoundError). Any other failure — a directory that cannot be read, a
+    transport error, S3 refusing or failing — says nothing about the envelope: DependencyUnavailableError, so that
+    neither the reaper rolls back a run whose valid result it merely could not read, nor the API calls a result
+    that is still there "expired"."""
     storage = results_storage()
     try:
         with storage.open(key, "rb") as handle:
             content: bytes = handle.read()
-    except (FileNotFoundError, OSError):
+    except FileNotFoundError:
         return None
-    except Exception:  # S3's "no such key" and transport errors alike: the reaper treats it as absent
-        logger.warning("could not read envelope %s", key, exc_info=True)
-        return None
+    except Exception as exc:
+        logger.exception("could not read envelope %s: %s", key, type(exc).__name__)
+        raise DependencyUnavailableError(STORAGE) from exc
     return content
 
 
 def envelope_validate(*, run: Run, key: str) -> Envelope | None:
-    """The stored envelope of a claimed run, if present and valid for this run and finalize token."""
+    """The stored envelope of a claimed run, if present and valid for this run and finalize token; None if it is
+    absent or invalid. Raises DependencyUnavailableError when the storage cannot tell (see envelope_read)."""
     content = envelope_read(key)
     if content is None:
         return None
@@ -123,7 +133,8 @@ def signed_url(key: str) -> str:
 
 def result_response(run: Run) -> HttpResponse | None:
     """The run's stored envelope as an answer: a redirect to a signed URL (S3), or the bytes themselves (local
-    storage), with the sha256 as ETag. None when the object is no longer in storage."""
+    storage), with the sha256 as ETag. None when the object is no longer in storage; DependencyUnavailableError when
+    the storage cannot be read."""
     assert run.result_key  # noqa: S101 - callers answer for runs without a result
     if not is_local_storage():
         response = HttpResponse(status=302)

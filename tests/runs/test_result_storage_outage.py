@@ -1,0 +1,115 @@
+"""A result storage that cannot be read is an outage, not a missing result (SPEC §3.3, §4).
+
+Rolling a stale claim back charges the minimum fee and discards the result, once and for all (one SETTLE per
+run): the reaper may do it only when the storage says there is no valid envelope, never because it could not
+ask. The API answers 503 UNAVAILABLE with Retry-After (410 RESULT_EXPIRED is for results past retention), and
+the admin says so instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.test import override_settings
+from django.urls import reverse
+from django.utils import timezone
+
+from dpp.errors import DependencyUnavailableError
+from reaper.services import reconcile_once
+from runs import results, services
+from runs.models import Run
+from tests.admin_support import ensure_staff_groups, staff_client
+from tests.conftest import Persona, make_persona
+from tests.runs.conftest import accepted, assert_problem, body, execute, run_row
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@contextlib.contextmanager
+def unreadable_storage(tmp_path: Path) -> Iterator[None]:
+    """The results storage under a path whose parent is a regular file: every read fails with an OSError that
+    is not "no such file" (as a lost mount, a permission change or an outage would)."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    configured = cast(dict[str, Any], settings.STORAGES["results"])
+    broken = {**configured, "OPTIONS": {**configured["OPTIONS"], "location": str(blocker / "results")}}
+    with override_settings(STORAGES={**settings.STORAGES, "results": broken}):
+        yield
+
+
+def _stale_claim_with_a_valid_envelope(tenant: Persona, *, cost_micros: int) -> Run:
+    run = Run.objects.get(pk=accepted(tenant.client, body(max_cost_usd="0.5000"))["run_id"])
+    lease = services.run_lease(run_id=run.pk)
+    assert lease is not None
+    claimed = services.run_claim(run_id=run.pk, lease_token=lease.token)
+    assert claimed is not None
+    assert claimed.finalize_token is not None
+    content = results.envelope_bytes(
+        run=claimed, finalize_token=claimed.finalize_token, data={}, cost_micros=cost_micros, finished_at=timezone.now()
+    )
+    results.envelope_store(
+        key=results.envelope_key(claimed, claimed.finalize_token), content=content, cost_micros=cost_micros
+    )
+    Run.objects.filter(pk=run.pk).update(claimed_at=timezone.now() - timedelta(seconds=3600))
+    return claimed
+
+
+def test_an_unreadable_envelope_is_unavailable(tmp_path: Path) -> None:
+    with unreadable_storage(tmp_path), pytest.raises(DependencyUnavailableError):
+        results.envelope_read("results/t/r/f.json")
+
+
+def test_a_missing_envelope_reads_as_absent() -> None:
+    assert results.envelope_read("results/nobody/nothing/none.json") is None
+
+
+def test_the_reaper_leaves_a_claim_it_cannot_check_and_finishes_it_once_storage_is_back(
+    tmp_path: Path,
+) -> None:
+    tenant = make_persona(plan="unlimited")
+    claimed = _stale_claim_with_a_valid_envelope(tenant, cost_micros=222_200)
+    with unreadable_storage(tmp_path):
+        for dry_run in (True, False):
+            report = reconcile_once(dry_run=dry_run)
+            assert (report.rolled_forward, report.rolled_back, report.storage_unavailable) == (0, 0, 1)
+            assert report.actions[-1]["outcome"] == "deferred: the result storage is unavailable"
+        out = io.StringIO()
+        call_command("reconcile", "--json", stdout=out)
+        assert json.loads(out.getvalue())["storage_unavailable"] == 1
+    run = run_row(claimed.pk)
+    assert (run.status, run.finalize_stage, run.money_state) == ("PROCESSING", "CLAIMED", "RESERVED")
+    # Storage back: the envelope is there and valid, so the run rolls forward at its cost.
+    report = reconcile_once()
+    assert (report.rolled_forward, report.rolled_back, report.storage_unavailable) == (1, 0, 0)
+    run = run_row(claimed.pk)
+    assert (run.status, run.charged_micros) == ("COMPLETED", 222_200)
+
+
+def _completed(tenant: Persona) -> str:
+    run_id: str = accepted(tenant.client, body("decision", max_cost_usd="0.0100"))["run_id"]
+    assert execute(run_id) == "completed"
+    return run_id
+
+
+def test_the_result_endpoint_answers_503_while_storage_is_unreadable(tmp_path: Path) -> None:
+    tenant = make_persona(plan="unlimited")
+    run_id = _completed(tenant)
+    with unreadable_storage(tmp_path):
+        response = tenant.client.get(f"/v1/runs/{run_id}/result")
+        problem: dict[str, Any] = assert_problem(response, 503, "UNAVAILABLE")
+        assert response["Retry-After"] == "5"
+        assert "result storage" in problem["detail"]
+        ensure_staff_groups()
+        admin = staff_client("finance-outage", groups=["finance"])
+        page = admin.get(reverse("admin:runs_run_result", args=[run_id]), follow=True)
+        assert "The result storage cannot be read now" in page.content.decode()
+    assert tenant.client.get(f"/v1/runs/{run_id}/result").status_code == 200
