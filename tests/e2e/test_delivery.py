@@ -44,7 +44,10 @@ def test_same_task_delivered_twice_executes_once() -> None:
         assert (body["status"], body["cost"]["used_usd"]) == ("COMPLETED", "0.0200")
         assert len(_log_lines(log, run_id, "leased")) == 1, log
         assert len(_log_lines(log, run_id, ": completed")) == 1, log
-        assert len(_log_lines(log, run_id, "not QUEUED")) == 1, log
+        (duplicate,) = _log_lines(log, run_id, "not QUEUED")
+        run = Run.objects.get(pk=run_id)
+        # Like every worker line about a run, the duplicate's carries the run's ids (from the message header).
+        assert (json.loads(duplicate)["trace_id"], json.loads(duplicate)["run_id"]) == (run.trace_id, run_id)
         assert settles_of(run_id) == 1
         assert LedgerTransaction.objects.filter(run_id=run_id, kind=LedgerTransaction.Kind.RESERVE).count() == 1
         assert Run.objects.get(pk=run_id).version == 3  # leased, claimed, committed: nothing else moved it
