@@ -46,10 +46,7 @@ class _ManualMovementForm(forms.Form):
             micros = parse_usd(raw, field="amount")
         except ApplicationError as exc:
             raise forms.ValidationError(_amount_error(raw, exc.reason_code)) from None
-        if micros <= 0:
-            raise forms.ValidationError("The amount must be more than 0.")
-        if micros > MAX_MANUAL_MICROS:
-            raise forms.ValidationError(f"At most {format_usd(MAX_MANUAL_MICROS)} USD at a time.")
+        validate_manual_amount(micros)
         return micros
 
     def clean_reason(self) -> str:
@@ -71,6 +68,14 @@ class _ManualMovementForm(forms.Form):
             data = self.data.copy() if isinstance(self.data, QueryDict) else dict(self.data)  # one value per name
             data["nonce"] = self.new_nonce()
             self.data = data
+
+
+def validate_manual_amount(micros: int) -> None:
+    """A movement typed by a person (these forms, the `topup` command): more than 0, at most MAX_MANUAL_MICROS."""
+    if micros <= 0:
+        raise forms.ValidationError("The amount must be more than 0.")
+    if micros > MAX_MANUAL_MICROS:
+        raise forms.ValidationError(f"At most {format_usd(MAX_MANUAL_MICROS)} USD at a time.")
 
 
 def _amount_error(raw: str, reason_code: str) -> str:

@@ -1,20 +1,50 @@
-"""A base for ops commands: `--json` prints one JSON object on stdout; errors exit non-zero."""
+"""A base for ops commands: `--json` prints one JSON object on stdout; every error is one line and exit status 1.
+
+An error is one line on stderr and, with `--json`, `{"error": "<message>"}` on stdout (docs/operations.md §6):
+a refusal of the command itself, a usage error (argparse's exit status 2 and usage text would break a script
+that parses stdout), and a database error reaching the top (an unreachable server, an overflow) alike.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any, NoReturn
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import DatabaseError, InterfaceError, OperationalError
 
 from dpp.errors import ApplicationError
 
+# SQLSTATE classes of a server that cannot be reached or is going away: 08 connection exception,
+# 57P admin shutdown / cannot connect now. A failure to connect has no SQLSTATE at all.
+_UNREACHABLE_SQLSTATES = ("08", "57P")
+
 
 class DppCommand(BaseCommand):
+    as_json = False
+
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        self.as_json = "--json" in argv[2:]
+        # Parse once before Django does: its parser, called from the command line, prints the usage and exits 2.
+        # Told it is not, it raises CommandError("Error: <argparse's message>"); --help still prints and exits 0.
+        parser = self.create_parser(argv[0], argv[1])
+        parser.called_from_command_line = False
+        try:
+            parser.parse_args(argv[2:])
+        except CommandError as exc:
+            message = str(exc).removeprefix("Error: ")
+            if self.as_json:
+                self.stdout.write(json.dumps({"error": message}))
+            self.stderr.write(f"CommandError: {message} (see {parser.prog} --help)")
+            sys.exit(1)
+        super().run_from_argv(argv)
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.as_json = bool(options["json"])
@@ -24,6 +54,8 @@ class DppCommand(BaseCommand):
             self.fail("; ".join(exc.messages))
         except ApplicationError as exc:
             self.fail(exc.detail)
+        except DatabaseError as exc:
+            self.fail(database_error_line(exc))
 
     def run(self, **options: Any) -> None:
         raise NotImplementedError
@@ -36,3 +68,27 @@ class DppCommand(BaseCommand):
         if self.as_json:
             self.stdout.write(json.dumps({"error": message}))
         raise CommandError(message, returncode=code)
+
+
+def database_error_line(exc: DatabaseError) -> str:
+    """What went wrong, in one line: the driver's first line, with no database password in it."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0].strip() if lines else type(exc).__name__
+    for database in settings.DATABASES.values():
+        if database.get("PASSWORD"):
+            first = first.replace(str(database["PASSWORD"]), "***")
+    if _unreachable(exc):
+        return f"the database is unreachable: {first}"
+    return f"the database refused the command ({type(exc).__name__}): {first}"
+
+
+def _unreachable(exc: DatabaseError) -> bool:
+    """The server could not be reached or went away, as opposed to a statement it refused (a deadlock, a timeout)."""
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    cause = exc.__cause__
+    sqlite_error = getattr(cause, "sqlite_errorname", None)
+    if sqlite_error is not None:  # the embedded mode's SQLite: only a file it cannot open
+        return bool(sqlite_error == "SQLITE_CANTOPEN")
+    sqlstate: str = getattr(cause, "sqlstate", None) or ""  # psycopg: none when connecting fails
+    return not sqlstate or sqlstate.startswith(_UNREACHABLE_SQLSTATES)

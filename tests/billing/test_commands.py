@@ -11,7 +11,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
+from billing.admin.forms import MAX_MANUAL_MICROS
 from billing.models import Account, LedgerTransaction
+from billing.money import format_usd
 from billing.selectors import balances_get, plan_get
 from dpp.models import ApiKey, Tenant
 from tests.conftest import USD, Persona, unique_tenant_id
@@ -147,6 +149,36 @@ class TestTopup:
     def test_unknown_tenant(self) -> None:
         _, text = _refused("topup", "nobody-here", "1", "--reason", "r")
         assert "no tenant" in text
+
+    @pytest.mark.parametrize("amount", ["1000000.0001", "999999999999.9999"])
+    def test_more_than_the_admins_typo_guard_is_refused(self, owner: Persona, amount: str) -> None:
+        before = LedgerTransaction.objects.count()
+        out = StringIO()
+        with pytest.raises(CommandError) as raised:
+            call_command("topup", owner.tenant.pk, amount, "--reason", "big", "--json", stdout=out)
+        assert raised.value.returncode == 1
+        assert str(raised.value) == f"At most {format_usd(MAX_MANUAL_MICROS)} USD at a time."
+        assert json.loads(out.getvalue()) == {"error": "At most 1000000.0000 USD at a time."}
+        assert LedgerTransaction.objects.count() == before
+        assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD
+
+    def test_the_typo_guard_itself_is_allowed(self, owner: Persona) -> None:
+        body = _json("topup", owner.tenant.pk, "1000000", "--reason", "a large invoice")
+        assert (body["amount_usd"], body["available_usd"]) == ("1000000.0000", "1000010.0000")
+        assert balances_get(tenant_id=owner.tenant.pk).available_micros == MAX_MANUAL_MICROS + 10 * USD
+
+    def test_a_balance_overflow_is_one_line_not_a_traceback(self, owner: Persona) -> None:
+        near_max = (2**63 - 1) // 100 * 100  # the stored balance as large as bigint holds
+        Account.objects.filter(tenant_id=owner.tenant.pk, kind="AVAILABLE").update(balance_micros=near_max)
+        before = LedgerTransaction.objects.count()
+        out = StringIO()
+        with pytest.raises(CommandError) as raised:
+            call_command("topup", owner.tenant.pk, "1", "--reason", "r", "--json", stdout=out)
+        message = "the database refused the command (DataError): bigint out of range"
+        assert (raised.value.returncode, str(raised.value)) == (1, message)
+        assert json.loads(out.getvalue()) == {"error": message}
+        assert LedgerTransaction.objects.count() == before
+        assert balances_get(tenant_id=owner.tenant.pk).available_micros == near_max
 
 
 class TestSeedDemo:

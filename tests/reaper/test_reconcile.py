@@ -287,7 +287,7 @@ def test_reconcile_command_says_which_flag_it_raised(tenant: Persona) -> None:
     assert out.getvalue().splitlines()[1:] == [
         f"  audit flag HELD_MISMATCH on {tenant.tenant.pk}: held is 20000 micros, open reservations 10000"
     ]
-    assert "audit_flags=1, audit_flags_open=1" in out.getvalue()
+    assert "audit_flags=1, storage_unavailable=0, audit_flags_open=1" in out.getvalue()
     # The next pass raises nothing new, and says the flag is still open.
     again_out = io.StringIO()
     call_command("reconcile", "--json", stdout=again_out)

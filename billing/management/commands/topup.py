@@ -2,6 +2,7 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
+from billing.admin.forms import validate_manual_amount
 from billing.money import format_usd, parse_usd
 from billing.selectors import balances_get
 from billing.services import ledger_topup
@@ -27,6 +28,7 @@ class Command(DppCommand):
             return
         try:
             amount = parse_usd(options["amount_usd"], field="amount_usd")
+            validate_manual_amount(amount)  # the admin's typo guard: a ValidationError, one line (DppCommand)
             txn = ledger_topup(tenant=tenant, amount_micros=amount, actor=options["actor"], reason=options["reason"])
         except (ApplicationError, ValueError) as exc:
             self.fail(getattr(exc, "detail", str(exc)))

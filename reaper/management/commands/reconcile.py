@@ -34,7 +34,7 @@ class Command(DppCommand):
         payload["audit_flags_open"] = AuditFlag.objects.filter(resolved_at__isnull=True).count()
         lines = [
             f"reconcile ({'dry run' if report.dry_run else 'live'}): "
-            + ", ".join(f"{k}={payload[k]}" for k in (*COUNTS, "audit_flags_open"))
+            + ", ".join(f"{k}={payload[k]}" for k in (*COUNTS, "storage_unavailable", "audit_flags_open"))
         ]
         lines += [_describe(action) for action in report.actions]
         self.emit(payload, "\n".join(lines))
