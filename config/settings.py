@@ -215,6 +215,8 @@ DPP_MAX_BODY_BYTES = 256 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = DPP_MAX_BODY_BYTES
 CORS_ALLOWED_ORIGINS = env_list("DPP_CORS_ORIGINS")
 CORS_URLS_REGEX = r"^/(v1|health|readyz)(/.*)?$"
+# What the API serves: corsheaders' default also advertises DELETE, PATCH and PUT, which no endpoint has.
+CORS_ALLOW_METHODS = ("GET", "HEAD", "POST", "OPTIONS")
 CORS_ALLOW_HEADERS = (
     "accept",
     "authorization",
@@ -232,6 +234,8 @@ CORS_EXPOSE_HEADERS = (
     "X-DPP-Cost-Actual",
     "X-Request-ID",
     "X-Trace-Id",
+    "ETag",  # the result envelope's sha256, as is X-DPP-Result-SHA256
+    "X-DPP-Result-SHA256",
     "RateLimit",
     "RateLimit-Policy",
     "Retry-After",
@@ -242,6 +246,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["dpp.auth.IsTenant"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["dpp.parsers.JSONParser"],
+    # An Accept (or ?format=) a view cannot satisfy gets its default renderer, not a 406 (RFC 9110 §12.5.1).
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "dpp.negotiation.FallbackContentNegotiation",
     "DEFAULT_THROTTLE_CLASSES": [],
     "EXCEPTION_HANDLER": "dpp.problems.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -39,6 +39,10 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 # Error responses deliberately not problems: the admin's own HTML pages (HTML_PATHS). And /readyz's 503, whose
 # body is the SPEC's {"status": "not_ready", "services": …} (its other errors, a 405, are problems).
 _READYZ = "/readyz"
+# Metric labels take only these methods, others are "other": any token is a method to HTTP, and a label per
+# invented one (`curl -X FOOBAR123`) would grow /metrics without bound at an anonymous client's will.
+_LABELLED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+_LOGGED_METHOD_CHARS = 32
 
 
 class _UnreadableBodyError(Exception):
@@ -102,12 +106,14 @@ class RequestContextMiddleware:
     @staticmethod
     def _observe(request: HttpRequest, response: HttpResponse, elapsed: float) -> None:
         route = _route(request)
-        HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(route, request.method).observe(elapsed)
+        method = request.method or ""
+        label = method if method in _LABELLED_METHODS else "other"
+        HTTP_REQUESTS.labels(route, label, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(route, label).observe(elapsed)
         if route not in ("/health", "/metrics"):
             access_log.info(
                 "%s %s %s",
-                request.method,
+                method[:_LOGGED_METHOD_CHARS],
                 request.path,
                 response.status_code,
                 extra={

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
 from django.http import HttpResponse
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -28,6 +28,12 @@ from runs.serializers import PackListOut, ReceiptOut, RunOut, RunPageOut, RunSub
 from runs.submission import idempotency_key_parse, request_hash, submission_parse
 
 MAX_USAGE_DAYS = 366
+_DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# RFC 3339 §5.6 date-time: seconds required, any fraction (beyond microseconds truncated), Z or ±HH:MM.
+_RFC3339_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_INSTANT = "RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS[.fff] with Z or ±HH:MM)"
 
 
 def _run_id(raw: str) -> uuid.UUID:
@@ -59,6 +65,10 @@ def _cost_headers(statuses: list[int]) -> list[OpenApiParameter]:
         _response_header("X-DPP-Cost-Minimum-Fee", "the minimum fee, 4-decimal USD", statuses),
         _response_header("X-DPP-Cost-Actual", "what the run was charged, once it ended (4-decimal USD)", statuses),
     ]
+
+
+def _pack_types() -> list[str]:
+    return [pack.pack_type for pack in all_packs()]
 
 
 class RunOwnerMixin:
@@ -125,10 +135,19 @@ class RunsApi(TenantApiView):
         parameters=[
             OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
             OpenApiParameter("limit", int, description="1-100, default 20"),
-            OpenApiParameter("status", str, enum=[s.value for s in RunStatus], description="filter by status"),
-            OpenApiParameter("pack_type", str, description="filter by pack type"),
-            OpenApiParameter("created_after", datetime, description="ISO 8601; runs created after it"),
-            OpenApiParameter("created_before", datetime, description="ISO 8601; runs created before it"),
+            OpenApiParameter(
+                "status",
+                str,
+                enum=[s.value for s in RunStatus],
+                many=True,
+                explode=True,
+                description="filter by status; repeat it for several (status=COMPLETED&status=FAILED: either)",
+            ),
+            OpenApiParameter(
+                "pack_type", str, enum=_pack_types(), description="filter by pack type (one; unknown → 422)"
+            ),
+            OpenApiParameter("created_after", datetime, description=f"{_INSTANT}; runs created after it"),
+            OpenApiParameter("created_before", datetime, description=f"{_INSTANT}; runs created before it"),
         ],
         responses={200: RunPageOut, **problems(403, 422)},
         tags=["runs"],
@@ -152,12 +171,17 @@ class RunsApi(TenantApiView):
 
 def _filters(request: Request) -> selectors.RunFilters:
     params = request.query_params
-    status = params.get("status")
-    if status and status not in RunStatus.values:
-        raise _bad_param("status", "must be one of " + ", ".join(RunStatus.values))
+    statuses = tuple(dict.fromkeys(value for value in params.getlist("status") if value))
+    if any(status not in RunStatus.values for status in statuses):
+        raise _bad_param("status", "must be one of " + ", ".join(RunStatus.values) + " (repeat it for several)")
+    pack_types = [value for value in params.getlist("pack_type") if value]
+    if len(pack_types) > 1:  # the last one alone would be a silent, wrong answer
+        raise _bad_param("pack_type", "give at most one")
+    if pack_types and pack_types[0] not in _pack_types():
+        raise _bad_param("pack_type", "must be one of " + ", ".join(_pack_types()))
     return selectors.RunFilters(
-        statuses=(status,) if status else (),
-        pack_type=params.get("pack_type") or None,
+        statuses=statuses,
+        pack_type=pack_types[0] if pack_types else None,
         created_after=_datetime_param(params.get("created_after"), "created_after"),
         created_before=_datetime_param(params.get("created_before"), "created_before"),
     )
@@ -181,14 +205,18 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def _datetime_param(raw: str | None, field: str) -> datetime | None:
+    """An RFC 3339 date-time (OpenAPI's `date-time`): not every ISO 8601 form Python reads (20261126T00Z, week
+    dates, offsets without a colon), which the client may not mean as we would read them."""
     if not raw:
         return None
-    try:
-        value = _utc(parse_datetime(raw))
-    except ValueError:
-        value = None
+    value = None
+    if _RFC3339_RE.fullmatch(raw):
+        try:
+            value = _utc(datetime.fromisoformat(raw.upper()))  # "t" and "z" are RFC 3339 too
+        except ValueError:  # month 13, second 60…
+            value = None
     if value is None:
-        raise _bad_param(field, "must be an ISO 8601 date-time with a time zone, e.g. 2026-11-25T00:00:00Z")
+        raise _bad_param(field, f"must be an {_INSTANT}, e.g. 2026-11-25T00:00:00Z (send a + offset as %2B)")
     return value
 
 
@@ -245,7 +273,7 @@ class RunResultApi(RunOwnerMixin, TenantApiView):
         responses={
             200: {"type": "object", "description": "the result envelope (local storage)"},
             302: None,
-            **problems(403, 404, 409, 410),
+            **problems(403, 404, 409, 410, 503),
         },
         tags=["runs"],
     )
@@ -300,10 +328,15 @@ def _date_param(request: Request, name: str) -> date:
     raw = request.query_params.get(name)
     if not raw:
         raise _bad_param(name, "is required, as YYYY-MM-DD")
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise _bad_param(name, "must be a calendar day as YYYY-MM-DD, e.g. 2026-11-25") from None
+    day = None
+    if _DAY_RE.fullmatch(raw):  # date.fromisoformat alone also reads 20261125 and 2026-W48-1
+        try:
+            day = date.fromisoformat(raw)
+        except ValueError:  # 2026-02-30
+            day = None
+    if day is None:
+        raise _bad_param(name, "must be a calendar day as YYYY-MM-DD, e.g. 2026-11-25")
+    return day
 
 
 def _plan_of(plan: Plan, pack_type: str) -> dict[str, Any]:

@@ -21,7 +21,11 @@ class ReservationIn(serializers.Serializer[Any]):
 
 
 class MetaIn(serializers.Serializer[Any]):
-    trace_id = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,64}$", required=False)
+    """Only `trace_id`: any other member is 422 VALIDATION_ERROR, as at the top level and in `reservation`."""
+
+    trace_id = serializers.RegexField(
+        r"^[A-Za-z0-9_.:-]{1,64}$", required=False, help_text="Follows the run through its logs; else generated."
+    )
 
 
 class RunSubmitIn(serializers.Serializer[Any]):

@@ -23,6 +23,8 @@ from packs.registry import get_pack
 
 IDEMPOTENCY_KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{8,64}")
 TOP_LEVEL = frozenset({"pack_type", "inputs", "reservation", "meta"})
+RESERVATION_MEMBERS = frozenset({"max_cost_usd", "timebox_sec"})
+META_MEMBERS = frozenset({"trace_id"})  # strict like the rest: a misspelt trace_id must not vanish silently
 DEFAULT_TIMEBOX_SEC = 90
 
 
@@ -85,15 +87,28 @@ def _shape(body: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         raise _invalid("pack_type", "is required and must be a string")
     if "inputs" not in body:
         raise _invalid("inputs", "is required")
-    reservation, meta = body.get("reservation"), body.get("meta", {})
-    if not isinstance(reservation, dict) or "max_cost_usd" not in reservation:
-        raise _invalid("reservation.max_cost_usd", "is required")
-    unknown = sorted(set(reservation) - {"max_cost_usd", "timebox_sec"})
-    if unknown:
-        raise _invalid(f"reservation.{unknown[0]}", "unknown member")
-    if not isinstance(meta, dict):
-        raise _invalid("meta", "must be an object")
+    reservation = _member_object(body, "reservation", known=RESERVATION_MEMBERS, required="max_cost_usd")
+    meta = _member_object(body, "meta", known=META_MEMBERS)
     return body, reservation, meta
+
+
+def _member_object(
+    body: dict[str, Any], name: str, *, known: frozenset[str], required: str | None = None
+) -> dict[str, Any]:
+    """`body[name]`: an object with only `known` members, `required` among them ({} when absent and optional)."""
+    if name not in body:
+        if required:  # the member it must carry is what the client has to add
+            raise _invalid(f"{name}.{required}", "is required")
+        return {}
+    value = body[name]
+    if not isinstance(value, dict):  # "reservation": "0.05" is not a reservation without max_cost_usd
+        raise _invalid(name, "must be an object")
+    if required and required not in value:
+        raise _invalid(f"{name}.{required}", "is required")
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise _invalid(f"{name}.{unknown[0]}", "unknown member")
+    return value
 
 
 def _timebox(reservation: dict[str, Any]) -> int:

@@ -70,3 +70,41 @@ def test_cors_exposes_dpp_headers_to_allowed_origins(settings, owner: Persona) -
     assert "retry-after" in exposed
     other = Client().get("/health", HTTP_ORIGIN="https://evil.example.com")
     assert "Access-Control-Allow-Origin" not in other
+
+
+@pytest.mark.django_db
+def test_cors_exposes_the_result_digest_headers(settings, owner: Persona) -> None:
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+    response = owner.client.get("/v1/account", HTTP_ORIGIN="https://app.example.com")
+    exposed = {h.strip().lower() for h in response["Access-Control-Expose-Headers"].split(",")}
+    assert {"etag", "x-dpp-result-sha256"} <= exposed  # what GET /v1/runs/{id}/result sends besides the body
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/v1/runs", "/health"])
+def test_cors_preflight_offers_only_the_methods_the_api_serves(settings, path: str) -> None:
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+    browser = Client(HTTP_ORIGIN="https://app.example.com", HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST")
+    response = browser.options(path)
+    assert response.status_code == 200
+    offered = {m.strip() for m in response["Access-Control-Allow-Methods"].split(",")}
+    assert offered == {"GET", "HEAD", "POST", "OPTIONS"}
+
+
+@pytest.mark.django_db
+def test_invented_methods_share_one_metrics_label(caplog: pytest.LogCaptureFixture) -> None:
+    client = Client()
+    for method in ("FOOBAR123", "FOOBAR456", "X" * 100):
+        assert client.generic(method, "/health").status_code == 405
+    with caplog.at_level(logging.INFO, logger="dpp.access"):
+        client.generic("Y" * 100, "/v1/runs")
+    text = client.get("/metrics").content.decode()
+    assert "FOOBAR" not in text
+    assert "XXXX" not in text
+    assert 'dpp_http_requests_total{method="other",route="/health",status="405"}' in text
+    assert 'dpp_http_request_duration_seconds_count{method="other",route="/health"}' in text
+    client.put("/health")  # a standard method keeps its own label
+    after = client.get("/metrics").content.decode()
+    assert 'dpp_http_requests_total{method="PUT",route="/health",status="405"}' in after
+    (record,) = [r for r in caplog.records if r.name == "dpp.access"]
+    assert record.getMessage().startswith("Y" * 32 + " /v1/runs ")  # the log keeps the method as sent, cut

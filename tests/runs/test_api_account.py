@@ -255,6 +255,14 @@ def test_usage_per_utc_day_agrees_exactly_with_the_ledger() -> None:
         ({"from": "2026-3-1", "to": "2026-03-02"}, "from"),
         ({"from": "2026-03-01", "to": "tomorrow"}, "to"),
         ({"from": "2026-02-30", "to": "2026-03-02"}, "from"),
+        # Forms date.fromisoformat reads but YYYY-MM-DD is not (2026-W48-1 was read as 2026-11-23).
+        ({"from": "20261126", "to": "20261126"}, "from"),
+        ({"from": "2026-11-26", "to": "20261126"}, "to"),
+        ({"from": "2026-W48-1", "to": "2026-11-26"}, "from"),
+        ({"from": "2026W481", "to": "2026-11-26"}, "from"),
+        ({"from": "2026-11-26", "to": "2026-11-26T00:00:00"}, "to"),
+        ({"from": "2026-11-26\n", "to": "2026-11-26"}, "from"),
+        ({"from": "٢٠٢٦-١١-٢٦", "to": "2026-11-26"}, "from"),
     ],
 )
 def test_usage_bad_ranges(owner: Persona, params: dict[str, str], field: str) -> None:

@@ -250,6 +250,20 @@ def test_filter_by_status(unlimited: Persona) -> None:
     assert _ids(unlimited.client.get("/v1/runs", {"status": "COMPLETED"})) == []
 
 
+@pytest.mark.django_db(transaction=True)
+def test_filter_by_several_statuses_repeated(unlimited: Persona) -> None:
+    ids = _submit_many(unlimited, 1, pack_type="diagnostic", inputs=DIAGNOSTIC_FAIL) + _submit_many(unlimited, 2)
+    assert execute(ids[0]) == "failed:PACK_FAILED"
+    assert unlimited.client.post(f"/v1/runs/{ids[1]}/cancel").status_code == 200
+    # Both values count (the last one alone used to win silently), once each when repeated.
+    either = unlimited.client.get("/v1/runs", {"status": ["CANCELED", "FAILED"]})
+    assert _ids(either) == [ids[1], ids[0]]
+    assert _ids(unlimited.client.get("/v1/runs", {"status": ["QUEUED", "QUEUED"]})) == [ids[2]]
+    assert _ids(unlimited.client.get("/v1/runs", {"status": ["CANCELED", ""]})) == [ids[1]]
+    problem = assert_problem(unlimited.client.get("/v1/runs", {"status": ["QUEUED", "BOGUS"]}), 422, "VALIDATION_ERROR")
+    assert field_errors(problem) == ["status"]
+
+
 def test_filter_by_pack_type(unlimited: Persona) -> None:
     diagnostic = _submit_many(unlimited, 2)
     decision = _submit_many(unlimited, 1, pack_type="decision", max_cost_usd="0.0100")
@@ -281,6 +295,10 @@ def test_filter_by_creation_time(unlimited: Persona) -> None:
     # Offsets PostgreSQL itself refuses (beyond ±15:59) are converted to UTC first (they were 500s).
     assert listed(created_before="0300-10-02T08:09:47.25072+19:51") == []
     assert listed(created_after="2026-02-01T19:51:00+19:51") == [mar]
+    # RFC 3339 forms beyond the usual: lower-case t and z, -00:00, a fraction longer than microseconds.
+    assert listed(created_after="2026-01-31t23:59:59z") == [mar, feb]
+    assert listed(created_after="2026-02-01T00:00:00-00:00") == [mar]
+    assert listed(created_after="2026-01-31T23:59:59.999999999Z") == [mar, feb]
     stale = encode_cursor({"t": "2026-03-02T19:51:00+19:51", "id": str(uuid.uuid4())})
     assert listed(cursor=stale) == [mar, feb, jan]
 
@@ -290,6 +308,25 @@ def test_filter_by_creation_time(unlimited: Persona) -> None:
     [
         ({"status": "BOGUS"}, "status"),
         ({"status": "queued"}, "status"),
+        ({"status": "COMPLETED,FAILED"}, "status"),  # repeat the parameter instead
+        ({"pack_type": "bogus"}, "pack_type"),  # was a 200 with an empty list
+        ({"pack_type": "DECISION"}, "pack_type"),
+        ({"pack_type": ["decision", "url"]}, "pack_type"),  # one filter would be dropped silently
+        # ISO 8601 forms Python reads but RFC 3339 does not have (the week date was read as 2026-11-23).
+        ({"created_after": "20261126T000000Z"}, "created_after"),
+        ({"created_after": "2026-W48-1T00:00:00Z"}, "created_after"),
+        ({"created_after": "2026-11-26 00:00:00Z"}, "created_after"),
+        ({"created_after": "2026-11-26T00:00Z"}, "created_after"),
+        ({"created_after": "2026-11-26T00Z"}, "created_after"),
+        ({"created_after": "2026-11-26T00:00:00+0100"}, "created_after"),
+        ({"created_after": "2026-11-26T00:00:00+01"}, "created_after"),
+        ({"created_after": "2026-11-26T00:00:00,5Z"}, "created_after"),
+        ({"created_after": "2026-11-26T00:00:00.Z"}, "created_after"),
+        ({"created_after": "2026-11-26T00:00:00+01:00:30"}, "created_after"),
+        ({"created_before": "2026-11-26T00:00:00 01:00"}, "created_before"),  # an unencoded + read as a space
+        ({"created_before": "2026-11-26T00:00:00Z\n"}, "created_before"),
+        ({"created_before": "٢٠٢٦-١١-٢٦T00:00:00Z"}, "created_before"),
+        ({"created_before": "2026-11-26T00:00:60Z"}, "created_before"),
         ({"created_after": "2026-01-01"}, "created_after"),
         ({"created_after": "2026-01-01T00:00:00"}, "created_after"),
         ({"created_before": "yesterday"}, "created_before"),
@@ -311,6 +348,17 @@ def test_filter_by_creation_time(unlimited: Persona) -> None:
 def test_bad_list_parameters(unlimited: Persona, params: dict[str, str], field: str) -> None:
     problem = assert_problem(unlimited.client.get("/v1/runs", params), 422, "VALIDATION_ERROR")
     assert field_errors(problem) == [field]
+
+
+def test_unknown_pack_type_filter_is_refused_like_an_unknown_status(unlimited: Persona) -> None:
+    status = assert_problem(unlimited.client.get("/v1/runs", {"status": "BOGUS"}), 422, "VALIDATION_ERROR")
+    pack = assert_problem(unlimited.client.get("/v1/runs", {"pack_type": "bogus"}), 422, "VALIDATION_ERROR")
+    assert pack["errors"] == [{"field": "pack_type", "message": "must be one of decision, url, diagnostic"}]
+    assert pack["detail"] == "pack_type: must be one of decision, url, diagnostic"
+    assert status["errors"][0]["message"].startswith("must be one of QUEUED, ")
+    # A pack the plan does not include is still a pack: the tenant may have run it under another plan.
+    starter = make_persona()
+    assert starter.client.get("/v1/runs", {"pack_type": "diagnostic"}).json() == {"data": [], "next_cursor": None}
 
 
 # --- cross-tenant: owner only, and indistinguishable from a run that does not exist ------------------------

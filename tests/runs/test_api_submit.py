@@ -363,13 +363,21 @@ _WITH_META = '{{"pack_type": "diagnostic", "inputs": {{}}, "reservation": {{"max
         ('{"pack_type": null, "inputs": {}, "reservation": {"max_cost_usd": "1.0000"}}', "pack_type"),
         ('{"pack_type": "diagnostic", "reservation": {"max_cost_usd": "1.0000"}}', "inputs"),
         ('{"pack_type": "diagnostic", "inputs": {}}', "reservation.max_cost_usd"),
-        ('{"pack_type": "diagnostic", "inputs": {}, "reservation": "1.0000"}', "reservation.max_cost_usd"),
+        # Not an object: said so, not "reservation.max_cost_usd: is required" (a reservation without it).
+        ('{"pack_type": "diagnostic", "inputs": {}, "reservation": "1.0000"}', "reservation"),
+        ('{"pack_type": "diagnostic", "inputs": {}, "reservation": null}', "reservation"),
+        ('{"pack_type": "diagnostic", "inputs": {}, "reservation": ["1.0000"]}', "reservation"),
         ('{"pack_type": "diagnostic", "inputs": {}, "reservation": {}}', "reservation.max_cost_usd"),
         (
             '{"pack_type": "diagnostic", "inputs": {}, "reservation": {"max_cost_usd": "1.0000", "cap": 1}}',
             "reservation.cap",
         ),
         ('{"pack_type": "diagnostic", "inputs": {}, "reservation": {"max_cost_usd": "1.0000"}, "meta": []}', "meta"),
+        (_WITH_META.format('"trace-1"'), "meta"),
+        (_WITH_META.format("null"), "meta"),
+        # Strict like the top level and reservation (docs/decisions.md): a misspelt trace_id must not vanish.
+        (_WITH_META.format('{"traceId": "trace-1"}'), "meta.traceId"),
+        (_WITH_META.format('{"trace_id": "trace-1", "client": "x"}'), "meta.client"),
         (_WITH_META.format('{"trace_id": "has space"}'), "meta.trace_id"),
         (_WITH_META.format('{"trace_id": "' + "t" * 65 + '"}'), "meta.trace_id"),
         (_WITH_META.format('{"trace_id": 12}'), "meta.trace_id"),
@@ -380,6 +388,32 @@ def test_bad_body_shapes(unlimited: Persona, raw: str, field: str) -> None:
     assert field_errors(problem) == [field]
     assert problem["errors"][0]["message"]
     assert_nothing_created(unlimited)
+
+
+@pytest.mark.parametrize("raw", ['"0.05"', "null", "[]", "7"])
+def test_reservation_not_an_object_says_so(unlimited: Persona, raw: str) -> None:
+    payload = f'{{"pack_type": "diagnostic", "inputs": {{}}, "reservation": {raw}}}'
+    problem = assert_problem(submit(unlimited.client, raw=payload), 422, "VALIDATION_ERROR")
+    assert problem["errors"] == [{"field": "reservation", "message": "must be an object"}]
+    assert problem["detail"] == "reservation: must be an object"
+    assert_nothing_created(unlimited)
+
+
+@pytest.mark.parametrize("inputs", ["0.05", None, 7])
+def test_inputs_not_an_object_is_refused_by_the_packs_schema(unlimited: Persona, inputs: Any) -> None:
+    payload = body()
+    payload["inputs"] = inputs  # body(inputs=None) would mean the default inputs
+    problem = assert_problem(submit(unlimited.client, payload), 422, "INVALID_INPUTS")
+    assert problem["errors"] == [{"field": "inputs", "message": "must be of type object"}]
+    assert_nothing_created(unlimited)
+
+
+def test_meta_with_only_a_trace_id_is_accepted(unlimited: Persona) -> None:
+    receipt = accepted(unlimited.client, body(trace_id="trace-meta"))
+    assert receipt["meta"]["trace_id"] == "trace-meta"
+    payload = body()
+    payload["meta"] = {}
+    assert accepted(unlimited.client, payload)["meta"]["trace_id"]
 
 
 @pytest.mark.parametrize("timebox", [0, 91, -1, "10", 1.5, True, None])
