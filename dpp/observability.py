@@ -24,12 +24,6 @@ request_id_var: ContextVar[str | None] = ContextVar("dpp_request_id", default=No
 tenant_id_var: ContextVar[str | None] = ContextVar("dpp_tenant_id", default=None)
 run_id_var: ContextVar[str | None] = ContextVar("dpp_run_id", default=None)
 
-# What a log record would otherwise collect on every call and our JSON lines never show (the logging HOWTO's
-# "Optimization"): the caller's file and line (a walk up the stack), the thread and the asyncio task.
-logging._srcfile = None
-logging.logThreads = False
-logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # (3.12; not in typeshed yet)
-
 _TRACE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _TRACEPARENT_RE = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 

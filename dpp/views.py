@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from dpp.observability import DB_COLLECTORS
 from dpp.redis import get_redis
+from dpp.storage import bucket_exists
 
 logger = logging.getLogger("dpp.readyz")
 
@@ -55,7 +56,13 @@ def _check_storage() -> str:
         location = Path(storage.location)
         location.mkdir(parents=True, exist_ok=True)
         return UP if os.access(location, os.W_OK) else DOWN
-    storage.exists("readyz-probe")  # a HEAD on the bucket: fails when S3 is unreachable or denies us
+    # The bucket must exist (S3 says 404 for any key of a bucket that does not), and a HEAD of a key that does not
+    # exist must be a 404 (exists() raises on a 403: without s3:ListBucket S3 hides what is missing, and the reaper
+    # could not tell an envelope never uploaded from one it may not see; docs/decisions.md).
+    if not bucket_exists(storage):
+        logger.error("readyz: the results bucket does not exist")
+        return DOWN
+    storage.exists("readyz-probe")
     return UP
 
 

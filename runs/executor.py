@@ -119,6 +119,25 @@ def _execute_pack(run: Run, heartbeat: Heartbeat) -> Outcome:
     return Outcome(result=result)
 
 
+# Pauses between attempts to upload an envelope. A failed upload leaves the run CLAIMED, which the reaper rolls
+# back (minimum fee, no result) once DPP_FINALIZE_STALE_S (120 s) has passed: a blip of the storage is worth a
+# few seconds of retrying. The key is the same each time, so a retry overwrites a partial attempt.
+UPLOAD_RETRY_PAUSES_S = (0.5, 1.0, 2.0)
+
+
+def _store(*, key: str, content: bytes, cost_micros: int) -> results.Envelope:
+    for attempt, pause in enumerate(UPLOAD_RETRY_PAUSES_S, start=1):
+        try:
+            return results.envelope_store(key=key, content=content, cost_micros=cost_micros)
+        except Exception as exc:  # any storage failure is worth the retry
+            logger.warning(
+                "upload of envelope %s failed (attempt %d: %s); retrying in %.1f s", key, attempt, exc, pause
+            )
+            time.sleep(pause)
+    # The last attempt: if it fails too, the task fails and the claimed run is the reaper's.
+    return results.envelope_store(key=key, content=content, cost_micros=cost_micros)
+
+
 def _finalize_success(run: Run, lease_token: uuid.UUID, result: PackResult) -> str:
     claimed = services.run_claim(run_id=run.pk, lease_token=lease_token)
     if claimed is None or claimed.finalize_token is None:
@@ -136,7 +155,7 @@ def _finalize_success(run: Run, lease_token: uuid.UUID, result: PackResult) -> s
         cost_micros=cost,
         finished_at=timezone.now(),
     )
-    envelope = results.envelope_store(key=key, content=content, cost_micros=cost)
+    envelope = _store(key=key, content=content, cost_micros=cost)
     fault("after_upload")
     fault("before_commit")
     return "completed" if services.run_commit(run=claimed, stored=envelope) else "commit-lost"

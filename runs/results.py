@@ -21,6 +21,7 @@ from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.http import HttpResponse
 
 from dpp.errors import DependencyUnavailableError
+from dpp.storage import bucket_exists
 from runs.models import Run
 
 logger = logging.getLogger("dpp.runs.results")
@@ -83,11 +84,42 @@ def envelope_read(key: str) -> bytes | None:
         with storage.open(key, "rb") as handle:
             content: bytes = handle.read()
     except FileNotFoundError:
+        _confirm_absent(storage, key)
         return None
     except Exception as exc:
         logger.exception("could not read envelope %s: %s", key, type(exc).__name__)
         raise DependencyUnavailableError(STORAGE) from exc
     return content
+
+
+def _confirm_absent(storage: Storage, key: str) -> None:
+    """On S3, "no such object" holds only if the bucket itself is there (dpp.storage): a bucket that does not
+    exist is a misconfiguration or an outage, not a missing envelope. (A local folder is created by the first
+    save: a missing one means nothing was stored.)"""
+    if isinstance(storage, FileSystemStorage):
+        return
+    try:
+        present = bucket_exists(storage)
+    except Exception as exc:
+        logger.exception("could not check the results bucket for %s: %s", key, type(exc).__name__)
+        raise DependencyUnavailableError(STORAGE) from exc
+    if not present:
+        logger.error("the results bucket does not exist (looking for %s)", key)
+        raise DependencyUnavailableError(STORAGE)
+
+
+def envelope_stored(key: str) -> bool:
+    """Whether the object is in storage, without reading it (S3: one HEAD). DependencyUnavailableError when the
+    storage cannot tell."""
+    storage = results_storage()
+    try:
+        if storage.exists(key):
+            return True
+    except Exception as exc:
+        logger.exception("could not look up envelope %s: %s", key, type(exc).__name__)
+        raise DependencyUnavailableError(STORAGE) from exc
+    _confirm_absent(storage, key)
+    return False
 
 
 def envelope_validate(*, run: Run, key: str) -> Envelope | None:
@@ -137,6 +169,10 @@ def result_response(run: Run) -> HttpResponse | None:
     the storage cannot be read."""
     assert run.result_key  # noqa: S101 - callers answer for runs without a result
     if not is_local_storage():
+        # A signed URL is made without asking S3: look first, so that a result that is gone is a 410 and an S3
+        # that cannot answer a 503, not a redirect to an error (one HEAD per result fetch; polls never do it).
+        if not envelope_stored(run.result_key):
+            return None
         response = HttpResponse(status=302)
         response["Location"] = signed_url(run.result_key)
         return response

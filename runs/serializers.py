@@ -69,10 +69,18 @@ class CostOut(serializers.Serializer[Any]):
 
 
 class ResultOut(serializers.Serializer[Any]):
-    url = serializers.CharField(allow_null=True)
-    sha256 = serializers.CharField()
+    url = serializers.CharField(
+        allow_null=True,
+        help_text="Where to fetch the envelope. Local storage: this API's /v1/runs/{id}/result (send your key). "
+        "S3: a presigned URL, valid for AWS_QUERYSTRING_EXPIRE seconds (900 by default) from this answer — read "
+        "the run (or GET /v1/runs/{id}/result) again for a fresh one. null once the result has expired.",
+    )
+    sha256 = serializers.CharField(help_text="SHA-256 of the envelope's bytes exactly as served.")
     bytes = serializers.IntegerField()
-    expires_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(
+        help_text="When the result leaves retention (DPP_RESULT_RETENTION_DAYS after the run ended); after it, "
+        "/result answers 410. Not the lifetime of a signed URL."
+    )
 
 
 class RunErrorOut(serializers.Serializer[Any]):

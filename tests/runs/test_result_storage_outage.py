@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -113,3 +114,34 @@ def test_the_result_endpoint_answers_503_while_storage_is_unreadable(tmp_path: P
         page = admin.get(reverse("admin:runs_run_result", args=[run_id]), follow=True)
         assert "The result storage cannot be read now" in page.content.decode()
     assert tenant.client.get(f"/v1/runs/{run_id}/result").status_code == 200
+
+
+class _FixOnRetry(logging.Handler):
+    """Turns the blocked results folder into a real one when the worker logs that it will retry the upload."""
+
+    def __init__(self, blocker: Path) -> None:
+        super().__init__()
+        self.blocker, self.retries = blocker, 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retrying" in record.getMessage():
+            self.retries += 1
+            if self.blocker.is_file():
+                self.blocker.unlink()
+                self.blocker.mkdir()
+
+
+def test_the_worker_retries_a_failed_upload_and_completes_the_run(tmp_path: Path) -> None:
+    tenant = make_persona(plan="unlimited")
+    run_id = accepted(tenant.client, body(max_cost_usd="0.5000"))["run_id"]
+    fixer = _FixOnRetry(tmp_path / "not-a-directory")
+    executor_log = logging.getLogger("dpp.runs.executor")
+    executor_log.addHandler(fixer)
+    try:
+        with unreadable_storage(tmp_path):  # the first upload fails; the retry finds the folder fixed
+            assert execute(run_id) == "completed"
+    finally:
+        executor_log.removeHandler(fixer)
+    assert fixer.retries == 1
+    run = run_row(run_id)
+    assert (run.status, run.money_state) == ("COMPLETED", "SETTLED")
