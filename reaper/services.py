@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -33,6 +35,16 @@ logger = logging.getLogger("dpp.reaper")
 REAPER_ACTIONS = Counter("dpp_reaper_actions_total", "Reaper actions taken, by kind.", ("action",))
 AUDIT_FLAGS_RAISED = Counter("dpp_audit_flags_raised_total", "Audit flags raised, by kind.", ("kind",))
 
+# Outcomes of an action on one run (operations.md §6). An action that returns False lost the race: another
+# process changed the run first, and this one changed nothing.
+DONE = "done"
+LOST_THE_RACE = "lost the race"
+WOULD_DO = "would do"
+# A re-drive that won the CAS on published_at but whose publish the broker did not take: nothing raced, and
+# published_at stays bumped, so the next attempt comes DPP_REDRIVE_AFTER_S later (a back-off while the broker
+# is down; the run still expires DPP_QUEUE_TTL_S after its creation).
+PUBLISH_FAILED = "publish failed: the broker did not take the task"
+
 
 @dataclass
 class ReconcileReport:
@@ -45,6 +57,8 @@ class ReconcileReport:
     audit_flags: int = 0
     # Stale claims left CLAIMED because the result storage could not be read: neither rolled forward nor back.
     storage_unavailable: int = 0
+    # Re-drives whose publish failed (the broker did not take the task): the run stays QUEUED for a later pass.
+    redrive_failed: int = 0
     actions: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -59,18 +73,30 @@ def _scope(qs: QuerySet[Run], run_id: uuid.UUID | None) -> QuerySet[Run]:
     return qs[: settings.DPP_REAPER_BATCH]
 
 
-def _act(report: ReconcileReport, action: str, run: Run, do: Any) -> bool:
-    """Run one action (unless dry run) with the run's trace id in every log line; count it if it happened."""
-    with log_context(trace_id=run.trace_id, tenant_id=run.tenant_id, run_id=str(run.pk)):
+def _run_context(run: Run) -> AbstractContextManager[None]:
+    """The run's ids on every log line written inside, also by the services and storage the reaper calls."""
+    return log_context(trace_id=run.trace_id, tenant_id=run.tenant_id, run_id=str(run.pk))
+
+
+def _act(report: ReconcileReport, action: str, run: Run, do: Callable[..., bool | str]) -> bool:
+    """Run one action (unless dry run) with the run's trace id in every log line; count it if it happened.
+
+    `do` returns True (done), False (lost the race: the CAS found the run changed, nothing was done) or, for an
+    action that won its CAS and then failed, the outcome to report (counted as `<action>_failed`)."""
+    with _run_context(run):
         if report.dry_run:
-            report.note(action, run, "would do")
+            report.note(action, run, WOULD_DO)
             return True
-        done = bool(do())
-        report.note(action, run, "done" if done else "lost the race")
-        if done:
+        result = do()
+        outcome = result if isinstance(result, str) else DONE if result else LOST_THE_RACE
+        report.note(action, run, outcome)
+        if outcome == DONE:
             REAPER_ACTIONS.labels(action).inc()
             logger.warning("reaper: %s run %s", action, run.pk)
-        return done
+        elif outcome != LOST_THE_RACE:
+            REAPER_ACTIONS.labels(f"{action}_failed").inc()
+            logger.error("reaper: %s run %s: %s", action, run.pk, outcome)
+        return outcome == DONE
 
 
 def _expire_leases(report: ReconcileReport, run_id: uuid.UUID | None) -> None:
@@ -88,7 +114,8 @@ def _finish_stale_claims(report: ReconcileReport, run_id: uuid.UUID | None) -> N
     for position, run in enumerate(claims):
         assert run.finalize_token is not None  # noqa: S101 - CLAIMED implies a token
         try:
-            envelope = results.envelope_validate(run=run, key=results.envelope_key(run, run.finalize_token))
+            with _run_context(run):  # envelope_read's "could not read envelope" line is about this run
+                envelope = results.envelope_validate(run=run, key=results.envelope_key(run, run.finalize_token))
         except DependencyUnavailableError:
             # Unreadable is not absent: rolling back would charge the minimum fee for a run whose valid result
             # may be in storage, and a run gets one SETTLE. Leave this claim and the rest for a later pass.
@@ -97,7 +124,7 @@ def _finish_stale_claims(report: ReconcileReport, run_id: uuid.UUID | None) -> N
             REAPER_ACTIONS.labels("claim_deferred").inc(len(waiting))
             for left in waiting:
                 report.note("finish_claim", left, "deferred: the result storage is unavailable")
-            with log_context(trace_id=run.trace_id, tenant_id=run.tenant_id, run_id=str(run.pk)):
+            with _run_context(run):
                 logger.error(  # noqa: TRY400 - envelope_read logged the cause with its stack
                     "reaper: result storage unavailable; %d stale claim(s) left CLAIMED for the next pass", len(waiting)
                 )
@@ -125,8 +152,19 @@ def _redrive(report: ReconcileReport, run_id: uuid.UUID | None) -> None:
         Q(published_at__isnull=True) | Q(published_at__lt=cutoff)
     )
     for run in _scope(waiting.order_by("created_at"), run_id):
-        if _act(report, "redrive", run, lambda run=run: services.run_mark_published(run=run) and publish_run(run)):
+        if _act(report, "redrive", run, lambda run=run: _redrive_one(report, run)):
             report.redriven += 1
+
+
+def _redrive_one(report: ReconcileReport, run: Run) -> bool | str:
+    """Re-publish one run's task. The CAS on published_at decides which reaper publishes (the loser does
+    nothing); the winner's publish may still fail, which is no lost race: PUBLISH_FAILED, counted apart."""
+    if not services.run_mark_published(run=run):
+        return False
+    if publish_run(run):  # on failure, publish_run has logged the cause with its stack
+        return True
+    report.redrive_failed += 1
+    return PUBLISH_FAILED
 
 
 # --- audit flags: findings no rule explains. Money is never touched here. --------------------------------

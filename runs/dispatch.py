@@ -7,6 +7,7 @@ import logging
 
 from celery import current_app
 
+from dpp.observability import log_context
 from runs.models import Run
 
 logger = logging.getLogger("dpp.runs.dispatch")
@@ -42,6 +43,8 @@ def publish_run(run: Run) -> bool:
             retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
         )
     except Exception:  # the reaper re-drives a QUEUED run whose task was lost
-        logger.exception("could not publish run %s; the reaper will re-drive it", run.pk)
+        # With the run's ids: this line is the cause when following the run by its trace id (operations §7).
+        with log_context(trace_id=run.trace_id, tenant_id=run.tenant_id, run_id=run_id):
+            logger.exception("could not publish run %s; the reaper will re-drive it", run.pk)
         return False
     return True

@@ -8,22 +8,26 @@ import logging
 import threading
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from billing.models import Account, LedgerTransaction
 from billing.selectors import balances_get
 from billing.services import ledger_settle
 from reaper.models import AuditFlag
-from reaper.services import reconcile_once
+from reaper.services import PUBLISH_FAILED, ReconcileReport, _act, _redrive_one, reconcile_once
 from runs import results, services
 from runs.models import Run
 from tests.conftest import USD, Persona, make_persona
 from tests.factories import submit
+from tests.runs.test_result_storage_outage import unreadable_storage
+from tests.runs.test_worker_log_ids import broker_down, ids
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -130,6 +134,18 @@ def test_stale_claim_without_a_valid_envelope_rolls_back(tenant: Persona, envelo
     assert (run.status, run.reason_code, run.charged_micros) == ("FAILED", "FINALIZE_ABORTED", 5_000)
 
 
+def test_an_unreadable_envelope_is_logged_with_the_claims_ids(
+    tenant: Persona, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    claimed, _ = _claimed(tenant)
+    _age(claimed, claimed_at=121)
+    with unreadable_storage(tmp_path), caplog.at_level(logging.ERROR, logger="dpp.runs.results"):
+        assert reconcile_once().storage_unavailable == 1
+    [line] = [r for r in caplog.records if r.name == "dpp.runs.results"]
+    assert line.getMessage().startswith("could not read envelope")
+    assert ids(line) == (claimed.trace_id, str(claimed.pk))
+
+
 def test_a_fresh_claim_is_left_to_its_worker(tenant: Persona) -> None:
     claimed, _ = _claimed(tenant)
     report = reconcile_once()
@@ -146,6 +162,52 @@ def test_queued_runs_are_redriven_once_per_interval(tenant: Persona) -> None:
     assert reconcile_once().redriven == 0  # just re-published
     _age(run, published_at=61)
     assert reconcile_once().redriven == 1
+
+
+def _reaper_actions(action: str) -> float:
+    return REGISTRY.get_sample_value("dpp_reaper_actions_total", {"action": action}) or 0.0
+
+
+def test_a_redrive_whose_publish_fails_is_reported_as_failed_not_as_a_lost_race(
+    tenant: Persona, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = submit(tenant)
+    _age(run, created_at=61)
+    failed_before = _reaper_actions("redrive_failed")
+    out = io.StringIO()
+    with broker_down(), caplog.at_level(logging.WARNING):
+        call_command("reconcile", "--json", stdout=out)
+    payload = json.loads(out.getvalue())
+    assert (payload["redriven"], payload["redrive_failed"]) == (0, 1)
+    assert payload["actions"] == [
+        {"action": "redrive", "run_id": str(run.pk), "trace_id": run.trace_id, "outcome": PUBLISH_FAILED}
+    ]
+    assert _reaper_actions("redrive_failed") == failed_before + 1
+    # The cause (dispatch) and the reaper's verdict are both on the run's trace.
+    [cause] = [r for r in caplog.records if r.name == "dpp.runs.dispatch"]
+    [verdict] = [r for r in caplog.records if r.name == "dpp.reaper"]
+    assert verdict.levelno == logging.ERROR
+    assert verdict.getMessage() == f"reaper: redrive run {run.pk}: {PUBLISH_FAILED}"
+    assert ids(cause) == ids(verdict) == (run.trace_id, str(run.pk))
+    # published_at stays bumped (operations.md §6): the next attempt waits DPP_REDRIVE_AFTER_S, then succeeds.
+    assert Run.objects.get(pk=run.pk).published_at is not None
+    report = reconcile_once()
+    assert (report.redriven, report.redrive_failed, report.actions) == (0, 0, [])
+    _age(run, published_at=61)
+    report = reconcile_once()
+    assert (report.redriven, report.redrive_failed) == (1, 0)
+    assert report.actions[0]["outcome"] == "done"
+
+
+def test_the_loser_of_a_redrive_race_publishes_nothing(tenant: Persona) -> None:
+    run = submit(tenant)
+    _age(run, created_at=61)
+    stale = Run.objects.get(pk=run.pk)  # what a second reaper read before the first one re-drove the run
+    assert reconcile_once().redriven == 1
+    report = ReconcileReport(dry_run=False)
+    with broker_down():  # a publish would fail: the outcome shows that none was tried
+        assert not _act(report, "redrive", stale, lambda: _redrive_one(report, stale))
+    assert (report.actions[0]["outcome"], report.redrive_failed) == ("lost the race", 0)
 
 
 def test_queued_runs_expire_after_the_queue_ttl_with_a_full_release(tenant: Persona) -> None:
@@ -287,7 +349,7 @@ def test_reconcile_command_says_which_flag_it_raised(tenant: Persona) -> None:
     assert out.getvalue().splitlines()[1:] == [
         f"  audit flag HELD_MISMATCH on {tenant.tenant.pk}: held is 20000 micros, open reservations 10000"
     ]
-    assert "audit_flags=1, storage_unavailable=0, audit_flags_open=1" in out.getvalue()
+    assert "audit_flags=1, storage_unavailable=0, redrive_failed=0, audit_flags_open=1" in out.getvalue()
     # The next pass raises nothing new, and says the flag is still open.
     again_out = io.StringIO()
     call_command("reconcile", "--json", stdout=again_out)

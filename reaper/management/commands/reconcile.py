@@ -34,14 +34,17 @@ class Command(DppCommand):
         payload["audit_flags_open"] = AuditFlag.objects.filter(resolved_at__isnull=True).count()
         lines = [
             f"reconcile ({'dry run' if report.dry_run else 'live'}): "
-            + ", ".join(f"{k}={payload[k]}" for k in (*COUNTS, "storage_unavailable", "audit_flags_open"))
+            + ", ".join(
+                f"{k}={payload[k]}" for k in (*COUNTS, "storage_unavailable", "redrive_failed", "audit_flags_open")
+            )
         ]
         lines += [_describe(action) for action in report.actions]
         self.emit(payload, "\n".join(lines))
 
 
 def _describe(action: dict[str, Any]) -> str:
-    """One line per action: `expire_lease run <id>: would do | done | lost the race`, or an audit flag."""
+    """One line per action: `expire_lease run <id>: would do | done | lost the race` (or a deferral or failure,
+    e.g. `redrive run <id>: publish failed: …`), or an audit flag."""
     if action["action"] == "audit_flag":
         return f"  audit flag {action['kind']} on {action['subject']}: {action['detail']}"
     return f"  {action['action']} run {action['run_id']}: {action['outcome']}"
