@@ -144,9 +144,22 @@ if DPP_STORAGE == "s3":
     _object_parameters = {"ServerSideEncryption": _sse, "ContentType": "application/json"}
     if env_str("AWS_S3_SSE_KMS_KEY_ID"):
         _object_parameters["SSEKMSKeyId"] = env_str("AWS_S3_SSE_KMS_KEY_ID")
+    from botocore.config import Config as _BotoConfig
+
+    # Bounded waits: botocore's defaults (60 s to connect, 60 s to read, 5 attempts) would hold an API request or
+    # a reaper pass for minutes on an S3 that does not answer. With a client config of its own, django-storages
+    # no longer applies its addressing_style and signature_version options: they are set here.
+    _s3_client_config = _BotoConfig(
+        s3={"addressing_style": env_str("AWS_S3_ADDRESSING_STYLE", "auto")},
+        signature_version="s3v4",
+        connect_timeout=env_int("AWS_S3_CONNECT_TIMEOUT", 5, minimum=1),
+        read_timeout=env_int("AWS_S3_READ_TIMEOUT", 30, minimum=1),
+        retries={"max_attempts": env_int("AWS_S3_MAX_ATTEMPTS", 3, minimum=1), "mode": "standard"},
+    )
     _results_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
+            "client_config": _s3_client_config,
             "bucket_name": _bucket,
             "location": env_str("AWS_LOCATION", ""),
             "region_name": AWS_S3_REGION_NAME,
