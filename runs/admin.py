@@ -144,7 +144,7 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     updated = _instant("updated_at", "updated")
     cancel_requested = _instant("cancel_requested_at", "cancel requested")
     lease_expires = _instant("lease_expires_at", "lease expires")
-    redriven = _instant("published_at", "last re-published by the reaper")
+    redriven = _instant("published_at", "last re-publish by the reaper (attempted)")
 
     def get_urls(self) -> list[URLPattern]:
         wrap: Callable[..., Any] = self.admin_site.admin_view
