@@ -18,12 +18,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("dpp")
 REDIS_TRANSPORT = "config.kombu_redis:Transport"
+SQS_TRANSPORT = "config.kombu_sqs:Transport"
 
 
 def broker_transport(url: str) -> str | None:
-    """kombu's Redis transport with one client per channel for `redis://` (config/kombu_redis.py); else the one
-    the URL names (None)."""
-    return REDIS_TRANSPORT if url.startswith("redis://") else None
+    """kombu's Redis transport with one client per channel for `redis://` (config/kombu_redis.py); kombu's SQS
+    transport with a polling loop that survives an SQS outage for `sqs://` (config/kombu_sqs.py); else the one the
+    URL names (None)."""
+    if url.startswith("redis://"):
+        return REDIS_TRANSPORT
+    if url.startswith("sqs://"):
+        return SQS_TRANSPORT
+    return None
 
 
 def broker_transport_options(settings: Any) -> dict[str, Any]:

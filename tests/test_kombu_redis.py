@@ -22,7 +22,7 @@ def connection() -> Iterator[Connection]:
 def test_redis_urls_select_it_and_other_brokers_keep_their_own() -> None:
     assert broker_transport("redis://127.0.0.1:6379/0") == REDIS_TRANSPORT
     assert broker_transport("rediss://cache.example:6380/0") is None  # kombu's own TLS handling
-    assert broker_transport("sqs://") is None
+    assert broker_transport("sqs://") != REDIS_TRANSPORT  # config.kombu_sqs (tests/test_kombu_sqs.py)
     assert broker_transport("filesystem://") is None
 
 
