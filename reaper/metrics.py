@@ -21,6 +21,7 @@ logger = logging.getLogger("dpp.reaper.metrics")
 _GAUGES = (
     ("dpp_audit_flags_open", "Audit flags raised and not yet resolved."),
     ("dpp_runs_queued", "Runs waiting for a worker."),
+    ("dpp_runs_queued_oldest_age_seconds", "Age of the oldest QUEUED run (0 when none): stuck workers or reaper."),
     ("dpp_runs_lease_expired", "PROCESSING runs whose lease expired (the reaper ends them)."),
     ("dpp_runs_claim_stale", "Runs CLAIMED longer than DPP_FINALIZE_STALE_S."),
 )
@@ -38,6 +39,9 @@ class ReconciliationCollector(Collector):
             now = timezone.now()
             flags = AuditFlag.objects.filter(resolved_at__isnull=True).count()
             queued = Run.objects.filter(status=RunStatus.QUEUED).count()
+            # Through the partial index of QUEUED runs by creation time. A worker that stopped consuming also
+            # stops the reaper's passes (its tasks), so queued runs age past any re-drive: this says so.
+            oldest = Run.objects.filter(status=RunStatus.QUEUED).order_by("created_at").values("created_at").first()
             expired_leases = Run.objects.filter(
                 status=RunStatus.PROCESSING, finalize_stage__isnull=True, lease_expires_at__lt=now
             ).count()
@@ -50,6 +54,11 @@ class ReconciliationCollector(Collector):
             return
         yield GaugeMetricFamily("dpp_audit_flags_open", "Audit flags raised and not yet resolved.", value=flags)
         yield GaugeMetricFamily("dpp_runs_queued", "Runs waiting for a worker.", value=queued)
+        yield GaugeMetricFamily(
+            "dpp_runs_queued_oldest_age_seconds",
+            "Age of the oldest QUEUED run (0 when none): stuck workers or reaper.",
+            value=max((now - oldest["created_at"]).total_seconds(), 0.0) if oldest else 0.0,
+        )
         yield GaugeMetricFamily(
             "dpp_runs_lease_expired",
             "PROCESSING runs whose lease expired (the reaper ends them).",

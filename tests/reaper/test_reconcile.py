@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import threading
 import uuid
 from datetime import timedelta
@@ -370,6 +371,17 @@ def test_open_flags_are_counted_in_metrics(tenant: Persona, client) -> None:
     AuditFlag.objects.create(kind=AuditFlag.Kind.HELD_MISMATCH, subject="x", detail="d")
     text = client.get("/metrics").content.decode()
     assert "dpp_audit_flags_open 1.0" in text
+
+
+def test_the_oldest_queued_runs_age_is_a_gauge(tenant: Persona, client) -> None:
+    def age() -> float:
+        text = client.get("/metrics").content.decode()
+        return float(re.search(r"^dpp_runs_queued_oldest_age_seconds (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+
+    assert age() == 0.0
+    _age(submit(tenant), created_at=300)
+    submit(tenant)  # a newer one does not hide the oldest
+    assert 300 <= age() < 330
 
 
 # --- the command ----------------------------------------------------------------------------------------
