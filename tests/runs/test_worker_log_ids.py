@@ -63,6 +63,7 @@ def test_celery_logs_a_failed_execute_task_with_the_runs_ids(
     monkeypatch.setattr(executor, "UPLOAD_RETRY_PAUSES_S", ())  # one upload attempt, no pauses
     # The pack succeeds; uploading its envelope fails, and the exception leaves the task function (as an S3
     # outage does): Celery's tracer logs it after run_execute's own log context has ended.
+    bound_before = (trace_id_var.get(), run_id_var.get())  # whatever an earlier test of this thread left
     with unreadable_storage(tmp_path), caplog.at_level(logging.ERROR, logger="celery.app.trace"):
         result = execute_run.apply(args=[str(run.pk)], headers={"trace_id": run.trace_id}, throw=False)
     assert result.failed()
@@ -70,14 +71,15 @@ def test_celery_logs_a_failed_execute_task_with_the_runs_ids(
     assert "raised unexpected" in line.getMessage()
     assert ids(line) == (run.trace_id, str(run.pk))
     # task_postrun unbinds them: nothing after the task is attributed to the run.
-    assert (trace_id_var.get(), run_id_var.get()) == (None, None)
+    assert (trace_id_var.get(), run_id_var.get()) == bound_before
 
 
 def test_a_failed_publish_is_logged_with_the_runs_ids(tenant: Persona, caplog: pytest.LogCaptureFixture) -> None:
     run = Run.objects.get(pk=submit(tenant).pk)
+    bound_before = (trace_id_var.get(), run_id_var.get())
     with broker_down(), caplog.at_level(logging.ERROR, logger="dpp.runs.dispatch"):
         assert publish_run(run) is False
     [line] = [r for r in caplog.records if r.name == "dpp.runs.dispatch"]
     assert line.getMessage().startswith(f"could not publish run {run.pk}")
     assert ids(line) == (run.trace_id, str(run.pk))
-    assert (trace_id_var.get(), run_id_var.get()) == (None, None)
+    assert (trace_id_var.get(), run_id_var.get()) == bound_before
