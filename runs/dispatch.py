@@ -25,8 +25,8 @@ def publish_run(run: Run) -> bool:
         current_app.send_task(
             EXECUTE_TASK,
             args=[run_id],
-            # Celery would otherwise build these with its safe repr on every publish (a tenth of a submit's CPU
-            # went to the publish's bookkeeping): the same text, written directly.
+            # Celery would otherwise build these with its safe repr on every publish: the same text, written
+            # directly.
             argsrepr=repr([run_id]),
             kwargsrepr="{}",
             ignore_result=True,  # as configured (task_ignore_result): no result backend to notify
