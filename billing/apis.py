@@ -21,7 +21,9 @@ from dpp.ratelimit import RateLimitedViewMixin
 
 
 class TenantApiView(RateLimitedViewMixin, APIView):
-    """Base of every /v1 view: API-key auth, and the tenant's plan deciding its rate limits."""
+    # Base of every /v1 view: API-key auth, and the tenant's plan deciding its rate limits. A comment, not a
+    # docstring: drf-spectacular describes an operation by the first docstring up its view's bases (up to
+    # dpp.openapi.lib_doc_excludes), and this one is for developers.
 
     def tenant(self, request: Request) -> Tenant:
         assert isinstance(request.user, Tenant)  # noqa: S101 - guaranteed by dpp.auth.IsTenant

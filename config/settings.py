@@ -146,15 +146,17 @@ if DPP_STORAGE == "s3":
         _object_parameters["SSEKMSKeyId"] = env_str("AWS_S3_SSE_KMS_KEY_ID")
     from botocore.config import Config as _BotoConfig
 
-    # Bounded waits: botocore's defaults (60 s to connect, 60 s to read, 5 attempts) would hold an API request or
-    # a reaper pass for minutes on an S3 that does not answer. With a client config of its own, django-storages
-    # no longer applies its addressing_style and signature_version options: they are set here.
+    # Bounded waits: botocore's defaults (60 s to connect, 60 s to read, 5 attempts) would hold an API request (a
+    # gunicorn thread) or a reaper pass for minutes on an S3 that does not answer; with these, at most about
+    # attempts × (connect + read) = 26 s. With a client config of its own, django-storages no longer applies its
+    # addressing_style and signature_version options: they are set here.
     _s3_client_config = _BotoConfig(
         s3={"addressing_style": env_str("AWS_S3_ADDRESSING_STYLE", "auto")},
         signature_version="s3v4",
-        connect_timeout=env_int("AWS_S3_CONNECT_TIMEOUT", 5, minimum=1),
-        read_timeout=env_int("AWS_S3_READ_TIMEOUT", 30, minimum=1),
-        retries={"max_attempts": env_int("AWS_S3_MAX_ATTEMPTS", 3, minimum=1), "mode": "standard"},
+        connect_timeout=env_int("AWS_S3_CONNECT_TIMEOUT", 3, minimum=1),
+        read_timeout=env_int("AWS_S3_READ_TIMEOUT", 10, minimum=1),
+        # total_max_attempts counts the first try (botocore's max_attempts would count the retries only)
+        retries={"total_max_attempts": env_int("AWS_S3_MAX_ATTEMPTS", 2, minimum=1), "mode": "standard"},
     )
     _results_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",
@@ -286,6 +288,8 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/v1",
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Our view bases' docstrings are for developers, not for each operation's description.
+    "GET_LIB_DOC_EXCLUDES": "dpp.openapi.lib_doc_excludes",
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "dpp.openapi.document_common_headers"],
 }
 

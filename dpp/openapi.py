@@ -88,3 +88,14 @@ class OpenApiDocumentView(SpectacularJSONAPIView):
 
     def _get_filename(self, request: Any, version: Any) -> str:
         return "dpp-openapi.json"
+
+
+def lib_doc_excludes() -> list[type]:
+    """drf-spectacular's GET_LIB_DOC_EXCLUDES: the search for a view's description (its method's docstring, else
+    the first docstring up its bases) stops at these, so that the rate-limit mixin every /v1 view shares does not
+    describe every operation (billing.apis.TenantApiView, above it, has a comment instead of a docstring)."""
+    from drf_spectacular.plumbing import get_lib_doc_excludes
+
+    from dpp.ratelimit import RateLimitedViewMixin
+
+    return [*get_lib_doc_excludes(), RateLimitedViewMixin]

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -270,9 +270,17 @@ class RunCancelApi(RunOwnerMixin, TenantApiView):
 class RunResultApi(RunOwnerMixin, TenantApiView):
     @extend_schema(
         operation_id="runs_result",
+        description="The run's result envelope: served (local storage, with its sha256 in ETag and "
+        "X-DPP-Result-SHA256) or a 302 to a signed storage URL (S3). 409 before the run completed, 410 after "
+        "retention, 503 while the storage cannot be read.",
+        parameters=[
+            _response_header("Location", "the signed storage URL (S3), valid AWS_QUERYSTRING_EXPIRE s", [302]),
+            _response_header("ETag", "the envelope's sha256, quoted (local storage)", [200]),
+            _response_header("X-DPP-Result-SHA256", "the envelope's sha256 (local storage)", [200]),
+        ],
         responses={
             200: {"type": "object", "description": "the result envelope (local storage)"},
-            302: None,
+            302: OpenApiResponse(description="redirect to a signed URL of the envelope (S3)"),
             **problems(403, 404, 409, 410, 503),
         },
         tags=["runs"],

@@ -137,15 +137,16 @@ def _finish(
     if not _cas(run, guard, changes):
         logger.info("run %s: lost the race to finish it as %s; nothing done", run.pk, status)
         return False
+    outcome = f"{status} {reason_code}".strip()
     ledger_settle(
         tenant_id=run.tenant_id,
         run_id=run.pk,
         reserved_micros=run.reserved_micros,
         charge_micros=charge,
         trace_id=run.trace_id,
-        reason=f"{status} {reason_code}".strip(),
+        reason=outcome,
     )
-    logger.info("run %s finished %s %s, charged %s micros", run.pk, status, reason_code, charge)
+    logger.info("run %s finished %s, charged %s micros", run.pk, outcome, charge)
     return True
 
 
@@ -350,7 +351,7 @@ def run_roll_back(*, run: Run) -> bool:
         status=RunStatus.FAILED,
         charge_micros=run.minimum_fee_micros,
         reason_code="FINALIZE_ABORTED",
-        detail="the worker stopped between claiming and committing, and left no valid result",
+        detail="no valid result was stored before the finalize deadline (the worker stopped, or could not upload it)",
     )
 
 
