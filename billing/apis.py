@@ -69,7 +69,13 @@ LedgerPageOut = inline_serializer(
 
 
 class AccountApi(TenantApiView):
-    @extend_schema(operation_id="account_get", responses={200: AccountOut, **problems(403)}, tags=["account"])
+    @extend_schema(
+        operation_id="account_get",
+        description="Your plan and balances: available (what new reservations can use) and held (reserved by runs "
+        "that have not ended), 4-decimal USD strings.",
+        responses={200: AccountOut, **problems(403)},
+        tags=["account"],
+    )
     def get(self, request: Request) -> Response:
         tenant = self.tenant(request)
         balances = balances_get(tenant_id=tenant.pk)
@@ -87,6 +93,11 @@ class AccountApi(TenantApiView):
 class LedgerApi(TenantApiView):
     @extend_schema(
         operation_id="ledger_list",
+        description=(
+            "Every money movement that touched your accounts, newest first, one item per transaction: its "
+            "kind (TOPUP, RESERVE, SETTLE, ADJUSTMENT), the signed deltas of your available and held "
+            "balances, and what went to revenue."
+        ),
         parameters=[
             OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
             OpenApiParameter("limit", int, description="1-100, default 20"),

@@ -86,6 +86,13 @@ class RunsApi(TenantApiView):
 
     @extend_schema(
         operation_id="runs_submit",
+        description=(
+            "Submit a run of a pack. The reservation (max_cost_usd) is held from your available balance in "
+            "the same transaction that creates the run; the run is charged its actual cost (at most the "
+            "reservation) when it ends and the rest is released. Idempotency-Key is required: the same key "
+            "and payload return the original receipt (Idempotent-Replayed: true) and never charge twice; a "
+            "rejected request stores nothing under its key."
+        ),
         request=RunSubmitIn,
         parameters=[
             OpenApiParameter(
@@ -132,6 +139,10 @@ class RunsApi(TenantApiView):
 
     @extend_schema(
         operation_id="runs_list",
+        description=(
+            "Your runs, newest first, with an opaque cursor that stays stable while new runs arrive. Filters:"
+            " status (repeatable), pack_type, created_after / created_before (RFC 3339)."
+        ),
         parameters=[
             OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
             OpenApiParameter("limit", int, description="1-100, default 20"),
@@ -236,6 +247,10 @@ def _position(position: dict[str, Any] | None) -> tuple[datetime, uuid.UUID] | N
 class RunDetailApi(RunOwnerMixin, TenantApiView):
     @extend_schema(
         operation_id="runs_get",
+        description=(
+            "One of your runs: status, money state, cost so far and, once COMPLETED, where to fetch the "
+            "result. Another tenant's run is a 404, as a run that does not exist."
+        ),
         parameters=_cost_headers([200]),
         responses={200: RunOut, **problems(403, 404)},
         tags=["runs"],
@@ -252,6 +267,11 @@ class RunCancelApi(RunOwnerMixin, TenantApiView):
 
     @extend_schema(
         operation_id="runs_cancel",
+        description=(
+            "Cancel a run: QUEUED → CANCELED with a full release (200); PROCESSING → cancel requested (202), "
+            "the run ends CANCELED with the minimum fee at the worker's next heartbeat; a run that already "
+            "ended → 409 RUN_TERMINAL."
+        ),
         request=None,
         parameters=_cost_headers([200, 202]),
         responses={200: RunOut, 202: RunOut, **problems(403, 404, 409, 503)},
@@ -302,6 +322,10 @@ class RunResultApi(RunOwnerMixin, TenantApiView):
 class UsageApi(TenantApiView):
     @extend_schema(
         operation_id="usage_get",
+        description=(
+            "Per UTC day of acceptance (days without runs left out): runs by outcome and the money reserved "
+            "and charged, 4-decimal strings that agree exactly with the ledger. At most 366 days."
+        ),
         parameters=[
             OpenApiParameter("from", date, required=True, description="first UTC day, YYYY-MM-DD"),
             OpenApiParameter("to", date, required=True, description="last UTC day, YYYY-MM-DD (≤ 366 days)"),
@@ -355,7 +379,13 @@ def _plan_of(plan: Plan, pack_type: str) -> dict[str, Any]:
 
 
 class PacksApi(TenantApiView):
-    @extend_schema(operation_id="packs_list", responses={200: PackListOut, **problems(403)}, tags=["packs"])
+    @extend_schema(
+        operation_id="packs_list",
+        description="The packs there are: each one's JSON Schema of inputs, pricing, maximum timebox, and what your "
+        "plan allows (allowed, max_cost_usd).",
+        responses={200: PackListOut, **problems(403)},
+        tags=["packs"],
+    )
     def get(self, request: Request) -> Response:
         plan = self.plan(request)
         data = [
