@@ -174,14 +174,13 @@ def _finalize(run: Run, lease_token: uuid.UUID, heartbeat: Heartbeat, outcome: O
     return f"failed:{outcome.reason_code}" if ok else "lease-lost"
 
 
-def run_execute(*, run_id: uuid.UUID, trace_id: str | None = None) -> str:
-    """Execute one delivery of a run; returns what happened (for logs and tests). `trace_id`: the one the task's
-    message carries, for the lines written before the run is read (the run's own is used after)."""
+def run_execute(*, run_id: uuid.UUID) -> str:
+    """Execute one delivery of a run; returns what happened (for logs and tests). In a worker the task's
+    prerun signal has bound the run's ids already (runs.tasks), also for the lines written before the run is read."""
     close_old_connections()
     lease = services.run_lease(run_id=run_id)
     if lease is None:
-        with log_context(trace_id=trace_id, run_id=str(run_id)):
-            logger.info("run %s is not QUEUED (duplicate or late delivery): acknowledged, nothing done", run_id)
+        logger.info("run %s is not QUEUED (duplicate or late delivery): acknowledged, nothing done", run_id)
         return "not-leased"
     run = lease.run
     with log_context(trace_id=run.trace_id, tenant_id=run.tenant_id, run_id=str(run.pk)):

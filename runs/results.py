@@ -87,9 +87,14 @@ def envelope_read(key: str) -> bytes | None:
         _confirm_absent(storage, key)
         return None
     except Exception as exc:
-        logger.exception("could not read envelope %s: %s", key, type(exc).__name__)
-        raise DependencyUnavailableError(STORAGE) from exc
+        raise _unavailable("read envelope", key, exc) from exc
     return content
+
+
+def _unavailable(doing: str, key: str, exc: Exception) -> DependencyUnavailableError:
+    """The error to raise when the storage failed to answer (logged here with the cause's stack)."""
+    logger.error("could not %s %s: %s", doing, key, type(exc).__name__, exc_info=exc)
+    return DependencyUnavailableError(STORAGE)
 
 
 def _confirm_absent(storage: Storage, key: str) -> None:
@@ -101,8 +106,7 @@ def _confirm_absent(storage: Storage, key: str) -> None:
     try:
         present = bucket_exists(storage)
     except Exception as exc:
-        logger.exception("could not check the results bucket for %s: %s", key, type(exc).__name__)
-        raise DependencyUnavailableError(STORAGE) from exc
+        raise _unavailable("check the results bucket for", key, exc) from exc
     if not present:
         logger.error("the results bucket does not exist (looking for %s)", key)
         raise DependencyUnavailableError(STORAGE)
@@ -116,8 +120,7 @@ def envelope_stored(key: str) -> bool:
         if storage.exists(key):
             return True
     except Exception as exc:
-        logger.exception("could not look up envelope %s: %s", key, type(exc).__name__)
-        raise DependencyUnavailableError(STORAGE) from exc
+        raise _unavailable("look up envelope", key, exc) from exc
     _confirm_absent(storage, key)
     return False
 

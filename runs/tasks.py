@@ -23,10 +23,11 @@ def _message_trace_id(request: Any) -> str | None:
     return getattr(request, "trace_id", None) or (getattr(request, "headers", None) or {}).get("trace_id")
 
 
-@shared_task(name=EXECUTE_TASK, ignore_result=True, acks_late=True, reject_on_worker_lost=True, bind=True)
-def execute_run(self: Task, run_id: str) -> str:
-    """Execute one delivery of a run. Safe to deliver twice: leasing is a compare-and-set."""
-    return run_execute(run_id=uuid.UUID(run_id), trace_id=_message_trace_id(self.request))
+@shared_task(name=EXECUTE_TASK, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def execute_run(run_id: str) -> str:
+    """Execute one delivery of a run. Safe to deliver twice: leasing is a compare-and-set. Its log lines carry the
+    run's ids from the start (_bind_run_ids)."""
+    return run_execute(run_id=uuid.UUID(run_id))
 
 
 @task_prerun.connect
