@@ -13,6 +13,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -61,9 +62,27 @@ class Envelope:
     cost_micros: int
 
 
+# A local results folder's mark: written by the processes that store envelopes (a worker when it starts, and
+# before each save), never by one that only reads them. A folder without it is not where the workers put the
+# envelopes (a shell whose DPP_LOCAL_STORAGE_DIR differs from theirs; an unmounted volume), and a file missing
+# there says nothing about a run. S3's counterpart is the bucket check (dpp.storage).
+LOCAL_MARK = ".dpp-results"
+
+
+def results_folder_mark() -> None:
+    """Mark the local results folder as the one envelopes are stored in (creating it). Nothing to do on S3."""
+    storage = results_storage()
+    if isinstance(storage, FileSystemStorage):
+        mark = Path(storage.location) / LOCAL_MARK
+        if not mark.exists():
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            mark.write_text("DPP result envelopes are stored in this folder.\n")
+
+
 def envelope_store(*, key: str, content: bytes, cost_micros: int) -> Envelope:
     """Write the envelope at exactly `key`, overwriting a partial earlier attempt (both storages are configured
     to overwrite: no existence check, which on S3 would be one more request per run)."""
+    results_folder_mark()  # one stat() when the mark is there
     saved = results_storage().save(key, ContentFile(content))
     if saved != key:
         raise RuntimeError(f"storage saved the envelope as {saved!r} instead of {key!r}")
@@ -98,10 +117,19 @@ def _unavailable(doing: str, key: str, exc: Exception) -> DependencyUnavailableE
 
 
 def _confirm_absent(storage: Storage, key: str) -> None:
-    """On S3, "no such object" holds only if the bucket itself is there (dpp.storage): a bucket that does not
-    exist is a misconfiguration or an outage, not a missing envelope. (A local folder is created by the first
-    save: a missing one means nothing was stored.)"""
+    """ "No such object" holds only where the envelopes are: on S3 if the bucket itself is there (dpp.storage) — a
+    bucket that does not exist is a misconfiguration or an outage, not a missing envelope —, locally if the folder
+    bears the workers' mark (LOCAL_MARK)."""
     if isinstance(storage, FileSystemStorage):
+        if not (Path(storage.location) / LOCAL_MARK).exists():
+            logger.error(
+                "the results folder %s has no %s: no worker stores envelopes there (is DPP_LOCAL_STORAGE_DIR the"
+                " workers'?); %s not taken as absent",
+                storage.location,
+                LOCAL_MARK,
+                key,
+            )
+            raise DependencyUnavailableError(STORAGE)
         return
     try:
         present = bucket_exists(storage)

@@ -7,11 +7,12 @@ from contextvars import Token
 from typing import Any
 
 from celery import Task, shared_task
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_init
 
 from dpp.observability import run_id_var, trace_id_var
 from runs.dispatch import EXECUTE_TASK
 from runs.executor import run_execute
+from runs.results import results_folder_mark
 
 # Where the prerun handler keeps the tokens that its postrun handler resets (an attribute of the task's request).
 _LOG_TOKENS = "dpp_log_tokens"
@@ -54,3 +55,10 @@ def _unbind_run_ids(*, task: Task, **_: Any) -> None:
             var.set(None)
     if tokens:
         setattr(task.request, _LOG_TOKENS, None)
+
+
+@worker_init.connect
+def _mark_results_folder(**_: Any) -> None:
+    """A worker stores envelopes: its local results folder bears the mark from its start (runs.results.LOCAL_MARK),
+    so that the reaper can tell an envelope never stored there even before the first save."""
+    results_folder_mark()

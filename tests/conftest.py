@@ -17,6 +17,7 @@ from dpp.models import Tenant
 from dpp.ratelimit import ANONYMOUS_POLICY, bucket_key
 from dpp.redis import get_redis
 from dpp.services import api_key_issue
+from runs.results import results_folder_mark
 
 USD = 1_000_000
 
@@ -29,6 +30,7 @@ def _real_services(django_db_setup: None, django_db_blocker: pytest.FixtureReque
             pytest.exit("the tests need PostgreSQL and Redis: run `make test` (or set DATABASE_URL and REDIS_URL)", 2)
     if get_redis() is None:
         pytest.exit("the tests need Redis: run `make test` (or set REDIS_URL)", 2)
+    results_folder_mark()  # the suite stores and reaps envelopes in process: what a worker does when it starts
 
 
 @pytest.fixture(autouse=True)

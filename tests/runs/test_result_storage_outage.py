@@ -30,6 +30,7 @@ from runs import results, services
 from runs.models import Run
 from tests.admin_support import ensure_staff_groups, staff_client
 from tests.conftest import Persona, make_persona
+from tests.processes import celery_worker, process_env
 from tests.runs.conftest import accepted, assert_problem, body, execute, run_row
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -71,6 +72,43 @@ def test_an_unreadable_envelope_is_unavailable(tmp_path: Path) -> None:
 
 def test_a_missing_envelope_reads_as_absent() -> None:
     assert results.envelope_read("results/nobody/nothing/none.json") is None
+
+
+@contextlib.contextmanager
+def another_folder(tmp_path: Path) -> Iterator[Path]:
+    """The results storage pointed at a folder no worker stores in (a shell with another DPP_LOCAL_STORAGE_DIR)."""
+    configured = cast(dict[str, Any], settings.STORAGES["results"])
+    elsewhere = tmp_path / "results-elsewhere"
+    other = {**configured, "OPTIONS": {**configured["OPTIONS"], "location": str(elsewhere)}}
+    with override_settings(STORAGES={**settings.STORAGES, "results": other}):
+        yield elsewhere
+
+
+def test_a_folder_without_the_workers_mark_cannot_say_an_envelope_is_absent(tmp_path: Path) -> None:
+    with another_folder(tmp_path) as elsewhere:
+        with pytest.raises(DependencyUnavailableError):
+            results.envelope_read("results/nobody/nothing/none.json")
+        elsewhere.mkdir()  # a folder that exists (the API's /readyz creates it) is not marked either
+        with pytest.raises(DependencyUnavailableError):
+            results.envelope_stored("results/nobody/nothing/none.json")
+        results.results_folder_mark()  # what a worker does when it starts
+        assert (elsewhere / results.LOCAL_MARK).is_file()
+        assert results.envelope_read("results/nobody/nothing/none.json") is None
+
+
+def test_the_reaper_does_not_roll_back_a_claim_from_a_folder_the_workers_do_not_use(tmp_path: Path) -> None:
+    """`reconcile` run from a shell whose DPP_LOCAL_STORAGE_DIR is not the workers': the valid envelope is not
+    there, and without the mark that must not read as "never stored" (it was rolled back, at the minimum fee)."""
+    tenant = make_persona(plan="unlimited")
+    claimed = _stale_claim_with_a_valid_envelope(tenant, cost_micros=222_200)
+    with another_folder(tmp_path):
+        report = reconcile_once()
+        assert (report.rolled_forward, report.rolled_back, report.storage_unavailable) == (0, 0, 1)
+    run = run_row(claimed.pk)
+    assert (run.status, run.finalize_stage, run.money_state) == ("PROCESSING", "CLAIMED", "RESERVED")
+    report = reconcile_once()  # with the workers' folder
+    assert (report.rolled_forward, report.rolled_back, report.storage_unavailable) == (1, 0, 0)
+    assert (run_row(claimed.pk).status, run_row(claimed.pk).charged_micros) == ("COMPLETED", 222_200)
 
 
 def test_the_reaper_leaves_a_claim_it_cannot_check_and_finishes_it_once_storage_is_back(
@@ -116,6 +154,14 @@ def test_the_result_endpoint_answers_503_while_storage_is_unreadable(tmp_path: P
     assert tenant.client.get(f"/v1/runs/{run_id}/result").status_code == 200
 
 
+def test_the_result_endpoint_answers_503_not_410_from_a_folder_the_workers_do_not_use(tmp_path: Path) -> None:
+    tenant = make_persona(plan="unlimited")
+    run_id = _completed(tenant)
+    with another_folder(tmp_path):
+        assert_problem(tenant.client.get(f"/v1/runs/{run_id}/result"), 503, "UNAVAILABLE")
+    assert tenant.client.get(f"/v1/runs/{run_id}/result").status_code == 200
+
+
 class _FixOnRetry(logging.Handler):
     """Turns the blocked results folder into a real one when the worker logs that it will retry the upload."""
 
@@ -145,3 +191,11 @@ def test_the_worker_retries_a_failed_upload_and_completes_the_run(tmp_path: Path
     assert fixer.retries == 1
     run = run_row(run_id)
     assert (run.status, run.money_state) == ("COMPLETED", "SETTLED")
+
+
+@pytest.mark.e2e
+def test_a_worker_marks_its_results_folder_when_it_starts(tmp_path: Path) -> None:
+    """Before its first save: a claim whose worker died before storing anything must read as "no envelope"."""
+    folder = tmp_path / "fresh-results"
+    with celery_worker(process_env(DPP_LOCAL_STORAGE_DIR=str(folder)), concurrency=1):
+        assert (folder / results.LOCAL_MARK).is_file()
