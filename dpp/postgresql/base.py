@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import select
 
+import psycopg
 from django.db.backends.postgresql import base
 from psycopg import pq
 
@@ -40,5 +41,5 @@ def _quiet(pgconn: pq.abc.PGconn) -> bool:
     try:
         poller.register(pgconn.socket, select.POLLIN | select.POLLPRI)
         return not poller.poll(0)
-    except (OSError, ValueError):  # no socket (closed connection): let Django's check decide
+    except (OSError, ValueError, psycopg.Error):  # no socket (a closed connection): Django's check decides
         return False

@@ -97,6 +97,16 @@ def test_a_connection_the_server_ended_is_closed_and_the_next_query_reconnects()
     assert new_pid != old_pid
 
 
+def test_a_connection_closed_on_this_side_is_replaced() -> None:
+    connection.ensure_connection()
+    connection.connection.close()  # what a driver does after a fatal error on its side
+    _check_as_a_request_would()
+    assert connection.connection is None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+
+
 def test_the_socket_of_an_ended_connection_polls_readable() -> None:
     """What the check relies on: the server's FATAL message and its close reach the client's socket."""
     connection.ensure_connection()
