@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,7 +16,7 @@ from billing.selectors import balances_get, ledger_list, plan_by_id, plan_get
 from dpp.errors import ApplicationError
 from dpp.models import Tenant
 from dpp.openapi import problems
-from dpp.pagination import decode_cursor, encode_cursor, parse_limit
+from dpp.pagination import PAGE_PARAMETERS, decode_cursor, encode_cursor, parse_limit
 from dpp.ratelimit import RateLimitedViewMixin
 
 
@@ -99,8 +99,7 @@ class LedgerApi(TenantApiView):
             "balances, and what went to revenue."
         ),
         parameters=[
-            OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
-            OpenApiParameter("limit", int, description="1-100, default 20"),
+            *PAGE_PARAMETERS,
         ],
         responses={200: LedgerPageOut, **problems(403, 422)},
         tags=["account"],

@@ -38,10 +38,11 @@ ProblemSerializer = inline_serializer(
 
 
 def problems(*statuses: int) -> dict[Any, Any]:
-    """`responses=` entries for the given error statuses, plus 401 and 429 that every /v1 call may get."""
+    """`responses=` entries for the given error statuses, plus those every /v1 call may get: 401, 429, and 503
+    (authentication reads the database; a database that cannot be reached is 503 UNAVAILABLE with Retry-After)."""
     return {
         (status, PROBLEM_MEDIA_TYPE): OpenApiResponse(ProblemSerializer, description="RFC 9457 problem")
-        for status in sorted({401, 429, *statuses})
+        for status in sorted({401, 429, 503, *statuses})
     }
 
 

@@ -7,10 +7,22 @@ import binascii
 import json
 from typing import Any
 
+from drf_spectacular.utils import OpenApiParameter
+
 from dpp.errors import ApplicationError
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+
+# The query parameters of every listing, as the OpenAPI document states them (with the bounds parse_limit keeps).
+PAGE_PARAMETERS = [
+    OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
+    OpenApiParameter(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+        description=f"1-{MAX_LIMIT}, default {DEFAULT_LIMIT}",
+    ),
+]
 
 
 def encode_cursor(position: dict[str, Any]) -> str:

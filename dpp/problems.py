@@ -118,8 +118,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
     return problem_response(error, django_request)
 
 
-# Pages for people (the admin, its static files): their errors stay Django's own HTML pages.
-HTML_PATHS = ("/admin/", "/static/")
+# Pages for people (the admin): their errors stay Django's own HTML pages. An unknown /static/ file is a problem
+# like any unknown path (SPEC §4.1; a browser does not show the body of a stylesheet's 404).
+HTML_PATHS = ("/admin/",)
 
 
 def _for_people(request: HttpRequest) -> bool:

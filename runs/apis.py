@@ -19,7 +19,7 @@ from billing.selectors import balances_get
 from dpp.errors import ApplicationError
 from dpp.observability import adopt_run, current_trace_id
 from dpp.openapi import problems
-from dpp.pagination import decode_cursor, encode_cursor, parse_limit
+from dpp.pagination import PAGE_PARAMETERS, decode_cursor, encode_cursor, parse_limit
 from dpp.parsers import declared_length
 from packs.registry import all_packs
 from runs import presenters, results, selectors, services
@@ -107,7 +107,7 @@ class RunsApi(TenantApiView):
             _response_header("Idempotent-Replayed", '"true" when this is the receipt of an earlier submit', [202]),
             *_cost_headers([202])[:2],
         ],
-        responses={202: ReceiptOut, **problems(400, 402, 403, 409, 413, 415, 422, 503)},
+        responses={202: ReceiptOut, **problems(400, 402, 403, 409, 413, 415, 422)},
         tags=["runs"],
     )
     def post(self, request: Request) -> Response:
@@ -144,8 +144,7 @@ class RunsApi(TenantApiView):
             " status (repeatable), pack_type, created_after / created_before (RFC 3339)."
         ),
         parameters=[
-            OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
-            OpenApiParameter("limit", int, description="1-100, default 20"),
+            *PAGE_PARAMETERS,
             OpenApiParameter(
                 "status",
                 str,
@@ -274,7 +273,7 @@ class RunCancelApi(RunOwnerMixin, TenantApiView):
         ),
         request=None,
         parameters=_cost_headers([200, 202]),
-        responses={200: RunOut, 202: RunOut, **problems(403, 404, 409, 503)},
+        responses={200: RunOut, 202: RunOut, **problems(403, 404, 409)},
         tags=["runs"],
     )
     def post(self, request: Request, run_id: str) -> Response:
@@ -301,7 +300,7 @@ class RunResultApi(RunOwnerMixin, TenantApiView):
         responses={
             200: {"type": "object", "description": "the result envelope (local storage)"},
             302: OpenApiResponse(description="redirect to a signed URL of the envelope (S3)"),
-            **problems(403, 404, 409, 410, 503),
+            **problems(403, 404, 409, 410),
         },
         tags=["runs"],
     )

@@ -10,7 +10,14 @@ from rest_framework import serializers
 
 from packs.registry import all_packs
 
-MONEY_PATTERN = r"^\d+(\.\d{1,4})?$"
+# Exactly what runs.submission accepts for max_cost_usd (billing.money.parse_max_cost): 1 to 12 ASCII digits, up
+# to 4 decimals, from 0.0001 to 10000.0000 — written out so that a client or a fuzzer generating from the schema
+# stays in range: 1 to 9999.9999 (leading zeros up to 12 digits), 10000, 0.0001 to 0.9999.
+MONEY_PATTERN = (
+    r"^(?:(?:0{0,11}[1-9]|0{0,10}[1-9][0-9]|0{0,9}[1-9][0-9]{2}|0{0,8}[1-9][0-9]{3})(?:\.[0-9]{1,4})?"
+    r"|0{0,7}10000(?:\.0{1,4})?"
+    r"|0{1,12}\.(?:[1-9][0-9]{0,3}|0[1-9][0-9]{0,2}|00[1-9][0-9]?|000[1-9]))$"
+)
 
 
 class ReservationIn(serializers.Serializer[Any]):

@@ -440,9 +440,9 @@ def test_admin_errors_are_html_pages_and_there_is_no_view_site_link(finance: Cli
     no_such_page = finance.get("/admin/no-such-app/")
     assert no_such_page.status_code == 404
     assert no_such_page["Content-Type"].startswith("text/html")
-    unknown_static = finance.get("/static/no-such-file.css")
+    unknown_static = finance.get("/static/no-such-file.css")  # not a page: a problem, as any unknown path
     assert unknown_static.status_code == 404
-    assert unknown_static["Content-Type"].startswith("text/html")
+    assert unknown_static["Content-Type"] == "application/problem+json"
     index = finance.get(reverse("admin:index")).content.decode()
     assert "View site" not in index
 

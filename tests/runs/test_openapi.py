@@ -4,6 +4,7 @@ bearer scheme), the human docs, and a bounded schemathesis fuzz against a real g
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from typing import Any
@@ -13,13 +14,17 @@ import requests
 import schemathesis
 from django.test import Client
 from django.urls import URLPattern
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from billing.money import parse_max_cost
 from billing.urls import urlpatterns as billing_urls
+from dpp.errors import ApplicationError
+from runs.serializers import MONEY_PATTERN
 from runs.urls import urlpatterns as runs_urls
 from tests.conftest import USD, make_persona
 from tests.processes import gunicorn
@@ -27,17 +32,17 @@ from tests.runs.conftest import PROBLEM_MEMBERS
 
 PROBLEM = "application/problem+json"
 
-# Every operation of the API and the problem statuses it documents (401 and 429 everywhere).
+# Every operation of the API and the problem statuses it documents (401, 429 and 503 everywhere).
 OPERATIONS: dict[tuple[str, str], set[str]] = {
     ("post", "/v1/runs"): {"400", "401", "402", "403", "409", "413", "415", "422", "429", "503"},
-    ("get", "/v1/runs"): {"401", "403", "422", "429"},
-    ("get", "/v1/runs/{run_id}"): {"401", "403", "404", "429"},
+    ("get", "/v1/runs"): {"401", "403", "422", "429", "503"},
+    ("get", "/v1/runs/{run_id}"): {"401", "403", "404", "429", "503"},
     ("post", "/v1/runs/{run_id}/cancel"): {"401", "403", "404", "409", "429", "503"},
     ("get", "/v1/runs/{run_id}/result"): {"401", "403", "404", "409", "410", "429", "503"},
-    ("get", "/v1/account"): {"401", "403", "429"},
-    ("get", "/v1/ledger"): {"401", "403", "422", "429"},
-    ("get", "/v1/usage"): {"401", "403", "422", "429"},
-    ("get", "/v1/packs"): {"401", "403", "429"},
+    ("get", "/v1/account"): {"401", "403", "429", "503"},
+    ("get", "/v1/ledger"): {"401", "403", "422", "429", "503"},
+    ("get", "/v1/usage"): {"401", "403", "422", "429", "503"},
+    ("get", "/v1/packs"): {"401", "403", "429", "503"},
 }
 SUCCESS: dict[tuple[str, str], set[str]] = {
     ("post", "/v1/runs"): {"202"},
@@ -118,6 +123,51 @@ def test_submit_documents_its_body_and_idempotency_key(document: dict[str, Any])
     assert operation["requestBody"]["required"] is True
     assert set(operation["requestBody"]["content"]) == {"application/json"}
     assert "Location" in operation["responses"]["202"].get("headers", {})
+
+
+def test_the_reservation_amount_is_documented_as_exactly_what_the_api_accepts(document: dict[str, Any]) -> None:
+    reservation = document["components"]["schemas"]["ReservationInRequest"]["properties"]["max_cost_usd"]
+    assert reservation["pattern"] == MONEY_PATTERN
+
+
+def _accepted(value: str) -> bool:
+    try:
+        parse_max_cost(value)
+    except ApplicationError:
+        return False
+    return True
+
+
+# Money-like strings: digits (leading zeros included), a point, a few decimals, and now and then a sign or a
+# non-ASCII digit, so that both sides of every boundary come up.
+_AMOUNTS = st.from_regex(r"\A[+-]?[0٠]{0,12}[0-9]{0,6}(\.[0-9]{0,6})?\Z").filter(bool)
+
+
+@settings(max_examples=3000, deadline=None, database=None, derandomize=True)
+@given(value=_AMOUNTS)
+@example("0")
+@example("0.0001")
+@example("10000")
+@example("10000.0000")
+@example("10000.0001")
+@example("000000000001")
+@example("0000000000001")
+@example("000000010000")
+@example("0000000010000")
+@example("9999.9999")
+@example("00.5")
+@example("12345")
+@example("١")
+def test_the_money_pattern_matches_the_parser(value: str) -> None:
+    """A fuzzer generating max_cost_usd from the document stays inside what the API takes (the document said
+    `^\\d+(\\.\\d{1,4})?$`, so "0" and "12345" were schema-valid and refused), and none it leaves out is taken."""
+    assert bool(re.fullmatch(MONEY_PATTERN, value)) == _accepted(value), value
+
+
+@pytest.mark.parametrize(("method", "path"), [("get", "/v1/runs"), ("get", "/v1/ledger")])
+def test_page_limits_are_documented_with_their_bounds(document: dict[str, Any], method: str, path: str) -> None:
+    (limit,) = [p for p in document["paths"][path][method]["parameters"] if p["name"] == "limit"]
+    assert limit["schema"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
 
 
 @pytest.mark.parametrize("path", ["/docs", "/redoc"])
