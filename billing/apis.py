@@ -98,9 +98,7 @@ class LedgerApi(TenantApiView):
             "kind (TOPUP, RESERVE, SETTLE, ADJUSTMENT), the signed deltas of your available and held "
             "balances, and what went to revenue."
         ),
-        parameters=[
-            *PAGE_PARAMETERS,
-        ],
+        parameters=PAGE_PARAMETERS,
         responses={200: LedgerPageOut, **problems(403, 422)},
         tags=["account"],
     )

@@ -117,9 +117,9 @@ def _unavailable(doing: str, key: str, exc: Exception) -> DependencyUnavailableE
 
 
 def _confirm_absent(storage: Storage, key: str) -> None:
-    """ "No such object" holds only where the envelopes are: on S3 if the bucket itself is there (dpp.storage) — a
-    bucket that does not exist is a misconfiguration or an outage, not a missing envelope —, locally if the folder
-    bears the workers' mark (LOCAL_MARK)."""
+    """A "no such object" answer holds only where the envelopes are: on S3 if the bucket itself is there
+    (dpp.storage; a bucket that does not exist is a misconfiguration or an outage, not a missing envelope), in a
+    local folder if it bears the workers' mark (LOCAL_MARK)."""
     if isinstance(storage, FileSystemStorage):
         if not (Path(storage.location) / LOCAL_MARK).exists():
             logger.error(
