@@ -52,18 +52,12 @@ class ReconciliationCollector(Collector):
         except DatabaseError:
             logger.warning("metrics: the database is unreachable; reconciliation gauges skipped")
             return
-        yield GaugeMetricFamily("dpp_audit_flags_open", "Audit flags raised and not yet resolved.", value=flags)
-        yield GaugeMetricFamily("dpp_runs_queued", "Runs waiting for a worker.", value=queued)
-        yield GaugeMetricFamily(
-            "dpp_runs_queued_oldest_age_seconds",
-            "Age of the oldest QUEUED run (0 when none): stuck workers or reaper.",
-            value=max((now - oldest["created_at"]).total_seconds(), 0.0) if oldest else 0.0,
-        )
-        yield GaugeMetricFamily(
-            "dpp_runs_lease_expired",
-            "PROCESSING runs whose lease expired (the reaper ends them).",
-            value=expired_leases,
-        )
-        yield GaugeMetricFamily(
-            "dpp_runs_claim_stale", "Runs CLAIMED longer than DPP_FINALIZE_STALE_S.", value=stale_claims
-        )
+        oldest_age = max((now - oldest["created_at"]).total_seconds(), 0.0) if oldest else 0.0
+        values = {
+            "dpp_audit_flags_open": flags,
+            "dpp_runs_queued": queued,
+            "dpp_runs_queued_oldest_age_seconds": oldest_age,
+            "dpp_runs_lease_expired": expired_leases,
+            "dpp_runs_claim_stale": stale_claims,
+        }
+        yield from (GaugeMetricFamily(name, doc, value=values[name]) for name, doc in _GAUGES)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -73,17 +72,12 @@ def _scope(qs: QuerySet[Run], run_id: uuid.UUID | None) -> QuerySet[Run]:
     return qs[: settings.DPP_REAPER_BATCH]
 
 
-def _run_context(run: Run) -> AbstractContextManager[None]:
-    """The run's ids on every log line written inside, also by the services and storage the reaper calls."""
-    return log_context(trace_id=run.trace_id, tenant_id=run.tenant_id, run_id=str(run.pk))
-
-
 def _act(report: ReconcileReport, action: str, run: Run, do: Callable[..., bool | str]) -> bool:
     """Run one action (unless dry run) with the run's trace id in every log line; count it if it happened.
 
     `do` returns True (done), False (lost the race: the CAS found the run changed, nothing was done) or, for an
     action that won its CAS and then failed, the outcome to report (counted as `<action>_failed`)."""
-    with _run_context(run):
+    with run.log_ids():
         if report.dry_run:
             report.note(action, run, WOULD_DO)
             return True
@@ -113,22 +107,21 @@ def _finish_stale_claims(report: ReconcileReport, run_id: uuid.UUID | None) -> N
     claims = list(_scope(stale, run_id))
     for position, run in enumerate(claims):
         assert run.finalize_token is not None  # noqa: S101 - CLAIMED implies a token
-        try:
-            with _run_context(run):  # envelope_read's "could not read envelope" line is about this run
+        with run.log_ids():  # also envelope_read's "could not read envelope" line is about this run
+            try:
                 envelope = results.envelope_validate(run=run, key=results.envelope_key(run, run.finalize_token))
-        except DependencyUnavailableError:
-            # Unreadable is not absent: rolling back would charge the minimum fee for a run whose valid result
-            # may be in storage, and a run gets one SETTLE. Leave this claim and the rest for a later pass.
-            waiting = claims[position:]
-            report.storage_unavailable += len(waiting)
-            REAPER_ACTIONS.labels("claim_deferred").inc(len(waiting))
-            for left in waiting:
-                report.note("finish_claim", left, "deferred: the result storage is unavailable")
-            with _run_context(run):
+            except DependencyUnavailableError:
+                # Unreadable is not absent: rolling back would charge the minimum fee for a run whose valid result
+                # may be in storage, and a run gets one SETTLE. Leave this claim and the rest for a later pass.
+                waiting = claims[position:]
+                report.storage_unavailable += len(waiting)
+                REAPER_ACTIONS.labels("claim_deferred").inc(len(waiting))
+                for left in waiting:
+                    report.note("finish_claim", left, "deferred: the result storage is unavailable")
                 logger.error(  # noqa: TRY400 - envelope_read logged the cause with its stack
                     "reaper: result storage unavailable; %d stale claim(s) left CLAIMED for the next pass", len(waiting)
                 )
-            return
+                return
         if envelope is not None:
             if _act(
                 report, "roll_forward", run, lambda run=run, env=envelope: services.run_commit(run=run, stored=env)

@@ -7,7 +7,6 @@ import logging
 
 from celery import current_app
 
-from dpp.observability import log_context
 from runs.models import Run
 
 logger = logging.getLogger("dpp.runs.dispatch")
@@ -44,7 +43,7 @@ def publish_run(run: Run) -> bool:
         )
     except Exception:  # the reaper re-drives a QUEUED run whose task was lost
         # With the run's ids: this line is the cause when following the run by its trace id (operations §7).
-        with log_context(trace_id=run.trace_id, tenant_id=run.tenant_id, run_id=run_id):
+        with run.log_ids():
             logger.exception("could not publish run %s; the reaper will re-drive it", run.pk)
         return False
     return True

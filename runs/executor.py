@@ -20,7 +20,6 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from dpp.observability import log_context
 from packs.base import PackContext, PackError, PackInterrupted, PackResult
 from packs.registry import get_pack
 from runs import results, services
@@ -183,7 +182,7 @@ def run_execute(*, run_id: uuid.UUID) -> str:
         logger.info("run %s is not QUEUED (duplicate or late delivery): acknowledged, nothing done", run_id)
         return "not-leased"
     run = lease.run
-    with log_context(trace_id=run.trace_id, tenant_id=run.tenant_id, run_id=str(run.pk)):
+    with run.log_ids():
         logger.info("run %s leased (%s)", run.pk, run.pack_type)
         fault("after_lease")
         with Heartbeat(run.pk, lease.token) as heartbeat:

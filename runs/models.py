@@ -18,6 +18,7 @@ The runs table is also the outbox: a QUEUED run whose task was lost is re-publis
 from __future__ import annotations
 
 import uuid
+from contextlib import AbstractContextManager
 
 from django.db import models
 from django.db.models import F, Q
@@ -25,6 +26,7 @@ from django.db.models.functions import Mod
 from django.db.models.lookups import Exact
 
 from dpp.models import Tenant
+from dpp.observability import log_context
 
 
 class RunStatus(models.TextChoices):
@@ -161,3 +163,7 @@ class Run(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    def log_ids(self) -> AbstractContextManager[None]:
+        """The run's trace, tenant and run ids on every log line written inside (dpp.observability.log_context)."""
+        return log_context(trace_id=self.trace_id, tenant_id=self.tenant_id, run_id=str(self.pk))

@@ -25,7 +25,6 @@ from billing.services import ledger_reserve, ledger_settle
 from dpp.db import insert_new
 from dpp.errors import ApplicationError
 from dpp.models import Tenant
-from dpp.observability import log_context
 from runs.dispatch import publish_run
 from runs.models import FinalizeStage, MoneyState, Run, RunStatus
 from runs.results import Envelope
@@ -176,7 +175,7 @@ def run_cancel(*, tenant: Tenant, run_id: uuid.UUID) -> CancelOutcome:
 
 @transaction.atomic(durable=True)
 def _cancel_queued(run: Run) -> bool:
-    with log_context(trace_id=run.trace_id, tenant_id=run.tenant_id, run_id=str(run.pk)):
+    with run.log_ids():
         return _finish(
             run,
             guard=Q(status=RunStatus.QUEUED),
