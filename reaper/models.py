@@ -17,6 +17,7 @@ class AuditFlag(models.Model):
         SETTLE_WITHOUT_TERMINAL = "SETTLE_WITHOUT_TERMINAL", "SETTLE without a terminal run"
         HELD_MISMATCH = "HELD_MISMATCH", "held balance ≠ open reservations"
         RESERVE_MISMATCH = "RESERVE_MISMATCH", "run without its RESERVE, or a different amount"
+        ACTION_FAILED = "ACTION_FAILED", "a reaper action on the run failed"
 
     kind = models.CharField(max_length=32, choices=Kind.choices)
     subject = models.CharField(max_length=100, help_text="The run id or tenant id the finding is about.")

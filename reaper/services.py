@@ -16,12 +16,14 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.db.models import Exists, F, OuterRef, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from prometheus_client import Counter
 
 from billing.models import Account, LedgerTransaction
+from billing.money import format_usd
 from dpp.errors import DependencyUnavailableError
 from dpp.observability import log_context
 from reaper.models import AuditFlag
@@ -58,6 +60,8 @@ class ReconcileReport:
     storage_unavailable: int = 0
     # Re-drives whose publish failed (the broker did not take the task): the run stays QUEUED for a later pass.
     redrive_failed: int = 0
+    # Actions that raised (their transaction rolled back, nothing changed): each run is flagged ACTION_FAILED.
+    actions_failed: int = 0
     actions: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -65,6 +69,11 @@ class ReconcileReport:
 
     def note(self, action: str, run: Run, outcome: str) -> None:
         self.actions.append({"action": action, "run_id": str(run.pk), "trace_id": run.trace_id, "outcome": outcome})
+
+    @property
+    def unfinished(self) -> int:
+        """Runs this pass found to act on and had to leave as they were (`reconcile` then exits 1)."""
+        return self.storage_unavailable + self.redrive_failed + self.actions_failed
 
 
 def _scope(qs: QuerySet[Run], run_id: uuid.UUID | None) -> QuerySet[Run]:
@@ -81,7 +90,13 @@ def _act(report: ReconcileReport, action: str, run: Run, do: Callable[..., bool 
         if report.dry_run:
             report.note(action, run, WOULD_DO)
             return True
-        result = do()
+        try:
+            result = do()
+        except (OperationalError, InterfaceError):
+            raise  # the database is going away: nothing else can be done in this pass; the next one retries all
+        except Exception as exc:  # one run the rules cannot handle must not hold up the others: flag it, go on
+            _action_failed(report, action, run, exc)
+            return False
         outcome = result if isinstance(result, str) else DONE if result else LOST_THE_RACE
         report.note(action, run, outcome)
         if outcome == DONE:
@@ -91,6 +106,19 @@ def _act(report: ReconcileReport, action: str, run: Run, do: Callable[..., bool 
             REAPER_ACTIONS.labels(f"{action}_failed").inc()
             logger.error("reaper: %s run %s: %s", action, run.pk, outcome)
         return outcome == DONE
+
+
+def _action_failed(report: ReconcileReport, action: str, run: Run, exc: Exception) -> None:
+    """An action raised: its transaction rolled back, so nothing changed. The run's state is one no rule of SPEC
+    §3.3 explains (e.g. a SETTLE already posted for a run that is not terminal): flag it for a person, and let the
+    pass go on. The next pass tries the run again; the flag is raised once while it stays open."""
+    first_line = next(iter(str(exc).strip().splitlines()), "")
+    outcome = f"failed: {type(exc).__name__}: {first_line}"[:300] if first_line else f"failed: {type(exc).__name__}"
+    report.actions_failed += 1
+    report.note(action, run, outcome)
+    REAPER_ACTIONS.labels(f"{action}_failed").inc()
+    logger.error("reaper: %s run %s: %s", action, run.pk, outcome, exc_info=exc)
+    _flag_run(report, AuditFlag.Kind.ACTION_FAILED, run, f"{action} {outcome}; the run was left as it was")
 
 
 def _expire_leases(report: ReconcileReport, run_id: uuid.UUID | None) -> None:
@@ -183,6 +211,18 @@ def _raise_flag(report: ReconcileReport, *, kind: str, subject: str, detail: str
         logger.critical("AUDIT FLAG %s on %s: %s", kind, subject, detail, extra={"audit_flag": kind})
 
 
+def _flag_run(report: ReconcileReport, kind: str, run: Run, detail: str) -> None:
+    _raise_flag(
+        report,
+        kind=kind,
+        subject=str(run.pk),
+        detail=detail,
+        run_id=run.pk,
+        tenant_id=run.tenant_id,
+        trace_id=run.trace_id,
+    )
+
+
 def _audit_recent_runs(report: ReconcileReport, run_id: uuid.UUID | None) -> None:
     """Terminal runs without SETTLE and SETTLEs without a terminal run, among the recent ones."""
     since = timezone.now() - timedelta(seconds=max(10 * settings.DPP_REAPER_INTERVAL_S, 600))
@@ -193,15 +233,7 @@ def _audit_recent_runs(report: ReconcileReport, run_id: uuid.UUID | None) -> Non
     )
     unsettled = Run.objects.filter(status__in=TERMINAL_STATUSES, completed_at__gte=since).filter(~Exists(settles))
     for run in _scope(unsettled, run_id):
-        _raise_flag(
-            report,
-            kind=AuditFlag.Kind.TERMINAL_WITHOUT_SETTLE,
-            subject=str(run.pk),
-            detail=f"run is {run.status} but has no SETTLE",
-            run_id=run.pk,
-            tenant_id=run.tenant_id,
-            trace_id=run.trace_id,
-        )
+        _flag_run(report, AuditFlag.Kind.TERMINAL_WITHOUT_SETTLE, run, f"run is {run.status} but has no SETTLE")
     terminal = Run.objects.filter(pk=OuterRef("run_id"), status__in=TERMINAL_STATUSES)
     orphans = LedgerTransaction.objects.filter(kind=LedgerTransaction.Kind.SETTLE, created_at__gte=since).filter(
         ~Exists(terminal)
@@ -240,7 +272,10 @@ def _audit_held(report: ReconcileReport) -> None:
             report,
             kind=AuditFlag.Kind.HELD_MISMATCH,
             subject=str(account.tenant_id),
-            detail=f"held is {account.balance_micros} micros, open reservations {account.open_micros}",
+            detail=(
+                f"held is {format_usd(account.balance_micros)} USD, "
+                f"open reservations {format_usd(account.open_micros)} USD"
+            ),
             tenant_id=account.tenant_id,
         )
 

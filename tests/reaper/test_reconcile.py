@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -176,7 +177,7 @@ def test_a_redrive_whose_publish_fails_is_reported_as_failed_not_as_a_lost_race(
     _age(run, created_at=61)
     failed_before = _reaper_actions("redrive_failed")
     out = io.StringIO()
-    with broker_down(), caplog.at_level(logging.WARNING):
+    with broker_down(), caplog.at_level(logging.WARNING), pytest.raises(CommandError):
         call_command("reconcile", "--json", stdout=out)
     payload = json.loads(out.getvalue())
     assert (payload["redriven"], payload["redrive_failed"]) == (0, 1)
@@ -332,14 +333,63 @@ def test_settle_without_a_terminal_run_raises_a_flag(tenant: Persona) -> None:
     assert [f.subject for f in _flags(AuditFlag.Kind.SETTLE_WITHOUT_TERMINAL)] == [str(run.pk)]
 
 
+def test_a_run_whose_action_fails_is_flagged_and_the_pass_goes_on_with_the_others(
+    tenant: Persona, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state no rule explains (here a SETTLE posted for a run still PROCESSING) makes the run's action fail on
+    the one-SETTLE-per-run constraint. That run is left as it was and flagged; the other stale runs are finished."""
+    broken, healthy = _leased(tenant, max_cost_usd="0.0100"), _leased(tenant, max_cost_usd="0.0100")
+    with transaction.atomic():
+        ledger_settle(
+            tenant_id=tenant.tenant.pk, run_id=broken.run.pk, reserved_micros=10_000, charge_micros=0, trace_id="t"
+        )
+    _age(broken.run, lease_expires_at=20)  # the older expiry: the pass meets the broken run first
+    _age(healthy.run, lease_expires_at=10)
+    failed_before = _reaper_actions("expire_lease_failed")
+    with caplog.at_level(logging.ERROR, logger="dpp.reaper"):
+        report = reconcile_once()
+    assert (report.expired_leases, report.actions_failed, report.unfinished) == (1, 1, 1)
+    [failure] = [a for a in report.actions if a.get("run_id") == str(broken.run.pk) and "outcome" in a]
+    assert failure["action"] == "expire_lease"
+    assert failure["outcome"].startswith("failed: IntegrityError: ")
+    assert "billing_once_per_run" in failure["outcome"]
+    assert Run.objects.get(pk=healthy.run.pk).status == "FAILED"
+    assert Run.objects.get(pk=broken.run.pk).status == "PROCESSING"  # left as it was: its action rolled back
+    assert _settle_count(broken.run) == 1
+    assert _reaper_actions("expire_lease_failed") == failed_before + 1
+    [flag] = _flags(AuditFlag.Kind.ACTION_FAILED)
+    assert (flag.subject, flag.tenant_id, flag.trace_id) == (str(broken.run.pk), tenant.tenant.pk, broken.run.trace_id)
+    assert flag.detail.startswith("expire_lease failed: IntegrityError: ")
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.exc_info is not None  # with its stack
+    assert ids(error) == (broken.run.trace_id, str(broken.run.pk))
+    # The next pass tries the run again (a person may have mended it meanwhile), without a second flag.
+    again = reconcile_once()
+    assert (again.actions_failed, again.expired_leases) == (1, 0)
+    assert len(_flags(AuditFlag.Kind.ACTION_FAILED)) == 1
+
+
+def test_reconcile_exits_1_with_its_full_report_when_a_run_could_not_be_finished(tenant: Persona) -> None:
+    run = submit(tenant)
+    _age(run, created_at=61)
+    out = io.StringIO()
+    with broker_down(), pytest.raises(CommandError, match=r"1 run\(s\) could not be finished") as raised:
+        call_command("reconcile", "--json", stdout=out)
+    assert raised.value.returncode == 1
+    payload = json.loads(out.getvalue())
+    assert (payload["redrive_failed"], payload["actions_failed"]) == (1, 0)
+    # A dry run changes nothing, so it fails nothing: exit status 0.
+    _age(run, created_at=61, published_at=61)
+    call_command("reconcile", "--dry-run", stdout=io.StringIO())
+
+
 def test_held_not_matching_open_reservations_raises_a_flag(tenant: Persona) -> None:
     submit(tenant, max_cost_usd="0.0100")
     Account.objects.filter(pk=f"{tenant.tenant.pk}/held").update(balance_micros=20_000)
     reconcile_once()
     flags = _flags(AuditFlag.Kind.HELD_MISMATCH)
     assert [f.subject for f in flags] == [tenant.tenant.pk]
-    assert "20000" in flags[0].detail
-    assert "10000" in flags[0].detail
+    assert flags[0].detail == "held is 0.0200 USD, open reservations 0.0100 USD"
 
 
 def test_reconcile_command_says_which_flag_it_raised(tenant: Persona) -> None:
@@ -348,9 +398,11 @@ def test_reconcile_command_says_which_flag_it_raised(tenant: Persona) -> None:
     out = io.StringIO()
     call_command("reconcile", stdout=out)
     assert out.getvalue().splitlines()[1:] == [
-        f"  audit flag HELD_MISMATCH on {tenant.tenant.pk}: held is 20000 micros, open reservations 10000"
+        f"  audit flag HELD_MISMATCH on {tenant.tenant.pk}: held is 0.0200 USD, open reservations 0.0100 USD"
     ]
-    assert "audit_flags=1, storage_unavailable=0, redrive_failed=0, audit_flags_open=1" in out.getvalue()
+    assert "audit_flags=1, storage_unavailable=0, redrive_failed=0, actions_failed=0, audit_flags_open=1" in (
+        out.getvalue()
+    )
     # The next pass raises nothing new, and says the flag is still open.
     again_out = io.StringIO()
     call_command("reconcile", "--json", stdout=again_out)

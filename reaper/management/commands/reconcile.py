@@ -1,7 +1,7 @@
 import uuid
 from typing import Any
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from dpp.management.base import DppCommand
 from reaper.models import AuditFlag
@@ -35,11 +35,15 @@ class Command(DppCommand):
         lines = [
             f"reconcile ({'dry run' if report.dry_run else 'live'}): "
             + ", ".join(
-                f"{k}={payload[k]}" for k in (*COUNTS, "storage_unavailable", "redrive_failed", "audit_flags_open")
+                f"{k}={payload[k]}"
+                for k in (*COUNTS, "storage_unavailable", "redrive_failed", "actions_failed", "audit_flags_open")
             )
         ]
         lines += [_describe(action) for action in report.actions]
         self.emit(payload, "\n".join(lines))
+        if report.unfinished:
+            # The report above is the answer; the exit status tells a script that some runs were left as they were.
+            raise CommandError(f"{report.unfinished} run(s) could not be finished in this pass", returncode=1)
 
 
 def _describe(action: dict[str, Any]) -> str:
