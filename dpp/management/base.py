@@ -7,15 +7,18 @@ that parses stdout), and a database error reaching the top (an unreachable serve
 
 from __future__ import annotations
 
+import argparse
+import getpass
 import json
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError, models
 
 from dpp.errors import ApplicationError
 
@@ -68,6 +71,27 @@ class DppCommand(BaseCommand):
         if self.as_json:
             self.stdout.write(json.dumps({"error": message}))
         raise CommandError(message, returncode=code)
+
+
+def fits(model: type[models.Model], field: str) -> Callable[[str], str]:
+    """An argparse `type` for a value stored in `model.field`: a value longer than its column is a usage error
+    naming the limit, not a database error after the fact."""
+    limit: int | None = getattr(model._meta.get_field(field), "max_length", None)
+
+    def check(value: str) -> str:
+        if limit is not None and len(value) > limit:
+            raise argparse.ArgumentTypeError(f"at most {limit} characters, got {len(value)}")
+        return value
+
+    return check
+
+
+def cli_actor() -> str:
+    """Who runs the command, for the records it writes: `cli:<login name>` (`cli` if the system knows none)."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name in the environment and none for the uid
+        return "cli"
 
 
 def database_error_line(exc: DatabaseError) -> str:

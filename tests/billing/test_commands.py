@@ -131,6 +131,18 @@ class TestTopup:
         assert (txn.kind, txn.reason, txn.actor) == ("TOPUP", "invoice 42", "finance:ann")
         assert balances_get(tenant_id=owner.tenant.pk).available_micros == 12 * USD + 500_000
 
+    def test_without_actor_the_login_name_is_recorded(self, owner: Persona, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("LOGNAME", "ann")  # getpass reads LOGNAME first, as a shell sets it
+        body = _json("topup", owner.tenant.pk, "1", "--reason", "invoice 43")
+        assert LedgerTransaction.objects.get(pk=body["transaction_id"]).actor == "cli:ann"
+        _json("set_plan", owner.tenant.pk, "unlimited", "--reason", "contract 13")
+        assert owner.tenant.plan_history.order_by("-started_at").values_list("actor", flat=True)[0] == "cli:ann"
+
+    def test_an_empty_actor_is_refused(self, owner: Persona) -> None:
+        with pytest.raises(CommandError):
+            call_command("topup", owner.tenant.pk, "1", "--reason", "r", "--actor", "", stdout=StringIO())
+        assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD
+
     def test_reason_is_required(self, owner: Persona) -> None:
         with pytest.raises(CommandError, match="--reason"):
             call_command("topup", owner.tenant.pk, "1.0000", stdout=StringIO(), stderr=StringIO())

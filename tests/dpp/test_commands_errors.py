@@ -77,6 +77,17 @@ def test_the_database_password_is_never_printed() -> None:
         (["topup", "acme", "1"], "the following arguments are required: --reason"),
         (["create_tenant"], "the following arguments are required: tenant_id"),
         (["reconcile", "--bogus"], "unrecognized arguments: --bogus"),
+        # Longer than the column that stores it: refused before any database is asked.
+        (
+            ["topup", "acme", "1", "--reason", "r", "--actor", "a" * 151],
+            "argument --actor: at most 150 characters, got 151",
+        ),
+        (
+            ["set_plan", "acme", "unlimited", "--reason", "r", "--actor", "a" * 151],
+            "argument --actor: at most 150 characters, got 151",
+        ),
+        (["issue_api_key", "acme", "--label", "l" * 101], "argument --label: at most 100 characters, got 101"),
+        (["create_tenant", "acme", "--name", "n" * 201], "argument --name: at most 200 characters, got 201"),
     ],
 )
 def test_a_usage_error_is_exit_1_and_a_json_error(args: list[str], message: str) -> None:

@@ -3,7 +3,8 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from billing.services import tenant_onboard
-from dpp.management.base import DppCommand
+from dpp.management.base import DppCommand, fits
+from dpp.models import Tenant
 from dpp.services import api_key_issue
 
 
@@ -13,7 +14,7 @@ class Command(DppCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
         parser.add_argument("tenant_id", help="3-64 characters of [a-z0-9_-]")
-        parser.add_argument("--name", default="")
+        parser.add_argument("--name", default="", type=fits(Tenant, "name"))
         parser.add_argument("--plan", default="starter")
 
     def run(self, **options: Any) -> None:

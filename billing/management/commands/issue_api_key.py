@@ -3,8 +3,8 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from billing.selectors import plan_get
-from dpp.management.base import DppCommand
-from dpp.models import Tenant
+from dpp.management.base import DppCommand, fits
+from dpp.models import ApiKey, Tenant
 from dpp.services import api_key_issue
 
 
@@ -14,7 +14,7 @@ class Command(DppCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
         parser.add_argument("tenant_id")
-        parser.add_argument("--label", default="")
+        parser.add_argument("--label", default="", type=fits(ApiKey, "label"))
         parser.add_argument("--test", action="store_true", help="a dpp_test_ key instead of dpp_live_")
 
     def run(self, **options: Any) -> None:

@@ -2,11 +2,11 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from billing.models import Plan
+from billing.models import Plan, TenantPlan
 from billing.selectors import plan_get
 from billing.services import plan_assign
 from dpp.errors import ApplicationError
-from dpp.management.base import DppCommand
+from dpp.management.base import DppCommand, cli_actor, fits
 from dpp.models import Tenant
 
 
@@ -18,7 +18,11 @@ class Command(DppCommand):
         parser.add_argument("tenant_id")
         parser.add_argument("plan", help="a plan code, e.g. starter or unlimited")
         parser.add_argument("--reason", required=True, help="recorded in the plan history (ticket, contract)")
-        parser.add_argument("--actor", default="cli:set_plan", help="who asks for it (recorded in the history)")
+        parser.add_argument(
+            "--actor",
+            type=fits(TenantPlan, "actor"),
+            help="who asks for it, recorded in the history (default: cli:<your login name>)",
+        )
 
     def run(self, **options: Any) -> None:
         tenant = Tenant.objects.filter(pk=options["tenant_id"]).first()
@@ -33,7 +37,12 @@ class Command(DppCommand):
             self.emit(payload, f"{tenant.pk} is already on plan {previous}; nothing changed")
             return
         try:
-            plan_assign(tenant=tenant, plan_code=options["plan"], actor=options["actor"], reason=options["reason"])
+            plan_assign(
+                tenant=tenant,
+                plan_code=options["plan"],
+                actor=options["actor"] if options["actor"] is not None else cli_actor(),
+                reason=options["reason"],
+            )
         except ApplicationError as exc:
             self.fail(exc.detail)
         self.emit(

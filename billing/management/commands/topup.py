@@ -3,11 +3,12 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from billing.admin.forms import validate_manual_amount
+from billing.models import LedgerTransaction
 from billing.money import format_usd, parse_usd
 from billing.selectors import balances_get
 from billing.services import ledger_topup
 from dpp.errors import ApplicationError
-from dpp.management.base import DppCommand
+from dpp.management.base import DppCommand, cli_actor, fits
 from dpp.models import Tenant
 
 
@@ -19,7 +20,11 @@ class Command(DppCommand):
         parser.add_argument("tenant_id")
         parser.add_argument("amount_usd", help='e.g. "25.0000" (up to 4 decimals)')
         parser.add_argument("--reason", required=True)
-        parser.add_argument("--actor", default="cli:topup", help="who asks for it (recorded on the transaction)")
+        parser.add_argument(
+            "--actor",
+            type=fits(LedgerTransaction, "actor"),
+            help="who asks for it, recorded on the transaction (default: cli:<your login name>)",
+        )
 
     def run(self, **options: Any) -> None:
         tenant = Tenant.objects.filter(pk=options["tenant_id"]).first()
@@ -29,7 +34,12 @@ class Command(DppCommand):
         try:
             amount = parse_usd(options["amount_usd"], field="amount_usd")
             validate_manual_amount(amount)  # the admin's typo guard: a ValidationError, one line (DppCommand)
-            txn = ledger_topup(tenant=tenant, amount_micros=amount, actor=options["actor"], reason=options["reason"])
+            txn = ledger_topup(
+                tenant=tenant,
+                amount_micros=amount,
+                actor=options["actor"] if options["actor"] is not None else cli_actor(),
+                reason=options["reason"],
+            )
         except (ApplicationError, ValueError) as exc:
             self.fail(getattr(exc, "detail", str(exc)))
             return
