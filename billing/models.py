@@ -29,6 +29,7 @@ from django.db.models.functions import Mod
 from django.db.models.lookups import Exact
 from django.utils import timezone
 
+from billing.money import format_usd
 from dpp.models import Tenant
 
 PLATFORM_PREFIX = "@"
@@ -221,4 +222,5 @@ class LedgerEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.account_id} {self.amount_micros:+d}"
+        sign = "+" if self.amount_micros > 0 else ""  # a leg's direction, in the admin's money format
+        return f"{self.account_id} {sign}{format_usd(self.amount_micros)}"

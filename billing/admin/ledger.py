@@ -305,8 +305,29 @@ class LedgerEntryAdmin(ReadOnlyModelAdmin):
         return format_usd(obj.amount_micros)
 
 
+def balances_by_kind() -> dict[str, Any]:
+    """Every account's balance summed by kind, in one statement, and their total, which must be zero: each
+    transaction sums to zero (SPEC §2.1, invariant 1). For the accounts list; `audit_ledger` checks the rest."""
+    sums = dict(Account.objects.order_by().values_list("kind").annotate(total=Sum("balance_micros")))
+    total = sum(sums.values(), 0)
+    return {
+        "by_kind": [(label, format_usd(sums.get(kind) or 0)) for kind, label in _SUMMED_KINDS],
+        "total": format_usd(total),
+        "total_is_zero": total == 0,
+    }
+
+
+_SUMMED_KINDS = (
+    (Account.Kind.AVAILABLE, "available (all tenants)"),
+    (Account.Kind.HELD, "held (all tenants)"),
+    (Account.Kind.REVENUE, "@revenue"),
+    (Account.Kind.FUNDING, "@funding"),
+)
+
+
 @admin.register(Account)
 class AccountAdmin(ReadOnlyModelAdmin):
+    change_list_template = "billing/admin/account_change_list.html"
     list_display = ("id", "tenant_id", "kind", "balance", "entries_link")
     list_filter = ("kind", TenantFilter)
     search_fields = ("id",)
@@ -314,6 +335,9 @@ class AccountAdmin(ReadOnlyModelAdmin):
     fields = ("id", "tenant_id", "kind", "balance", "entries_sum", "created_at", "entries_link")
     readonly_fields = fields
     ordering = ("id",)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponseBase:
+        return super().changelist_view(request, {**(extra_context or {}), "balances": balances_by_kind()})
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Account], search_term: str

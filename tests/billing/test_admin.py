@@ -27,6 +27,7 @@ from dpp.services import api_key_issue
 from runs.models import RunStatus
 from tests.admin_support import bulk_topups, csv_rows, ensure_staff_groups, make_run, staff_client
 from tests.conftest import USD, Persona, Personas, make_persona
+from tests.factories import submit
 
 pytestmark = pytest.mark.django_db
 
@@ -162,6 +163,10 @@ def test_finance_tops_up_a_tenant(finance: Client, owner: Persona) -> None:
     }
     page = finance.get(reverse("admin:billing_ledgertransaction_change", args=[txn.pk])).content.decode()
     assert f"admin form code {nonce}" in page  # not passed off as a trace id
+    # Each leg's row is titled in the admin's money format, not in raw micros.
+    assert "@funding -25.5000" in page
+    assert f"{owner.tenant.pk}/available +25.5000" in page
+    assert "25500000" not in page
 
 
 @pytest.mark.parametrize("nonce", [None, "abc"], ids=["missing", "altered"])
@@ -646,3 +651,19 @@ def test_an_account_page_says_whether_its_balance_equals_its_entries(finance: Cl
         cursor.execute("UPDATE billing_account SET balance_micros = balance_micros + 100 WHERE id = %s", [account_id])
     drifted = finance.get(reverse("admin:billing_account_change", args=[account_id])).content.decode()
     assert "10.0000 — DIFFERS from the balance: run audit_ledger" in drifted
+
+
+def test_the_accounts_list_sums_every_balance_by_kind_and_says_whether_they_sum_to_zero(finance: Client) -> None:
+    submit(make_persona(plan="unlimited", credit_micros=10 * USD), max_cost_usd="0.2500")  # available → held
+    url = reverse("admin:billing_account_changelist")
+    page = " ".join(finance.get(url).content.decode().split())
+    assert (
+        "available (all tenants) 9.7500; held (all tenants) 0.2500; @revenue 0.0000; @funding -10.0000. "
+        "Together: <strong>0.0000</strong> — they sum to zero"
+    ) in page
+    with connection.cursor() as cursor:  # what no service can do: one balance drifts
+        cursor.execute("UPDATE billing_account SET balance_micros = balance_micros + 100 WHERE id = '@revenue'")
+    drifted = " ".join(finance.get(url).content.decode().split())
+    assert "Together: <strong>0.0001</strong> — <strong>they do not sum to zero: run <code>manage.py audit_ledger" in (
+        drifted
+    )
