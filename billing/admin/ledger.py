@@ -17,7 +17,7 @@ from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
 from django.db.models import CharField, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Concat
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -336,7 +336,7 @@ class AccountAdmin(ReadOnlyModelAdmin):
     readonly_fields = fields
     ordering = ("id",)
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponseBase:
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         return super().changelist_view(request, {**(extra_context or {}), "balances": balances_by_kind()})
 
     def get_search_results(
