@@ -125,6 +125,7 @@ def gunicorn(env: dict[str, str] | None = None, *, workers: int = 2, threads: in
     port = free_port()
     args = [str(BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
     args += ["--threads", str(threads), "--worker-class", GUNICORN_WORKER, "--timeout", "60", "--graceful-timeout", "5"]
+    args += ["--no-control-socket"]  # as in the Procfile: gunicorns on one host would share ~/.gunicorn/gunicorn.ctl
     proc = Process("gunicorn", args, env or process_env(), _log_dir())
     base = f"http://127.0.0.1:{port}"
     try:

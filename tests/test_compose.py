@@ -487,3 +487,20 @@ def test_dockerfile_checker_rejects_a_bad_dockerfile() -> None:
         "collectstatic does not run at build",
         "ENV DPP_NOT_A_SETTING is read by nothing",
     ]
+
+
+def test_every_gunicorn_runs_without_the_control_socket(compose: dict[str, Any]) -> None:
+    """gunicorn 27 opens a control socket under $HOME by default: in the image HOME does not exist (an ERROR line at
+    every start), and the gunicorns of one host would share one socket path."""
+    dockerfile_cmd = next(
+        line.split(None, 1)[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD ")
+    )
+    procfile_web = next(
+        line.partition(":")[2] for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
+    )
+    commands = {
+        "Dockerfile": json.loads(dockerfile_cmd),
+        "compose api": command_words(compose["services"]["api"]),
+        "Procfile web": shlex.split(procfile_web),
+    }
+    assert {name: "--no-control-socket" in words for name, words in commands.items()} == dict.fromkeys(commands, True)
