@@ -108,3 +108,10 @@ def test_help_still_works() -> None:
     assert done.returncode == 0, done.stderr
     assert "--reason" in done.stdout
     assert "usage: manage.py topup" in done.stdout
+
+
+@pytest.mark.parametrize("json_flag", [["--json"], []])
+def test_a_bad_environment_variable_is_one_line_naming_it(json_flag: list[str]) -> None:
+    done = manage(["audit_ledger", *json_flag], process_env(DPP_LEASE_S="abc"), timeout=60, check=False)
+    assert _one_line_error(done) == "ImproperlyConfigured: DPP_LEASE_S='abc' is not an integer"
+    assert done.stdout == ('{"error": "DPP_LEASE_S=\'abc\' is not an integer"}\n' if json_flag else "")
