@@ -67,6 +67,18 @@ def broker_transport_options(settings: Any) -> dict[str, Any]:
     return {}
 
 
+def beat_schedule(settings: Any) -> dict[str, dict[str, Any]]:
+    """A reaper pass every DPP_REAPER_INTERVAL_S; the whole ledger audit every DPP_LEDGER_AUDIT_INTERVAL_S (0: off).
+    Each expires after its interval: a backlog of passes is not worth running twice."""
+    every = {"reaper-reconcile": ("dpp.reaper.reconcile", settings.DPP_REAPER_INTERVAL_S)}
+    if settings.DPP_LEDGER_AUDIT_INTERVAL_S:
+        every["ledger-audit"] = ("dpp.reaper.audit_ledger", settings.DPP_LEDGER_AUDIT_INTERVAL_S)
+    return {
+        name: {"task": task, "schedule": timedelta(seconds=seconds), "options": {"expires": seconds}}
+        for name, (task, seconds) in every.items()
+    }
+
+
 def configure(settings: Any) -> None:
     # The filesystem transport is slow with prefetch 1 (~1.5 tasks/s, measured). A busy worker still holds only
     # the one task its pool can start; a crash loses that task, which the reaper re-drives (embedded mode only).
@@ -92,13 +104,7 @@ def configure(settings: Any) -> None:
         worker_send_task_events=False,
         task_send_sent_event=False,
         timezone="UTC",
-        beat_schedule={
-            "reaper-reconcile": {
-                "task": "dpp.reaper.reconcile",
-                "schedule": timedelta(seconds=settings.DPP_REAPER_INTERVAL_S),
-                "options": {"expires": settings.DPP_REAPER_INTERVAL_S},
-            }
-        },
+        beat_schedule=beat_schedule(settings),
         beat_schedule_filename=str(settings.VAR_DIR / "celerybeat-schedule"),
     )
 

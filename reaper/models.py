@@ -18,6 +18,7 @@ class AuditFlag(models.Model):
         HELD_MISMATCH = "HELD_MISMATCH", "held balance ≠ open reservations"
         RESERVE_MISMATCH = "RESERVE_MISMATCH", "run without its RESERVE, or a different amount"
         ACTION_FAILED = "ACTION_FAILED", "a reaper action on the run failed"
+        LEDGER_AUDIT = "LEDGER_AUDIT", "the scheduled ledger audit found violations"
 
     kind = models.CharField(max_length=32, choices=Kind.choices)
     subject = models.CharField(max_length=100, help_text="The run id or tenant id the finding is about.")

@@ -28,6 +28,7 @@ from dpp.errors import DependencyUnavailableError
 from dpp.observability import log_context
 from reaper.models import AuditFlag
 from runs import results, services
+from runs.audit import full_audit
 from runs.dispatch import publish_run
 from runs.models import OPEN_STATUSES, TERMINAL_STATUSES, FinalizeStage, Run, RunStatus
 
@@ -278,6 +279,24 @@ def _audit_held(report: ReconcileReport) -> None:
             ),
             tenant_id=account.tenant_id,
         )
+
+
+def audit_ledger_flags() -> ReconcileReport:
+    """The whole audit of `audit_ledger` (SPEC §2.1, §3.3), as beat schedules it: one flag per violated invariant,
+    so that what the reaper's incremental checks cannot see (older than their window) still reaches
+    `dpp_audit_flags_open` and the admin. Money is never touched."""
+    report = ReconcileReport(dry_run=False)
+    audit = full_audit()
+    for invariant, count in sorted(audit.violation_counts.items()):
+        example = next((v.detail for v in audit.violations if v.invariant == invariant), "")
+        _raise_flag(
+            report,
+            kind=AuditFlag.Kind.LEDGER_AUDIT,
+            subject=invariant,
+            detail=f"{count} violation(s) of {invariant}, e.g. {example}; run audit_ledger for all",
+        )
+    logger.info("ledger audit: %d violation(s) in %.1f s", audit.violations_total, audit.seconds.get("total", 0.0))
+    return report
 
 
 def audit_flag_resolve(*, flag_ids: list[int], actor: str, note: str) -> int:

@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import shared_task
 
-from reaper.services import reconcile_once
+from reaper.services import audit_ledger_flags, reconcile_once
 
 
 @shared_task(name="dpp.reaper.reconcile", ignore_result=True)
@@ -15,3 +15,8 @@ def reconcile() -> dict[str, Any]:
     summary = report.as_dict()
     summary.pop("actions")
     return summary
+
+
+@shared_task(name="dpp.reaper.audit_ledger", ignore_result=True)
+def audit_ledger() -> dict[str, int]:
+    return {"audit_flags": audit_ledger_flags().audit_flags}
