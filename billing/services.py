@@ -32,6 +32,15 @@ class LedgerInvariantError(RuntimeError):
     """A movement would break an invariant that cannot be the client's fault (e.g. held going negative)."""
 
 
+class ReservationRacedError(RuntimeError):
+    """A reservation refused on rows a concurrent commit has since changed: neither refusal holds any more.
+
+    The balance UPDATE judges the tenant's rows as they were when the statement began; if a top-up or a settle
+    commits while the statement waits for their lock, the guard may still refuse on the old balance (PostgreSQL
+    re-checks the new row version only for rows the old one let through). The caller rolls back and tries again.
+    """
+
+
 def _require_transaction() -> None:
     if not connection.in_atomic_block:
         raise RuntimeError("money must move inside the database transaction of its state change")
@@ -192,19 +201,23 @@ def ledger_reserve(
     return txn
 
 
-def _reserve_refusal(tenant_id: str, amount_micros: int, max_open: int | None) -> ApplicationError:
+def _reserve_refusal(tenant_id: str, amount_micros: int, max_open: int | None) -> Exception:
+    """Why the reservation was refused, read from the rows as they are now (the refused UPDATE holds their locks)."""
     available = _available_micros(tenant_id)
-    if available < amount_micros or max_open is None:
+    if available < amount_micros:
         return ApplicationError(
             "INSUFFICIENT_FUNDS",
             f"This run needs {format_usd(amount_micros)} USD held; {format_usd(available)} USD is available.",
             extra={"available_usd": format_usd(available), "required_usd": format_usd(amount_micros)},
         )
-    return ApplicationError(
-        "CONCURRENCY_LIMITED",
-        f"Your plan allows {max_open} runs at once; wait for one to end.",
-        headers={"Retry-After": "2"},
-    )
+    held = Account.objects.filter(pk=Account.tenant_account_id(tenant_id, AccountKind.HELD))
+    if max_open is not None and held.values_list("open_reservations", flat=True).get() >= max_open:
+        return ApplicationError(
+            "CONCURRENCY_LIMITED",
+            f"Your plan allows {max_open} runs at once; wait for one to end.",
+            headers={"Retry-After": "2"},
+        )
+    return ReservationRacedError(f"tenant {tenant_id}: the balances changed while the reservation waited for them")
 
 
 def ledger_settle(

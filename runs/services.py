@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from billing.models import Plan
 from billing.money import minimum_fee
-from billing.services import ledger_reserve, ledger_settle
+from billing.services import ReservationRacedError, ledger_reserve, ledger_settle
 from dpp.db import insert_new
 from dpp.errors import ApplicationError
 from dpp.models import Tenant
@@ -31,6 +31,9 @@ from runs.results import Envelope
 from runs.submission import Submission
 
 logger = logging.getLogger("dpp.runs")
+
+
+ACCEPT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -60,16 +63,23 @@ def run_accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Accepte
     """Insert the run and hold its money in one transaction, then publish its task after commit.
 
     Concurrent identical submits: the unique (tenant, key) index makes every loser fail its INSERT once the
-    winner commits; the loser then answers the winner's receipt. A refused request leaves no row at all.
+    winner commits; the loser then answers the winner's receipt. A refused request leaves no row at all. A
+    reservation refused on balances that a concurrent commit changed meanwhile is tried again from the start.
     """
-    try:
-        run = _accept(tenant=tenant, plan=plan, submission=submission)
-    except IntegrityError:
-        existing = run_find_by_key(tenant=tenant, idempotency_key=submission.idempotency_key)
-        if existing is None:
-            raise
-        return replay_or_conflict(run=existing, request_hash=submission.request_hash)
-    return Accepted(run=run, replayed=False)
+    for _ in range(ACCEPT_ATTEMPTS):
+        try:
+            run = _accept(tenant=tenant, plan=plan, submission=submission)
+        except ReservationRacedError:
+            continue  # rolled back: the next attempt reads the balances as they are now
+        except IntegrityError:
+            existing = run_find_by_key(tenant=tenant, idempotency_key=submission.idempotency_key)
+            if existing is None:
+                raise
+            return replay_or_conflict(run=existing, request_hash=submission.request_hash)
+        return Accepted(run=run, replayed=False)
+    raise ApplicationError(
+        "UNAVAILABLE", "The balance kept changing while the run was accepted; retry.", headers={"Retry-After": "1"}
+    )
 
 
 @transaction.atomic(durable=True)

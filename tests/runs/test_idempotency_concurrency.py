@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from django.db import connection, transaction
+from django.db.models import Q
 from rest_framework.test import APIClient
 
 from billing.models import LedgerTransaction
+from runs import services
 from runs.audit import full_audit
 from runs.models import Run
 from tests.conftest import USD, Persona, make_persona
+from tests.factories import submit
 from tests.runs.conftest import balances, body, close_thread_connection, new_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -102,3 +107,68 @@ def test_same_key_race_on_money_for_one_run_gives_50_receipts() -> None:
     assert LedgerTransaction.objects.filter(tenant=persona.tenant, kind="RESERVE").count() == 1
     assert balances(persona) == (0, 50_000)
     _audit_is_clean()
+
+
+def test_a_reservation_racing_a_release_is_judged_on_the_balance_it_waited_for() -> None:
+    """A submit whose balance UPDATE waits on the tenant's rows while a cancel releases money there: PostgreSQL
+    judges the guard on the balance the statement began with, which no longer holds once it gets the rows. Found
+    from outside as a 429 CONCURRENCY_LIMITED on a tenant far below its limit; the submit is now tried again and
+    accepted, since the money is there."""
+    persona = make_persona(plan="unlimited", credit_micros=50_000)
+    queued = submit(persona, max_cost_usd="0.0400")  # available 0.0100
+    locked, release = threading.Event(), threading.Event()
+
+    def cancel_and_wait() -> None:  # the cancel's release (held → available), its commit held back
+        try:
+            with transaction.atomic():
+                done = services._finish(
+                    Run.objects.get(pk=queued.pk),
+                    guard=Q(status="QUEUED"),
+                    status="CANCELED",
+                    charge_micros=0,
+                    reason_code="CANCELED_BY_CLIENT",
+                )
+                assert done
+                locked.set()
+                assert release.wait(timeout=30)
+        finally:
+            close_thread_connection()
+
+    def submit_over_http() -> tuple[int, dict[str, Any]]:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {persona.api_key}")
+        try:
+            payload = json.dumps(body(max_cost_usd="0.0300"))  # more than 0.0100, less than the 0.0500 after it
+            response = client.post(
+                "/v1/runs", data=payload, content_type="application/json", HTTP_IDEMPOTENCY_KEY=new_key()
+            )
+            return response.status_code, json.loads(response.content)
+        finally:
+            close_thread_connection()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        canceling = pool.submit(cancel_and_wait)
+        assert locked.wait(timeout=30)
+        accepting = pool.submit(submit_over_http)
+        _wait_for_a_lock_wait_on("UPDATE billing_account")
+        release.set()
+        canceling.result(timeout=30)
+        status, answer = accepting.result(timeout=30)
+    assert (status, answer.get("reason_code")) == (202, None), answer
+    assert balances(persona) == (20_000, 30_000)
+    _audit_is_clean()
+
+
+def _wait_for_a_lock_wait_on(statement: str) -> None:
+    """Until another session's `statement` waits for a row lock (pg_stat_activity), at most 30 s."""
+    deadline = time.monotonic() + 30
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                [f"{statement}%"],
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"no session waited on a lock in {statement!r}")
