@@ -32,6 +32,13 @@ def broker_transport(url: str) -> str | None:
     return None
 
 
+# A broker that accepts connections and never answers must not hold a request (the publish after a submit's
+# commit, /readyz) or a worker forever: every call to it is bounded. Redis answers in well under a millisecond and
+# replies to the workers' BRPOP within its 1 s timeout, so 3 s is only reached by a broker that does not answer.
+BROKER_SOCKET_TIMEOUT_S = 3
+SQS_CLIENT_CONFIG = {"connect_timeout": 3, "read_timeout": 5, "retries": {"mode": "standard", "max_attempts": 2}}
+
+
 def broker_transport_options(settings: Any) -> dict[str, Any]:
     """Transport options for the configured broker (SPEC §7; measured figures in docs/decisions.md)."""
     url: str = settings.CELERY_BROKER_URL
@@ -45,12 +52,17 @@ def broker_transport_options(settings: Any) -> dict[str, Any]:
             "visibility_timeout": visibility_timeout,
             "polling_interval": settings.DPP_BROKER_POLLING_INTERVAL,
             "wait_time_seconds": 1,
+            "client-config": SQS_CLIENT_CONFIG,  # botocore's defaults: 60 s timeouts, retried
         }
         if settings.DPP_SQS_QUEUE_PREFIX:
             options["queue_name_prefix"] = settings.DPP_SQS_QUEUE_PREFIX
         return options
     if url.startswith(("redis://", "rediss://")):
-        return {"visibility_timeout": visibility_timeout}
+        return {
+            "visibility_timeout": visibility_timeout,
+            "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_S,
+        }
     if url.startswith("filesystem://"):
         folders = {name: settings.DPP_BROKER_DIR / name for name in ("queue", "control", "tmp")}
         for folder in folders.values():

@@ -32,13 +32,20 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @contextlib.contextmanager
 def broker_down() -> Iterator[None]:
-    """The app publishes to a port just freed, so every publish meets a real "connection refused". The write URL
-    is the app's setting for publishing (CELERY_BROKER_URL in the environment would win over `broker_url`); the
-    connection and producer pools are dropped so that it is used, and all is put back afterwards."""
+    """The app publishes to a port just freed, so every publish meets a real "connection refused"."""
+    with publishing_to(f"redis://127.0.0.1:{free_port()}/0"):
+        yield
+
+
+@contextlib.contextmanager
+def publishing_to(url: str) -> Iterator[None]:
+    """The app publishes to `url`. The write URL is the app's setting for publishing (CELERY_BROKER_URL in the
+    environment would win over `broker_url`); the connection and producer pools are dropped so that it is used, and
+    all is put back afterwards."""
     assert "CELERY_BROKER_WRITE_URL" not in os.environ  # it would win over the app's setting
     app = current_app._get_current_object()
     saved = (app.conf.get("broker_write_url"), app._pool, app.amqp._producer_pool)
-    app.conf.broker_write_url = f"redis://127.0.0.1:{free_port()}/0"
+    app.conf.broker_write_url = url
     app._pool = app.amqp._producer_pool = None
     try:
         yield
