@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -79,6 +80,20 @@ def broker_transport_options(settings: Any) -> dict[str, Any]:
     return {}
 
 
+def reaper_queue(settings: Any) -> str:
+    """The queue of the reaper's tasks: behind a backlog of runs a pass would wait, then expire unrun (found from
+    outside: crashed runs held their money for minutes while the queue drained). Workers consume both queues."""
+    return f"{settings.DPP_TASK_QUEUE}-reaper"
+
+
+def task_queues(settings: Any) -> list[Queue]:
+    """The runs' queue and the reaper's, each as Celery declares its default queue (a direct exchange of its name)."""
+    return [
+        Queue(name, Exchange(name, type="direct"), routing_key=name)
+        for name in (settings.DPP_TASK_QUEUE, reaper_queue(settings))
+    ]
+
+
 def beat_schedule(settings: Any) -> dict[str, dict[str, Any]]:
     """A reaper pass every DPP_REAPER_INTERVAL_S; the whole ledger audit every DPP_LEDGER_AUDIT_INTERVAL_S (0: off).
     Each expires after its interval: a backlog of passes is not worth running twice."""
@@ -101,6 +116,8 @@ def configure(settings: Any) -> None:
         broker_transport_options=broker_transport_options(settings),
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.DPP_TASK_QUEUE,
+        task_queues=task_queues(settings),  # what `celery worker` consumes unless -Q names others
+        task_routes={"dpp.reaper.*": {"queue": reaper_queue(settings)}},
         task_serializer="json",
         accept_content=["json"],
         result_backend=None,

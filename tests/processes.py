@@ -148,7 +148,8 @@ def celery_worker(
     worker_env = env or process_env()
     args = [str(BIN / "celery"), "-A", app, "worker", "--loglevel", "INFO", "--concurrency", str(concurrency)]
     args += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}-{free_port()}@%h"]
-    args += ["-Q", worker_env.get("DPP_TASK_QUEUE", "dpp-runs"), *extra_args]
+    queue = worker_env.get("DPP_TASK_QUEUE", "dpp-runs")
+    args += ["-Q", f"{queue},{queue}-reaper", *extra_args]  # the runs' queue and the reaper's (config.celery)
     proc = Process(name, args, worker_env, _log_dir())
     try:
         wait_until(lambda: "ready" in proc.log() or not proc.alive(), 60, what="celery worker ready")

@@ -8,6 +8,7 @@ at exactly its cost, with one SETTLE each, and the reaper raised no audit flag.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -18,11 +19,14 @@ from freezegun import freeze_time
 
 from reaper.models import AuditFlag
 from reaper.services import reconcile_once
+from reaper.tasks import reconcile
+from runs import services
 from runs.models import Run
 from tests.billing.conftest import finish_run, open_run
 from tests.conftest import USD, make_persona
-from tests.e2e.harness import E2E, assert_money_balanced, redis_stack, settles_of
-from tests.processes import celery_beat
+from tests.e2e.harness import E2E, assert_money_balanced, fast_env, purge_queue, redis_stack, settles_of
+from tests.factories import submit
+from tests.processes import celery_beat, celery_worker
 
 pytestmark = [*E2E]
 
@@ -89,3 +93,26 @@ def test_a_reaper_pass_reads_no_settled_history() -> None:
 
     read = _rows_read_from("billing_ledgertransaction", captured.captured_queries)
     assert read <= 2 * RECENT_RUNS, f"one pass read {read} ledger transactions; {OLD_RUNS} of them are hours old"
+
+
+def test_a_reaper_pass_is_not_held_behind_a_backlog_of_runs() -> None:
+    """The reaper's tasks have their own queue, which the workers consume beside the runs'. Found from outside:
+    with one queue, beat's pass waited behind every queued run (and expired unrun after its interval), so a run
+    whose worker had died kept its money held until the whole backlog had drained."""
+    env = fast_env(DPP_STORAGE="local")
+    for queue in (env["DPP_TASK_QUEUE"], f"{env['DPP_TASK_QUEUE']}-reaper"):
+        purge_queue(queue)
+    tenant = make_persona(plan="unlimited", credit_micros=10 * USD)
+    orphan = services.run_lease(run_id=submit(tenant).pk)  # its worker "died": leased, never finished
+    assert orphan is not None
+    Run.objects.filter(pk=orphan.run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=5))
+    backlog = [submit(tenant, inputs={"sleep_ms": 500, "cost_usd": "0.0010"}).pk for _ in range(20)]
+    with celery_worker(env, concurrency=1, name="backlogged"):
+        reconcile.apply_async()  # what beat sends: routed to the reaper's queue
+        deadline = time.monotonic() + 60
+        while Run.objects.get(pk=orphan.run.pk).status != "FAILED" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        still_queued = Run.objects.filter(pk__in=backlog, status="QUEUED").count()
+    assert Run.objects.get(pk=orphan.run.pk).reason_code == "WORKER_TIMEOUT"
+    # Reaped while most of the 10 s backlog still waited (one pool process, 0.5 s a run), not after it drained.
+    assert still_queued >= 10, still_queued
