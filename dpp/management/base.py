@@ -86,8 +86,11 @@ def fits(model: type[models.Model], field: str) -> Callable[[str], str]:
     return check
 
 
-def cli_actor() -> str:
-    """Who runs the command, for the records it writes: `cli:<login name>` (`cli` if the system knows none)."""
+def actor(given: str | None) -> str:
+    """Who asks, for the records a command writes: `--actor` as given (an empty one is refused where it is
+    recorded), else `cli:<login name>` of whoever runs the command (`cli` if the system knows none)."""
+    if given is not None:
+        return given
     try:
         return f"cli:{getpass.getuser()}"
     except (OSError, KeyError):  # no login name in the environment and none for the uid

@@ -6,7 +6,7 @@ from billing.models import Plan, TenantPlan
 from billing.selectors import plan_get
 from billing.services import plan_assign
 from dpp.errors import ApplicationError
-from dpp.management.base import DppCommand, cli_actor, fits
+from dpp.management.base import DppCommand, actor, fits
 from dpp.models import Tenant
 
 
@@ -40,7 +40,7 @@ class Command(DppCommand):
             plan_assign(
                 tenant=tenant,
                 plan_code=options["plan"],
-                actor=options["actor"] if options["actor"] is not None else cli_actor(),
+                actor=actor(options["actor"]),
                 reason=options["reason"],
             )
         except ApplicationError as exc:

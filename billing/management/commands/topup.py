@@ -8,7 +8,7 @@ from billing.money import format_usd, parse_usd
 from billing.selectors import balances_get
 from billing.services import ledger_topup
 from dpp.errors import ApplicationError
-from dpp.management.base import DppCommand, cli_actor, fits
+from dpp.management.base import DppCommand, actor, fits
 from dpp.models import Tenant
 
 
@@ -37,7 +37,7 @@ class Command(DppCommand):
             txn = ledger_topup(
                 tenant=tenant,
                 amount_micros=amount,
-                actor=options["actor"] if options["actor"] is not None else cli_actor(),
+                actor=actor(options["actor"]),
                 reason=options["reason"],
             )
         except (ApplicationError, ValueError) as exc:
