@@ -116,6 +116,11 @@ def _log_dir() -> Path:
     return Path(settings.VAR_DIR) / "process-logs"
 
 
+def newest_log(name: str) -> str:
+    """The log of the process called `name` started last (e.g. by `gunicorn()`, which yields only its URL)."""
+    return max(_log_dir().glob(f"{name}-*.log"), key=lambda path: path.stat().st_mtime_ns).read_text(errors="replace")
+
+
 GUNICORN_WORKER = "config.gunicorn_worker.BalancedThreadWorker"  # as in the Procfile, Dockerfile and compose file
 
 

@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import requests
+
 from config.gunicorn_worker import MAX_YIELD_S, YIELD_PER_CONNECTION_S, accept_delay
-from tests.processes import gunicorn
+from tests.processes import gunicorn, newest_log
 
 CONNECTIONS = 16
 
@@ -96,3 +98,14 @@ def test_connections_opened_one_after_another_are_split_evenly_between_two_worke
         held = _split(port, CONNECTIONS)
     assert sum(held) == CONNECTIONS
     assert held[1] - held[0] <= 2, f"connections per worker: {held}"
+
+
+def test_head_answers_a_gets_headers_without_a_body() -> None:
+    """gunicorn drops a body sent for HEAD and logs a warning each time (RFC 9110 §9.3.2): none is sent."""
+    with gunicorn(workers=1, threads=1) as base_url:
+        get = requests.get(f"{base_url}/health", timeout=10)
+        head = requests.head(f"{base_url}/health", timeout=10)
+    log = newest_log("gunicorn")  # gunicorn has stopped: its log is whole
+    assert (head.status_code, head.headers["Content-Length"]) == (200, str(len(get.content)))
+    assert head.content == b""
+    assert "body bytes on a no-body response" not in log
