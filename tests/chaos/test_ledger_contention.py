@@ -22,7 +22,7 @@ from runs.models import Run
 from runs.services import run_accept, run_fail, run_lease
 from runs.submission import request_hash, submission_parse
 from tests.conftest import USD, make_persona
-from tests.e2e.harness import E2E, purge_queue
+from tests.e2e.harness import E2E, purge_queues
 
 pytestmark = [*E2E, pytest.mark.chaos]
 
@@ -35,7 +35,7 @@ SECONDS = 6.0
 THREADS = 4
 
 
-def test_concurrent_accepts_and_settles_of_one_tenant_never_deadlock(settings: object) -> None:
+def test_concurrent_accepts_and_settles_of_one_tenant_never_deadlock() -> None:
     persona = make_persona(plan="unlimited", credit_micros=100 * USD, prefix="hot")
     tenant, plan = persona.tenant, plan_get(tenant_id=persona.tenant.pk)
     digest = request_hash(BODY)
@@ -82,7 +82,7 @@ def test_concurrent_accepts_and_settles_of_one_tenant_never_deadlock(settings: o
         thread.start()
     for thread in threads:
         thread.join(60)
-    purge_queue(settings.DPP_TASK_QUEUE)  # type: ignore[attr-defined]  # the tasks run_accept published
+    purge_queues()  # the tasks run_accept published
 
     runs = Run.objects.filter(tenant=tenant)
     assert runs.count() > 20, "the threads hardly ran"

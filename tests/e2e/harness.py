@@ -188,10 +188,11 @@ def fast_env(**overrides: str) -> dict[str, str]:
     return process_env(**FAST_TIMINGS, **overrides)
 
 
-def purge_queue(queue: str) -> None:
-    """Drop what earlier tests left in this run's own queue on the test broker."""
+def purge_queues() -> None:
+    """Drop what earlier tests left in this run's own queues (the runs' and the reaper's) on the test broker."""
     with current_app.connection_for_write() as conn, contextlib.suppress(Exception):
-        conn.default_channel.queue_purge(queue)
+        for queue in current_app.conf.task_queues:
+            conn.default_channel.queue_purge(queue.name)
 
 
 @contextlib.contextmanager
@@ -199,7 +200,8 @@ def redis_stack(**overrides: str) -> Iterator[Stack]:
     """PostgreSQL + the Redis broker (this test run's own queue) + local result files."""
     env = fast_env(DPP_STORAGE="local", **overrides)
     assert env["CELERY_BROKER_URL"].startswith("redis://"), env["CELERY_BROKER_URL"]
-    purge_queue(env["DPP_TASK_QUEUE"])
+    assert env["DPP_TASK_QUEUE"] == current_app.conf.task_default_queue  # the queues purge_queues() empties
+    purge_queues()
     with gunicorn(env) as base_url:
         yield Stack("redis", base_url, env)
 

@@ -24,7 +24,7 @@ from runs import services
 from runs.models import Run
 from tests.billing.conftest import finish_run, open_run
 from tests.conftest import USD, make_persona
-from tests.e2e.harness import E2E, assert_money_balanced, fast_env, purge_queue, redis_stack, settles_of
+from tests.e2e.harness import E2E, assert_money_balanced, fast_env, purge_queues, redis_stack, settles_of
 from tests.factories import submit
 from tests.processes import celery_beat, celery_worker
 
@@ -100,8 +100,7 @@ def test_a_reaper_pass_is_not_held_behind_a_backlog_of_runs() -> None:
     with one queue, beat's pass waited behind every queued run (and expired unrun after its interval), so a run
     whose worker had died kept its money held until the whole backlog had drained."""
     env = fast_env(DPP_STORAGE="local")
-    for queue in (env["DPP_TASK_QUEUE"], f"{env['DPP_TASK_QUEUE']}-reaper"):
-        purge_queue(queue)
+    purge_queues()
     tenant = make_persona(plan="unlimited", credit_micros=10 * USD)
     orphan = services.run_lease(run_id=submit(tenant).pk)  # its worker "died": leased, never finished
     assert orphan is not None

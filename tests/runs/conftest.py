@@ -177,7 +177,8 @@ def _purge_task_queue() -> Any:
     yield
     if settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         with current_app.connection_for_write() as conn:
-            conn.default_channel.queue_purge(settings.DPP_TASK_QUEUE)
+            for queue in current_app.conf.task_queues:  # the runs' and the reaper's
+                conn.default_channel.queue_purge(queue.name)
 
 
 def execute(run_id: str | uuid.UUID) -> str:
