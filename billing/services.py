@@ -180,7 +180,8 @@ def ledger_reserve(
     *, tenant_id: str, run_id: uuid.UUID, amount_micros: int, trace_id: str, max_open: int | None = None
 ) -> LedgerTransaction:
     """available → held, or 402 INSUFFICIENT_FUNDS, or (with `max_open`) 429 CONCURRENCY_LIMITED when the tenant
-    already has that many open reservations. Locks the tenant's accounts until the caller commits."""
+    already has that many open reservations, or ReservationRacedError when neither holds any more (the caller
+    rolls back and tries again). Locks the tenant's accounts until the caller commits."""
     _require_transaction()
     _check_amount(amount_micros)
     # The entries first, the balances last: the UPDATE takes the tenant's row locks, held until the commit that

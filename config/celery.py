@@ -37,7 +37,8 @@ def broker_transport(url: str) -> str | None:
 # commit, /readyz) or a worker forever: every call to it is bounded. Redis answers in well under a millisecond and
 # replies to the workers' BRPOP within its 1 s timeout, so 3 s is only reached by a broker that does not answer.
 BROKER_SOCKET_TIMEOUT_S = 3
-SQS_CLIENT_CONFIG = {"connect_timeout": 3, "read_timeout": 5, "retries": {"mode": "standard", "max_attempts": 2}}
+# botocore: one attempt per call (its own retries would multiply the publish's retry policy, runs/dispatch.py).
+SQS_CLIENT_CONFIG = {"connect_timeout": 3, "read_timeout": 5, "retries": {"mode": "standard", "total_max_attempts": 1}}
 
 
 def broker_transport_options(settings: Any) -> dict[str, Any]:

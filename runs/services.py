@@ -70,6 +70,7 @@ def run_accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Accepte
         try:
             run = _accept(tenant=tenant, plan=plan, submission=submission)
         except ReservationRacedError:
+            logger.warning("accept for tenant %s: the balances moved during the reservation; trying again", tenant.pk)
             continue  # rolled back: the next attempt reads the balances as they are now
         except IntegrityError:
             existing = run_find_by_key(tenant=tenant, idempotency_key=submission.idempotency_key)
