@@ -305,6 +305,14 @@ class LedgerEntryAdmin(ReadOnlyModelAdmin):
         return format_usd(obj.amount_micros)
 
 
+_SUMMED_KINDS = (
+    (Account.Kind.AVAILABLE, "available (all tenants)"),
+    (Account.Kind.HELD, "held (all tenants)"),
+    (Account.Kind.REVENUE, "@revenue"),
+    (Account.Kind.FUNDING, "@funding"),
+)
+
+
 def balances_by_kind() -> dict[str, Any]:
     """Every account's balance summed by kind, in one statement, and their total, which must be zero: each
     transaction sums to zero (SPEC §2.1, invariant 1). For the accounts list; `audit_ledger` checks the rest."""
@@ -315,14 +323,6 @@ def balances_by_kind() -> dict[str, Any]:
         "total": format_usd(total),
         "total_is_zero": total == 0,
     }
-
-
-_SUMMED_KINDS = (
-    (Account.Kind.AVAILABLE, "available (all tenants)"),
-    (Account.Kind.HELD, "held (all tenants)"),
-    (Account.Kind.REVENUE, "@revenue"),
-    (Account.Kind.FUNDING, "@funding"),
-)
 
 
 @admin.register(Account)
