@@ -80,10 +80,14 @@ class RequestContextMiddleware:
                 response = anonymous_limited(request, response)  # every /v1 answer carries RateLimit headers
             response["X-Request-ID"] = request_id
             response["X-Trace-Id"] = trace_id_var.get() or trace_id  # a run's own, once the view adopted it
-            if request.method == "HEAD" and not response.streaming:
+            if request.method == "HEAD":
                 # A GET's headers (Content-Length included) without its body (RFC 9110 §9.3.2): gunicorn would
-                # drop the body anyway, with a warning per request.
-                response.content = b""
+                # drop the body anyway, with a warning per request. A stream (a CSV export) is not even started:
+                # the response still closes the generator it was given.
+                if response.streaming:
+                    response.streaming_content = ()
+                else:
+                    response.content = b""
             self._observe(request, response, time.perf_counter() - started)
             return response
         finally:

@@ -10,8 +10,10 @@ import uuid
 from typing import Any
 
 import pytest
-from django.db import connection
-from django.test import Client
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections, connection
+from django.test import Client, RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -252,3 +254,25 @@ def test_result_envelope_needs_the_view_permission(owner: Persona) -> None:
     assert execute(receipt["run_id"]) == "completed"
     nobody = staff_client("plain")
     assert nobody.get(reverse("admin:runs_run_result", args=[receipt["run_id"]])).status_code == 403
+
+
+def test_head_of_the_csv_export_sends_its_headers_without_rows(finance: Client, personas: Personas) -> None:
+    """Through the WSGI application as gunicorn calls it (the test client drops a HEAD's body by itself)."""
+    make_run(personas.owner.tenant.pk)
+    environ = RequestFactory().head(reverse("admin:runs_run_export")).environ
+    environ["HTTP_COOKIE"] = "; ".join(f"{name}={morsel.value}" for name, morsel in finance.cookies.items())
+    started: list[tuple[str, dict[str, str]]] = []
+    # As the test client does: the test's connection (its transaction) must outlive the request.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        body = WSGIHandler()(environ, lambda status, headers, *_: started.append((status, dict(headers))))
+        sent = b"".join(body)
+        body.close()
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+    status, headers = started[0]
+    assert status == "200 OK"
+    assert headers["Content-Type"].startswith("text/csv")
+    assert sent == b""
