@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.middleware import csrf
 from django.urls import Resolver404, resolve
@@ -84,7 +84,7 @@ class RequestContextMiddleware:
                 # A GET's headers (Content-Length included) without its body (RFC 9110 §9.3.2): gunicorn would
                 # drop the body anyway, with a warning per request. A stream (a CSV export) is not even started:
                 # the response still closes the generator it was given.
-                if response.streaming:
+                if isinstance(response, StreamingHttpResponse):
                     response.streaming_content = ()
                 else:
                     response.content = b""

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -262,11 +263,16 @@ def test_head_of_the_csv_export_sends_its_headers_without_rows(finance: Client, 
     environ = RequestFactory().head(reverse("admin:runs_run_export")).environ
     environ["HTTP_COOKIE"] = "; ".join(f"{name}={morsel.value}" for name, morsel in finance.cookies.items())
     started: list[tuple[str, dict[str, str]]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], *_: object) -> Callable[[bytes], object]:
+        started.append((status, dict(headers)))
+        return lambda data: None
+
     # As the test client does: the test's connection (its transaction) must outlive the request.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
-        body = WSGIHandler()(environ, lambda status, headers, *_: started.append((status, dict(headers))))
+        body = WSGIHandler()(environ, start_response)
         sent = b"".join(body)
         body.close()
     finally:
