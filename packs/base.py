@@ -144,7 +144,8 @@ class Pack(ABC):
 
     def validate(self, inputs: Any, *, policy: UrlPolicy) -> list[FieldError]:
         """Schema errors if any (one per error, sorted by field), else the semantic errors; [] = valid."""
-        errors = [_field_error(error) for error in self._validator.iter_errors(inputs)]
+        errors = _nul_errors(inputs, [])
+        errors += [_field_error(error) for error in self._validator.iter_errors(inputs)]
         if errors:
             return sorted(errors, key=lambda e: (e.field, e.message))
         return self.semantic_errors(inputs, policy=policy)
@@ -179,6 +180,27 @@ def field_path(parts: Any) -> str:
     for part in parts:
         path += f"[{part}]" if isinstance(part, int) else f".{part}"
     return path
+
+
+def _nul_errors(value: Any, parts: list[Any]) -> list[FieldError]:
+    """Every string (member name or value) holding U+0000, which JSON allows and PostgreSQL's jsonb cannot store:
+    refused at submit like any invalid input, whatever the pack's schema says of it."""
+    if isinstance(value, str):
+        return [FieldError(field_path(parts), _NUL_MESSAGE)] if "\x00" in value else []
+    if isinstance(value, list):
+        return [error for i, item in enumerate(value) for error in _nul_errors(item, [*parts, i])]
+    if isinstance(value, dict):
+        errors = []
+        for name, item in value.items():
+            if "\x00" in name:
+                errors.append(FieldError(field_path([*parts, name.replace("\x00", "\\u0000")]), _NUL_MESSAGE))
+            else:
+                errors += _nul_errors(item, [*parts, name])
+        return errors
+    return []
+
+
+_NUL_MESSAGE = "must not contain the character U+0000"
 
 
 def _field_error(error: ValidationError) -> FieldError:

@@ -495,6 +495,34 @@ def test_invalid_inputs_name_their_fields(unlimited: Persona, pack_type: str, in
     assert_nothing_created(unlimited)
 
 
+def _with_nul(where: str) -> dict[str, Any]:
+    inputs = json.loads(json.dumps(DECISION_INPUTS))
+    if where == "question":
+        inputs["question"] = "Which\x00 supplier?"
+    elif where == "option":
+        inputs["options"][0] = "A\x00"
+        inputs["scores"]["A\x00"] = inputs["scores"].pop("A")
+    else:  # a member name only
+        inputs["scores"]["A"]["pri\x00ce"] = 1
+    return inputs
+
+
+@pytest.mark.parametrize(
+    ("where", "fields"),
+    [
+        ("question", ["inputs.question"]),
+        ("option", ["inputs.options[0]", "inputs.scores.A\\u0000"]),
+        ("member", ["inputs.scores.A.pri\\u0000ce"]),
+    ],
+)
+def test_a_nul_character_in_inputs_is_refused_not_a_500(unlimited: Persona, where: str, fields: list[str]) -> None:
+    """JSON allows \\u0000 in a string; PostgreSQL's jsonb cannot store it: refused at submit, naming the field."""
+    payload = body("decision", _with_nul(where))
+    problem = assert_problem(submit(unlimited.client, payload), 422, "INVALID_INPUTS")
+    assert fields == [error["field"] for error in problem["errors"] if "U+0000" in error["message"]]
+    assert_nothing_created(unlimited)
+
+
 def test_max_cost_over_plan_limit(owner: Persona) -> None:
     problem = assert_problem(
         submit(owner.client, body("decision", max_cost_usd="1.0001")), 422, "MAX_COST_OVER_PLAN_LIMIT"
