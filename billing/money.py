@@ -18,10 +18,11 @@ MIN_FEE_FLOOR_MICROS = 5_000
 MIN_FEE_CEILING_MICROS = 100_000
 
 # [0-9], not \d: Python's \d also matches non-ASCII digits ("١.٠٠٠٠"), which int() would then accept.
-# At most 12 whole digits: 999,999,999,999.9999 USD in micros still fits a 64-bit integer column.
-_MONEY_RE = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,4}))?")
+# At most 12 whole digits after any leading zeros: 999,999,999,999.9999 USD in micros still fits a 64-bit integer
+# column ("0000000000001.0000" is 1 USD, as SPEC §2's ^\d+(\.\d{1,4})?$ has it).
+_MONEY_RE = re.compile(r"0*([0-9]{1,12})(?:\.([0-9]{1,4}))?")
 _OVER_SCALE_RE = re.compile(r"[0-9]+\.[0-9]{5,}")
-_TOO_MANY_DIGITS_RE = re.compile(r"[0-9]{13,}(?:\.[0-9]{1,4})?")
+_TOO_MANY_DIGITS_RE = re.compile(r"0*[1-9][0-9]{12,}(?:\.[0-9]{1,4})?")
 
 
 def ceil100(micros: int) -> int:

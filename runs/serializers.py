@@ -12,17 +12,17 @@ from packs.registry import all_packs
 
 # Exactly what runs.submission accepts for max_cost_usd (billing.money.parse_max_cost): 1 to 12 ASCII digits, up
 # to 4 decimals, from 0.0001 to 10000.0000 — written out so that a client or a fuzzer generating from the schema
-# stays in range: 1 to 9999.9999 (leading zeros up to 12 digits), 10000, 0.0001 to 0.9999.
+# stays in range: 1 to 9999.9999, 10000, 0.0001 to 0.9999, each after any number of leading zeros.
 MONEY_PATTERN = (
-    r"^(?:(?:0{0,11}[1-9]|0{0,10}[1-9][0-9]|0{0,9}[1-9][0-9]{2}|0{0,8}[1-9][0-9]{3})(?:\.[0-9]{1,4})?"
-    r"|0{0,7}10000(?:\.0{1,4})?"
-    r"|0{1,12}\.(?:[1-9][0-9]{0,3}|0[1-9][0-9]{0,2}|00[1-9][0-9]?|000[1-9]))$"
+    r"^0*(?:(?:[1-9][0-9]{0,3})(?:\.[0-9]{1,4})?"
+    r"|10000(?:\.0{1,4})?"
+    r"|0\.(?:[1-9][0-9]{0,3}|0[1-9][0-9]{0,2}|00[1-9][0-9]?|000[1-9]))$"
 )
 
 
 class ReservationIn(serializers.Serializer[Any]):
     max_cost_usd = serializers.RegexField(
-        MONEY_PATTERN, max_length=18, help_text='The most this run may cost, e.g. "0.0500" (> 0, ≤ 10000.0000).'
+        MONEY_PATTERN, help_text='The most this run may cost, e.g. "0.0500" (> 0, ≤ 10000.0000).'
     )
     timebox_sec = serializers.IntegerField(min_value=1, max_value=90, required=False, default=90)
 

@@ -144,10 +144,24 @@ def test_arbitrary_text_is_parsed_or_refused_as_the_spec_says(text: str) -> None
         _refused(text, "INVALID_MONEY")
 
 
-@pytest.mark.parametrize("text", ["99999999999999999999", "0000000000000000000000000.0500", "1234567890123.5"])
+@pytest.mark.parametrize("text", ["99999999999999999999", "0001234567890123.5", "1234567890123.5"])
 def test_too_many_digits_says_so(text: str) -> None:
     error = _refused(text, "INVALID_MONEY")
     assert error.detail == "amount has more than 12 digits before the decimal point."
+
+
+@pytest.mark.parametrize(
+    ("text", "micros"),
+    [
+        ("0000000000000000000000000.0500", 50_000),
+        ("0000000000001.0000", 1_000_000),
+        ("0000999999999999.9999", 999_999_999_999_999_900),
+        ("0" * 40, 0),
+    ],
+)
+def test_leading_zeros_do_not_count_as_digits(text: str, micros: int) -> None:
+    """SPEC §2 accepts ^\\d+(\\.\\d{1,4})?$: leading zeros add no value, so they do not count against the 12."""
+    assert parse_usd(text) == micros
 
 
 def test_field_name_is_reported() -> None:

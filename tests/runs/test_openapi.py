@@ -140,7 +140,7 @@ def _accepted(value: str) -> bool:
 
 # Money-like strings: digits (leading zeros included), a point, a few decimals, and now and then a sign or a
 # non-ASCII digit, so that both sides of every boundary come up.
-_AMOUNTS = st.from_regex(r"\A[+-]?[0٠]{0,12}[0-9]{0,6}(\.[0-9]{0,6})?\Z").filter(bool)
+_AMOUNTS = st.from_regex(r"\A[+-]?[0٠]{0,20}[0-9]{0,6}(\.[0-9]{0,6})?\Z").filter(bool)
 
 
 @settings(max_examples=3000, deadline=None, database=None, derandomize=True)
@@ -154,6 +154,10 @@ _AMOUNTS = st.from_regex(r"\A[+-]?[0٠]{0,12}[0-9]{0,6}(\.[0-9]{0,6})?\Z").filte
 @example("0000000000001")
 @example("000000010000")
 @example("0000000010000")
+@example("0000000000001.0000")
+@example("00000000000000000000000010000.0000")
+@example("0000000000000.0001")
+@example("0000000000000")
 @example("9999.9999")
 @example("00.5")
 @example("12345")
