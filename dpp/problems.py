@@ -26,19 +26,25 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 UNAVAILABLE_RETRY_AFTER_S = 5
 
 
-def problem_response(error: ApplicationError, request: HttpRequest | None) -> HttpResponse:
+def problem_body(error: ApplicationError, *, instance: str | None, trace_id: str) -> dict[str, Any]:
+    """The RFC 9457 members of `error` (SPEC §4.1)."""
     body: dict[str, Any] = {
         "type": f"/problems/{ProblemType.slug(error.reason_code)}",
         "title": error.title,
         "status": error.status,
         "detail": error.detail,
-        "instance": request.path if request is not None else None,
+        "instance": instance,
         "reason_code": error.reason_code,
-        "trace_id": current_trace_id(),
+        "trace_id": trace_id,
     }
     if error.errors is not None:
         body["errors"] = error.errors
     body.update(error.extra)
+    return body
+
+
+def problem_response(error: ApplicationError, request: HttpRequest | None) -> HttpResponse:
+    body = problem_body(error, instance=request.path if request is not None else None, trace_id=current_trace_id())
     response = HttpResponse(
         json.dumps(body, ensure_ascii=False), status=error.status, content_type=PROBLEM_CONTENT_TYPE
     )
@@ -151,12 +157,18 @@ def handler403(request: HttpRequest, exception: Exception | None = None) -> Http
     return problem_response(ApplicationError("FORBIDDEN"), request)
 
 
-def problem_from_status(status: int, request: HttpRequest) -> HttpResponse:
-    """The safety net: a plain error response from Django (a 405 of a plain view, a CSRF 403…)."""
+def error_for_status(status: int, detail: str | None = None) -> ApplicationError:
+    """The problem of an error status that no reason code of ours explains by itself (a 405 of a plain view, a
+    CSRF 403, a request line gunicorn refused with 414)."""
     reason = REASON_BY_STATUS.get(status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST")
-    error = ApplicationError(reason)
+    error = ApplicationError(reason, detail)
     error.status = status
-    return problem_response(error, request)
+    return error
+
+
+def problem_from_status(status: int, request: HttpRequest) -> HttpResponse:
+    """The safety net: a plain error response from Django turned into a problem."""
+    return problem_response(error_for_status(status), request)
 
 
 def problem_page(request: HttpRequest, slug: str) -> HttpResponse:

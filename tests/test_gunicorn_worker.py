@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
+import socket
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -109,3 +111,50 @@ def test_head_answers_a_gets_headers_without_a_body() -> None:
     assert (head.status_code, head.headers["Content-Length"]) == (200, str(len(get.content)))
     assert head.content == b""
     assert "body bytes on a no-body response" not in log
+
+
+def _raw_exchange(base_url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (no client library would send these) and read the answer until gunicorn closes."""
+    parts = urlsplit(base_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
+    return int(status_line.split(" ")[1]), headers, body
+
+
+REFUSED_BY_GUNICORN = {
+    "request line over its limit": (b"GET /v1/runs?cursor=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    "non-ASCII bytes in the request line": (b"GET /v1/runs/\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "a Content-Length that is no number": (b"GET /v1/ledger HTTP/1.1\r\nHost: x\r\nContent-Length: 6j\r\n\r\n", 400),
+    "more header fields than allowed": (
+        b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-F%d: 1\r\n" % i for i in range(120)) + b"\r\n",
+        431,
+    ),
+}
+
+
+def test_what_gunicorn_refuses_itself_is_answered_as_a_problem() -> None:
+    """SPEC §4.1: every error is application/problem+json, also a request that never reaches Django."""
+    answers = {}
+    with gunicorn(workers=1, threads=2) as base_url:
+        for name, (request, _) in REFUSED_BY_GUNICORN.items():
+            answers[name] = _raw_exchange(base_url, request)
+    log = newest_log("gunicorn")
+    for name, (_, expected_status) in REFUSED_BY_GUNICORN.items():
+        status, headers, body = answers[name]
+        assert status == expected_status, name
+        assert headers["content-type"] == "application/problem+json", name
+        assert int(headers["content-length"]) == len(body), name
+        problem = json.loads(body)
+        assert problem.keys() >= {"type", "title", "status", "detail", "instance", "reason_code", "trace_id"}, name
+        assert problem["status"] == status, name
+        assert problem["type"] == f"/problems/{problem['reason_code'].lower().replace('_', '-')}", name
+        assert problem["detail"], name
+        assert headers["x-trace-id"] == problem["trace_id"], name
+        assert headers["x-request-id"], name
+    assert "could not be made a problem" not in log
