@@ -5,10 +5,13 @@
   levels, so a body nested deeper than MAX_DEPTH is refused as malformed before anything else sees it.
 - Unpaired surrogates: json accepts "\\ud800" and yields a str that cannot be encoded as UTF-8, so hashing the
   payload (the idempotency hash) or storing it would fail with a 500.
+- Integers of more than 4,300 digits: Python refuses to convert them (a guard against quadratic time), and DRF's
+  message then told the client to call `sys.set_int_max_str_digits()`; the refusal says what is wrong instead.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +21,8 @@ from rest_framework.exceptions import ParseError
 MAX_DEPTH = 64
 _TOO_DEEP = f"JSON nested deeper than {MAX_DEPTH} levels is not accepted."
 _NOT_UNICODE = "JSON text with an unpaired surrogate escape (e.g. \\ud800) is not valid Unicode."
+_INT_DIGITS = sys.get_int_max_str_digits()
+_TOO_LONG_NUMBER = f"JSON numbers of more than {_INT_DIGITS} digits are not accepted."
 
 
 def body_problem(value: Any, limit: int = MAX_DEPTH) -> str | None:
@@ -59,6 +64,10 @@ class JSONParser(parsers.JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError(_TOO_DEEP) from None
+        except ParseError as exc:
+            if "int_max_str_digits" in str(exc.detail):
+                raise ParseError(_TOO_LONG_NUMBER) from None
+            raise
         problem = body_problem(data)
         if problem is not None:
             raise ParseError(problem)

@@ -89,6 +89,13 @@ def test_an_unpaired_surrogate_is_malformed_not_a_500(owner: Persona, body: str)
     assert "unpaired surrogate" in assert_problem(response, 400, "MALFORMED_JSON")["detail"]
 
 
+def test_a_number_too_long_to_convert_is_malformed_without_naming_python(owner: Persona) -> None:
+    body = '{"reservation": {"max_cost_usd": 1' + "0" * 4400 + "}}"
+    response = owner.client.post("/test/echo", data=body, content_type="application/json")
+    problem = assert_problem(response, 400, "MALFORMED_JSON")
+    assert problem["detail"] == "JSON numbers of more than 4300 digits are not accepted."
+
+
 def test_paired_surrogates_and_other_unicode_pass(owner: Persona) -> None:
     body = '{"emoji": "\\ud83d\\ude00", "accent": "\u00e9t\u00e9"}'
     response = owner.client.post("/test/echo", data=body, content_type="application/json")
