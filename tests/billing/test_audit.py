@@ -151,6 +151,25 @@ class TestTamperedLedger:
         (negative,) = [v for v in report.violations if v.invariant == "tenant_balance_nonnegative"]
         assert negative.detail == f"tenant account {_held(owner.tenant.pk)} is negative: -0.0001 USD"
 
+    def test_balanced_legs_appended_to_a_committed_topup_are_described_by_their_sums(self, owner: Persona) -> None:
+        tenant_id = owner.tenant.pk
+        topup = LedgerTransaction.objects.get(tenant_id=tenant_id, kind="TOPUP")
+        with transaction.atomic():
+            LedgerEntry.objects.bulk_create(
+                [
+                    LedgerEntry(transaction=topup, account_id=_available(tenant_id), amount_micros=USD),
+                    LedgerEntry(transaction=topup, account_id="@funding", amount_micros=-USD),
+                ]
+            )
+            Account.objects.filter(pk=_available(tenant_id)).update(balance_micros=F("balance_micros") + USD)
+            Account.objects.filter(pk="@funding").update(balance_micros=F("balance_micros") - USD)
+        report = ledger_audit()
+        assert report.violation_counts == {"transaction_shape": 1}
+        (shape,) = report.violations
+        assert f"TOPUP transaction {topup.pk} has 4 entries moving available 11.0000 USD, funding -11.0000 USD" in (
+            shape.detail
+        )
+
     def test_held_not_equal_to_open_reservations(self, owner: Persona) -> None:
         """A balanced, well-booked movement out of held that is not a SETTLE: balances agree, held does not."""
         tenant_id = owner.tenant.pk
