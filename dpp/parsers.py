@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rest_framework import parsers
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, UnsupportedMediaType
 
 MAX_DEPTH = 64
 _TOO_DEEP = f"JSON nested deeper than {MAX_DEPTH} levels is not accepted."
@@ -60,6 +60,13 @@ def declared_length(meta: Mapping[str, Any]) -> int | None:
 
 class JSONParser(parsers.JSONParser):
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        request = (parser_context or {}).get("request")
+        coding = request.META.get("HTTP_CONTENT_ENCODING", "") if request is not None else ""
+        if coding.strip().lower() not in ("", "identity"):
+            # Read as JSON, gzip bytes would be a misleading 400 (and a plain body labelled gzip a lie accepted):
+            # RFC 9110 §8.4.1 answers a content coding the server does not take with 415.
+            detail = f"Content-Encoding {coding[:32]!r} is not accepted: send plain JSON."
+            raise UnsupportedMediaType(media_type or self.media_type, detail)
         try:
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:

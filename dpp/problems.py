@@ -88,7 +88,7 @@ _MAPPING: list[tuple[tuple[type[Exception], ...], Callable[[Any], ApplicationErr
     ((drf.NotAuthenticated, drf.AuthenticationFailed), lambda exc: ApplicationError("UNAUTHENTICATED")),
     ((Http404, drf.NotFound), lambda exc: ApplicationError("NOT_FOUND")),
     ((drf.MethodNotAllowed,), lambda exc: ApplicationError("METHOD_NOT_ALLOWED", str(exc.detail))),
-    ((drf.UnsupportedMediaType,), lambda exc: ApplicationError("UNSUPPORTED_MEDIA_TYPE")),
+    ((drf.UnsupportedMediaType,), lambda exc: ApplicationError("UNSUPPORTED_MEDIA_TYPE", str(exc.detail))),
     ((drf.ParseError,), lambda exc: ApplicationError("MALFORMED_JSON", str(exc.detail))),
     ((drf.ValidationError,), lambda exc: ApplicationError("VALIDATION_ERROR", errors=_field_errors(exc.detail))),
     (

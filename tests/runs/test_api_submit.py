@@ -342,6 +342,33 @@ def test_unsupported_media_type(unlimited: Persona, content_type: str, data: str
     response = unlimited.client.post("/v1/runs", data=data, content_type=content_type, HTTP_IDEMPOTENCY_KEY=new_key())
     assert_problem(response, 415, "UNSUPPORTED_MEDIA_TYPE")
     assert_nothing_created(unlimited)
+    assert content_type in assert_problem(response, 415, "UNSUPPORTED_MEDIA_TYPE")["detail"]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate, gzip"])
+def test_a_compressed_body_is_unsupported_media_type(unlimited: Persona, coding: str) -> None:
+    """RFC 9110 §8.4.1: a content coding the server does not take is 415, whatever the bytes (here plain JSON)."""
+    response = unlimited.client.post(
+        "/v1/runs",
+        data=json.dumps(body()),
+        content_type="application/json",
+        HTTP_IDEMPOTENCY_KEY=new_key(),
+        HTTP_CONTENT_ENCODING=coding,
+    )
+    problem = assert_problem(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert f"Content-Encoding {coding!r} is not accepted" in problem["detail"]
+    assert_nothing_created(unlimited)
+
+
+def test_identity_content_encoding_is_plain(unlimited: Persona) -> None:
+    response = unlimited.client.post(
+        "/v1/runs",
+        data=json.dumps(body()),
+        content_type="application/json",
+        HTTP_IDEMPOTENCY_KEY=new_key(),
+        HTTP_CONTENT_ENCODING="identity",
+    )
+    assert response.status_code == 202
 
 
 # --- 422: body shape ---------------------------------------------------------------------------------------
