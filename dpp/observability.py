@@ -25,7 +25,8 @@ tenant_id_var: ContextVar[str | None] = ContextVar("dpp_tenant_id", default=None
 run_id_var: ContextVar[str | None] = ContextVar("dpp_run_id", default=None)
 
 _TRACE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_TRACEPARENT_RE = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+# W3C Trace Context §3.2: lowercase hex; version ff is invalid; a later version may append fields (ignored), 00 not.
+_TRACEPARENT_RE = re.compile(r"(?!ff)([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?")
 
 
 def new_trace_id() -> str:
@@ -41,9 +42,11 @@ def trace_id_from_headers(trace_header: str | None, traceparent: str | None) -> 
     if valid_trace_id(trace_header):
         return trace_header  # type: ignore[return-value]
     if traceparent:
-        match = _TRACEPARENT_RE.fullmatch(traceparent.strip().lower())
-        if match and match.group(1) != "0" * 32:
-            return match.group(1)
+        match = _TRACEPARENT_RE.fullmatch(traceparent.strip())
+        if match:
+            version, trace_id, parent_id, later_fields = match.groups()
+            if trace_id != "0" * 32 and parent_id != "0" * 16 and not (version == "00" and later_fields):
+                return trace_id
     return new_trace_id()
 
 

@@ -178,6 +178,27 @@ def test_incoming_trace_id_and_traceparent_are_honoured() -> None:
     assert Client().get("/nope", HTTP_TRACEPARENT=parent).json()["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.mark.parametrize(
+    ("traceparent", "honoured"),
+    [
+        (f"00-{TRACE}-00f067aa0ba902b7-01", True),
+        (f"01-{TRACE}-00f067aa0ba902b7-01-future-field", True),  # a later version may add fields
+        (f"ff-{TRACE}-00f067aa0ba902b7-01", False),  # version ff is invalid
+        (f"00-{TRACE.upper()}-00f067aa0ba902b7-01", False),  # lowercase hex only
+        (f"00-{'0' * 32}-00f067aa0ba902b7-01", False),
+        (f"00-{TRACE}-{'0' * 16}-01", False),
+        (f"00-{TRACE}-00f067aa0ba902b7-01-extra", False),  # version 00 has exactly four fields
+    ],
+)
+def test_only_a_valid_traceparent_gives_the_trace_id(traceparent: str, honoured: bool) -> None:
+    trace_id = Client().get("/nope", HTTP_TRACEPARENT=traceparent).json()["trace_id"]
+    assert (trace_id == TRACE) is honoured
+    assert len(trace_id) == 32
+
+
 def test_unauthenticated_problem_has_www_authenticate(anon_client: APIClient) -> None:
     response = anon_client.get("/v1/ledger")
     assert_problem(response, 401, "UNAUTHENTICATED")
