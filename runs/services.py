@@ -139,7 +139,7 @@ def _finish(
         "money_state": MoneyState.SETTLED if charge else MoneyState.REFUNDED,
         "charged_micros": charge,
         "reason_code": reason_code,
-        "error_detail": detail[:2000],
+        "error_detail": detail.replace("\x00", "\\x00")[:2000],  # text columns cannot hold U+0000
         "updated_at": now,
         "completed_at": now,
         **(result or {}),

@@ -135,6 +135,16 @@ def test_worker_failure_charges_the_minimum_fee_once(tenant: Persona) -> None:
     assert balances_get(tenant_id=tenant.tenant.pk).available_micros == 1 * USD - 10_000
 
 
+def test_a_failure_whose_detail_holds_a_nul_character_still_settles(tenant: Persona) -> None:
+    """A pack's error detail may quote what a server sent; PostgreSQL's text cannot store U+0000."""
+    lease = services.run_lease(run_id=submit(tenant, max_cost_usd="0.5000").pk)
+    assert lease is not None
+    assert services.run_fail(run=lease.run, lease_token=lease.token, reason_code="FETCH_FAILED", detail="bad\x00byte")
+    run = Run.objects.get(pk=lease.run.pk)
+    assert (run.status, run.error_detail, run.charged_micros) == ("FAILED", "bad\\x00byte", 10_000)
+    assert len(settles(run)) == 1
+
+
 def test_claim_needs_the_lease_token_and_a_live_lease(tenant: Persona) -> None:
     lease = services.run_lease(run_id=submit(tenant).pk)
     assert lease is not None
