@@ -245,28 +245,24 @@ def _closest(changes: Sequence[float]) -> float | None:
 # --- TOPSIS -------------------------------------------------------------------------------------
 
 
-def _norm_columns(problem: Problem) -> list[list[float]]:
-    """``r[option][criterion]``: each column over its Euclidean norm; an all-zero column stays 0."""
-    n_criteria = len(problem.criteria)
-    norms = [math.sqrt(math.fsum(row[j] ** 2 for row in problem.matrix)) for j in range(n_criteria)]
-    return [[x / norms[j] if norms[j] else 0.0 for j, x in enumerate(row)] for row in problem.matrix]
-
-
 def _gaps(problem: Problem) -> tuple[list[list[float]], list[list[float]]]:
     """Per option and criterion, the unweighted distance to the ideal and to the anti-ideal.
 
     Weights are > 0, so the ideal of a weighted column is the weight times the ideal of the column:
-    v − v* = w·(r − r*). That lets the sensitivity scan re-weight without recomputing the matrix.
+    v − v* = w·(r − r*). That lets the sensitivity scan re-weight without recomputing the matrix. And since the
+    column's norm is > 0 too, r − r* = (x − x*) / norm: the difference is taken on the scores as given, before
+    dividing. Taken after it, scores of 10^12 that differ by 1 lost their difference to rounding (it changed
+    the 5th decimal, and the winner).
     """
-    r = _norm_columns(problem)
-    plus: list[list[float]] = [[] for _ in r]
-    minus: list[list[float]] = [[] for _ in r]
+    plus: list[list[float]] = [[] for _ in problem.matrix]
+    minus: list[list[float]] = [[] for _ in problem.matrix]
     for j, benefit in enumerate(problem.benefit):
-        column = [row[j] for row in r]
+        column = [row[j] for row in problem.matrix]
+        norm = math.sqrt(math.fsum(x * x for x in column))  # 0 for an all-zero column, which stays 0
         best, worst = (max(column), min(column)) if benefit else (min(column), max(column))
         for i, x in enumerate(column):
-            plus[i].append(x - best)
-            minus[i].append(x - worst)
+            plus[i].append((x - best) / norm if norm else 0.0)
+            minus[i].append((x - worst) / norm if norm else 0.0)
     return plus, minus
 
 

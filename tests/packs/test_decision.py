@@ -202,6 +202,44 @@ def test_topsis_sensitivity_worked_example() -> None:
     assert sensitivity(data) == [-0.25, 0.25]
 
 
+def test_topsis_keeps_small_differences_between_large_scores() -> None:
+    # Scores of 10^12 that differ by 1 or 2. Exactly (computed with fractions and 50-digit roots):
+    # A 0.49999999999967, B 0.50000000000033, C 0.30901699437518 -> A and B tie at 6 decimals, A is listed first.
+    # Subtracting after normalising gave B 0.500024, A 0.499976: another winner.
+    data = decide(
+        inputs(
+            ["A", "B", "C"],
+            [("a", 2, "benefit"), ("b", 1, "benefit")],
+            {"A": [10**12 + 3, 10**12], "B": [10**12 + 2, 10**12 + 2], "C": [10**12 + 2, 10**12 + 1]},
+            "topsis",
+        )
+    )
+
+    assert data["winner"] == "A"
+    assert [(r["option"], r["score"]) for r in data["ranking"]] == [("A", 0.5), ("B", 0.5), ("C", 0.309017)]
+
+
+def test_topsis_winner_among_scores_near_the_largest_accepted() -> None:
+    # Exactly: o3 0.612574, o0 0.6, o1 0.4, o2 0 (o0 won with 0.613636 when the difference came after the norm).
+    big = 10**15
+    data = decide(
+        inputs(
+            ["o0", "o1", "o2", "o3"],
+            [("a", 5, "benefit"), ("b", 5, "cost")],
+            {"o0": [big, big - 1], "o1": [big - 3, big - 3], "o2": [big - 3, big - 1], "o3": [big - 1, big - 2]},
+            "topsis",
+        )
+    )
+
+    assert data["winner"] == "o3"
+    assert [(r["option"], r["score"]) for r in data["ranking"]] == [
+        ("o3", 0.612574),
+        ("o0", 0.6),
+        ("o1", 0.4),
+        ("o2", 0.0),
+    ]
+
+
 def test_topsis_identical_options_score_one_half() -> None:
     # Every column is constant: ideal = anti-ideal, so d+ = d− = 0 for all: defined as 0.5 (a tie).
     data = decide(inputs(["P", "Q"], [("a", 1, "benefit"), ("b", 2, "cost")], {"P": [2, 3], "Q": [2, 3]}, "topsis"))
