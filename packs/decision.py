@@ -18,7 +18,10 @@ Guarantees (SPEC §5, so that results are reproducible):
   point (the infimum) is reported. ``null`` when no weight in [0, 1] changes the winner, and for a
   single criterion. ``0.0`` means the winner is already tied with an option that any move one way
   lets through. Equal distances up and down report the increase.
-  ``weighted_sum`` scores are linear in the weight: each crossing is solved exactly.
+  ``weighted_sum`` is computed in exact rational arithmetic (every JSON number is a binary fraction, taken as
+  it is), scores and crossings alike, and rounded half to even only at the end: an exact result halfway
+  between two 6-decimal values is reported the same on every machine. Its scores are linear in the weight:
+  each crossing is solved exactly.
   ``topsis`` scores are not: the winner is scanned on a grid of step 1/1000 outwards from w_k, and the
   first change is located by bisection to 1e-12; a flip window narrower than the grid step can be missed.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, ClassVar
 
 from packs.base import FieldError, Pack, PackContext, PackResult, UrlPolicy, format_usd
@@ -156,39 +160,46 @@ def decide(problem: Problem, method: str, check: Callable[[], None] = lambda: No
         "winner": problem.options[winner],
         "method": method,
         "ranking": ranking,
-        "weights": dict(zip(problem.criteria, weights, strict=True)),
+        "weights": {name: float(w) for name, w in zip(problem.criteria, weights, strict=True)},
         "sensitivity": sensitivity,
     }
 
 
-def normalised_weights(raw: Sequence[float]) -> list[float]:
-    total = math.fsum(raw)
-    return [w / total for w in raw]
+def normalised_weights(raw: Sequence[float]) -> list[Fraction]:
+    """Each weight over their sum, exactly."""
+    exact = [Fraction(w) for w in raw]
+    total = sum(exact, Fraction(0))
+    return [w / total for w in exact]
 
 
-def rank(options: Sequence[str], scores: Sequence[float]) -> list[dict[str, Any]]:
+def rank(options: Sequence[str], scores: Sequence[float | Fraction]) -> list[dict[str, Any]]:
     """Rows sorted by rounded score, descending; equal rounded scores keep input order."""
-    rounded = [round(s, 6) for s in scores]
+    rounded = [_to6(s) for s in scores]
     order = sorted(range(len(options)), key=lambda i: (-rounded[i], i))
     return [{"option": options[i], "score": rounded[i], "rank": r} for r, i in enumerate(order, start=1)]
 
 
-def _round6(value: float | None) -> float | None:
+def _to6(value: float | Fraction) -> float:
+    """Rounded to 6 decimals, half to even; a Fraction exactly (a float: as the binary value it is)."""
+    return float(round(value, 6)) if isinstance(value, Fraction) else round(value, 6)
+
+
+def _round6(value: float | Fraction | None) -> float | None:
     # + 0.0 turns -0.0 into 0.0 so the JSON never says "-0.0".
-    return None if value is None else round(value, 6) + 0.0
+    return None if value is None else _to6(value) + 0.0
 
 
 # --- weighted sum -------------------------------------------------------------------------------
 
 
-def min_max_scaled(problem: Problem) -> list[list[float]]:
-    """``scaled[option][criterion]`` in [0, 1], 1 = best; a criterion without range gives 1 to all."""
+def min_max_scaled(problem: Problem) -> list[list[Fraction]]:
+    """``scaled[option][criterion]`` in [0, 1], 1 = best; a criterion without range gives 1 to all. Exact."""
     columns = []
     for j, benefit in enumerate(problem.benefit):
-        column = [row[j] for row in problem.matrix]
+        column = [Fraction(row[j]) for row in problem.matrix]
         low, high = min(column), max(column)
         if high == low:
-            columns.append([1.0] * len(column))
+            columns.append([Fraction(1)] * len(column))
         elif benefit:
             columns.append([(x - low) / (high - low) for x in column])
         else:
@@ -196,20 +207,25 @@ def min_max_scaled(problem: Problem) -> list[list[float]]:
     return [list(row) for row in zip(*columns, strict=True)]
 
 
-def weighted_sum_scores(problem: Problem, weights: Sequence[float]) -> list[float]:
-    return [math.fsum(w * s for w, s in zip(weights, row, strict=True)) for row in min_max_scaled(problem)]
+def _dot(weights: Sequence[Fraction], values: Sequence[Fraction]) -> Fraction:
+    return sum((w * v for w, v in zip(weights, values, strict=True)), Fraction(0))
 
 
-def weighted_sum_sensitivity(problem: Problem, k: int, winner: int) -> float | None:
+def weighted_sum_scores(problem: Problem, weights: Sequence[float | Fraction]) -> list[Fraction]:
+    exact = [Fraction(w) for w in weights]
+    return [_dot(exact, row) for row in min_max_scaled(problem)]
+
+
+def weighted_sum_sensitivity(problem: Problem, k: int, winner: int) -> Fraction | None:
     """Exact: score_i(t) = t·a_i + (1−t)·b_i, so each challenger crosses the winner at most once."""
     if len(problem.criteria) == 1:
         return None
     scaled = min_max_scaled(problem)
     w_k = normalised_weights(problem.raw_weights)[k]
-    rest = [w if j != k else 0.0 for j, w in enumerate(problem.raw_weights)]
-    rest_total = math.fsum(rest)
+    rest = [Fraction(w) if j != k else Fraction(0) for j, w in enumerate(problem.raw_weights)]
+    rest_total = sum(rest, Fraction(0))
     a = [row[k] for row in scaled]
-    b = [math.fsum(w * s for w, s in zip(rest, row, strict=True)) / rest_total for row in scaled]
+    b = [_dot(rest, row) / rest_total for row in scaled]
     changes = []
     for i in range(len(problem.options)):
         if i != winner:
@@ -221,7 +237,7 @@ def weighted_sum_sensitivity(problem: Problem, k: int, winner: int) -> float | N
     return _closest(changes)
 
 
-def _linear_flip(beta: float, slope: float, w_k: float, *, listed_before: bool) -> float | None:
+def _linear_flip(beta: Fraction, slope: Fraction, w_k: Fraction, *, listed_before: bool) -> Fraction | None:
     """The t in [0, 1] nearest w_k where ``beta + slope·t`` lets the challenger win, or None.
 
     It wins where the difference is > 0, or = 0 when it is listed before the winner; for a challenger
@@ -231,13 +247,13 @@ def _linear_flip(beta: float, slope: float, w_k: float, *, listed_before: bool) 
         return w_k if beta > 0 or (beta == 0 and listed_before) else None
     crossing = -beta / slope
     if (slope > 0 and crossing <= w_k) or (slope < 0 and crossing >= w_k):
-        return w_k  # already winning (or tied) on the side it wins: only float noise gets here
+        return w_k  # already winning (or tied) on the side it wins
     if 0.0 < crossing < 1.0 or (crossing in (0.0, 1.0) and listed_before):
         return crossing
     return None
 
 
-def _closest(changes: Sequence[float]) -> float | None:
+def _closest[T: (float, Fraction)](changes: Sequence[T]) -> T | None:
     """The smallest |change|; an increase wins a tie with a decrease of the same size."""
     return min(changes, key=lambda c: (abs(c), c < 0)) if changes else None
 
@@ -271,11 +287,11 @@ def _closeness(d_plus: float, d_minus: float) -> float:
     return d_minus / total if total else 0.5
 
 
-def topsis_scores(problem: Problem, weights: Sequence[float]) -> list[float]:
+def topsis_scores(problem: Problem, weights: Sequence[float | Fraction]) -> list[float]:
     plus, minus = _gaps(problem)
 
     def distance(gaps: Sequence[float]) -> float:
-        return math.sqrt(math.fsum((w * g) ** 2 for w, g in zip(weights, gaps, strict=True)))
+        return math.sqrt(math.fsum((float(w) * g) ** 2 for w, g in zip(weights, gaps, strict=True)))
 
     return [_closeness(distance(p), distance(m)) for p, m in zip(plus, minus, strict=True)]
 
@@ -285,7 +301,7 @@ def topsis_sensitivity(problem: Problem, k: int, winner: int) -> float | None:
     if len(problem.criteria) == 1:
         return None
     winner_at = _topsis_winner_function(problem, k)
-    w_k = normalised_weights(problem.raw_weights)[k]
+    w_k = float(normalised_weights(problem.raw_weights)[k])
     if winner_at(w_k) != winner:
         return 0.0  # tied at 6 decimals and behind on unrounded scores: already on the edge
     up = [j / _SCAN_STEPS for j in range(_SCAN_STEPS + 1) if j / _SCAN_STEPS > w_k]
@@ -386,11 +402,11 @@ def _score_errors(inputs: dict[str, Any]) -> list[FieldError]:
     return errors
 
 
-SCORERS: dict[str, Callable[[Problem, Sequence[float]], list[float]]] = {
+SCORERS: dict[str, Callable[[Problem, Sequence[Fraction]], Sequence[float | Fraction]]] = {
     "weighted_sum": weighted_sum_scores,
     "topsis": topsis_scores,
 }
-SENSITIVITIES: dict[str, Callable[[Problem, int, int], float | None]] = {
+SENSITIVITIES: dict[str, Callable[[Problem, int, int], float | Fraction | None]] = {
     "weighted_sum": weighted_sum_sensitivity,
     "topsis": topsis_sensitivity,
 }

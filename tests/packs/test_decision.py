@@ -155,6 +155,34 @@ def test_a_tie_at_the_edge_of_the_weight_range_counts_for_an_option_listed_first
     assert sensitivity(data) == [-0.5, 0.5]
 
 
+def test_weighted_sum_halfway_between_two_6_decimal_values_rounds_half_to_even() -> None:
+    # Weights 9:4:7 -> 0.45, 0.2, 0.35. o0 leads; o1 passes it once c2's weight falls by exactly 39/640 =
+    # 0.0609375, halfway between 0.060937 and 0.060938: exact arithmetic and half to even give -0.060938
+    # (floats landed just below the halfway point and gave -0.060937).
+    data = decide(
+        inputs(
+            ["o0", "o1", "o2", "o3"],
+            [("c0", 9, "cost"), ("c1", 4, "benefit"), ("c2", 7, "benefit")],
+            {"o0": [3, 2, 8], "o1": [2, 7, 4], "o2": [4, 6, 5], "o3": [9, 4, 4]},
+        )
+    )
+
+    assert data["winner"] == "o0"
+    assert sensitivity(data)[2] == -0.060938
+    assert data["weights"] == {"c0": 0.45, "c1": 0.2, "c2": 0.35}
+
+
+def test_weighted_sum_scores_are_exact_for_weights_no_float_holds() -> None:
+    # Weights 1:1:1 are 1/3 each; A is best on two criteria of three: exactly 2/3 -> 0.666667, B 1/3 -> 0.333333.
+    data = decide(
+        inputs(
+            ["A", "B"], [("x", 1, "benefit"), ("y", 1, "benefit"), ("z", 1, "cost")], {"A": [2, 2, 2], "B": [1, 1, 1]}
+        )
+    )
+
+    assert [(r["option"], r["score"]) for r in data["ranking"]] == [("A", 0.666667), ("B", 0.333333)]
+
+
 # --- TOPSIS, by hand ------------------------------------------------------------------------------------
 
 
