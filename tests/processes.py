@@ -165,6 +165,38 @@ def celery_worker(
         proc.stop()
 
 
+PROCFILE = ROOT / "Procfile"
+
+
+def procfile_command(entry: str) -> str:
+    """The command line of a Procfile entry (what `make run` starts through honcho)."""
+    for line in PROCFILE.read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == entry:
+            return command.strip()
+    raise KeyError(f"no {entry!r} in the Procfile")
+
+
+@contextlib.contextmanager
+def procfile_process(entry: str, env: dict[str, str], *, ready: str) -> Iterator[Process]:
+    """A Procfile entry run as honcho runs it (a shell command line, the venv's programs first on PATH);
+    yields once its log shows `ready`."""
+    env = {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
+    proc = Process(entry, ["/bin/sh", "-c", f"exec {procfile_command(entry)}"], env, _log_dir())
+    try:
+        wait_until(lambda: ready in proc.log() or not proc.alive(), 60, what=f"Procfile {entry} ready")
+        if not proc.alive():
+            raise RuntimeError(f"Procfile {entry} died at start:\n{proc.log()[-3000:]}")
+        yield proc
+    finally:
+        proc.stop()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a process (a celery worker's pool processes)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     """moto's server (S3 + SQS stand-in) on 127.0.0.1; yields its endpoint URL."""

@@ -12,6 +12,8 @@ Money balances in every case.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +33,7 @@ from tests.e2e.harness import (
     settles_of,
     sqs_stack,
 )
-from tests.processes import celery_beat, manage, wait_until
+from tests.processes import celery_beat, child_pids, manage, procfile_process, wait_until
 
 pytestmark = [*E2E, pytest.mark.chaos, pytest.mark.usefixtures("fast_reaper")]
 
@@ -139,3 +141,29 @@ def test_filesystem_broker_loses_prefetched_tasks_and_the_reaper_redrives_them(t
         assert f"reaper: expire_lease run {running}" in log
         assert [report[key] for key in ("expired_leases", "rolled_forward", "rolled_back", "audit_flags")] == [0] * 4
         assert_money_balanced(stack, tenant, minimum_fee(RESERVED) + 3 * COST)
+
+
+def test_embedded_mode_a_hung_runs_worker_does_not_stop_the_reaper(tmp_path: Path) -> None:
+    """Killing both pool processes of a worker on the filesystem broker can hang it for good: the transport makes
+    celery use billiard's blocking pool, and the idle process dies holding the task queue's read lock (seen with
+    gdb: the master blocked in apply_async, the new pool processes on that lock). The Procfile of `make run` gives
+    the reaper's queue a worker of its own (solo pool), which still ends the run the dead process was executing."""
+    with embedded_stack(tmp_path / "var") as stack:
+        tenant = stack.tenant()
+        api = stack.api(tenant)
+        with (
+            procfile_process("worker", stack.env, ready=" ready.") as worker,
+            procfile_process("reaper", stack.env, ready=" ready."),
+            celery_beat(stack.env),
+        ):
+            running = api.diagnostic(sleep_ms=60_000, cost_usd="0.0123")
+            api.wait(running, frozenset({"PROCESSING"}), timeout=20)
+            pool = child_pids(worker.pid)
+            assert len(pool) == 2  # --concurrency 2: one executes the run, the other waits for a task
+            for pid in pool:
+                os.kill(pid, signal.SIGKILL)
+            body = api.wait(running, timeout=30)
+
+        assert (body["status"], body["error"]["reason_code"]) == ("FAILED", "WORKER_TIMEOUT")
+        assert body["cost"]["used_usd"] == body["cost"]["minimum_fee_usd"] == "0.0050"
+        assert_money_balanced(stack, tenant, minimum_fee(RESERVED))  # one SETTLE: the audit's once_per_run
