@@ -174,6 +174,12 @@ def run_cancel(*, tenant: Tenant, run_id: uuid.UUID) -> CancelOutcome:
             raise ApplicationError("NOT_FOUND")
         if run.is_terminal:
             raise ApplicationError("RUN_TERMINAL", f"Run {run.pk} is already {run.status}.")
+        if run.finalize_stage is not None:
+            # Claimed: its worker (or the reaper) is committing how it ends, and a cancel no longer stops that
+            # (run_claim let no cancel request through). Retrying would not help for up to DPP_FINALIZE_STALE_S.
+            raise ApplicationError(
+                "RUN_TERMINAL", f"Run {run.pk} is finishing: its outcome is being committed and can no longer change."
+            )
         if run.status == RunStatus.QUEUED and _cancel_queued(run):
             break
         if run.status == RunStatus.PROCESSING and _request_cancel(run):

@@ -109,6 +109,20 @@ def test_cancel_processing_is_202_then_the_worker_ends_it_canceled_with_the_mini
     assert_problem(_cancel(unlimited, run_id), 409, "RUN_TERMINAL")
 
 
+def test_cancel_of_a_claimed_run_is_409_at_once_and_changes_nothing(unlimited: Persona) -> None:
+    """Its outcome is being committed (a claim refuses a run whose cancel was requested, so the claim won): it can
+    no longer be canceled, whatever the retries. It was 503 UNAVAILABLE for as long as the claim lasted."""
+    run_id = accepted(unlimited.client, body(max_cost_usd="0.5000"))["run_id"]
+    lease = _lease(run_id)
+    assert services.run_claim(run_id=lease.run.pk, lease_token=lease.token) is not None
+    before, money = run_row(run_id), balances(unlimited)
+    problem = assert_problem(_cancel(unlimited, run_id), 409, "RUN_TERMINAL")
+    assert "is finishing" in problem["detail"]
+    after = run_row(run_id)
+    assert (after.status, after.version, after.cancel_requested_at) == ("PROCESSING", before.version, None)
+    assert balances(unlimited) == money
+
+
 @pytest.mark.django_db(transaction=True)
 @override_settings(DPP_LEASE_S=3)  # the heartbeat beats every second
 def test_cancel_while_a_worker_runs_it_the_heartbeat_stops_it(unlimited: Persona) -> None:
@@ -139,17 +153,6 @@ def test_cancel_while_a_worker_runs_it_the_heartbeat_stops_it(unlimited: Persona
     run = unlimited.client.get(f"/v1/runs/{run_id}").json()
     assert (run["status"], run["money_state"], run["cost"]["used_usd"]) == ("CANCELED", "SETTLED", "0.0050")
     assert balances(unlimited) == (10 * USD - 5_000, 0)
-
-
-def test_cancel_during_finalize_asks_to_retry(unlimited: Persona) -> None:
-    """A run claimed for finalize can no longer be canceled; the client is told to retry (then: 409)."""
-    run_id = accepted(unlimited.client, body())["run_id"]
-    lease = _lease(run_id)
-    assert services.run_claim(run_id=uuid.UUID(run_id), lease_token=lease.token) is not None
-    response = _cancel(unlimited, run_id)
-    assert_problem(response, 503, "UNAVAILABLE")
-    assert response["Retry-After"] == "1"
-    assert run_row(run_id).cancel_requested_at is None
 
 
 @pytest.mark.parametrize("ending", ["canceled", "failed", "expired"])
