@@ -186,8 +186,7 @@ def run_cancel(*, tenant: Tenant, run_id: uuid.UUID) -> CancelOutcome:
             break
     else:
         raise ApplicationError("UNAVAILABLE", "The run is changing state; retry.", headers={"Retry-After": "1"})
-    run.refresh_from_db()
-    return CancelOutcome(run=run, pending=not run.is_terminal)
+    return CancelOutcome(run=run, pending=not run.is_terminal)  # the winning CAS brought `run` up to date
 
 
 @transaction.atomic(durable=True)

@@ -102,3 +102,18 @@ def test_the_issue_budgets_hold_with_a_cold_plan_cache(unlimited: Persona, djang
     plan_cache_clear()
     with django_assert_max_num_queries(ISSUE_BUDGETS["list"]):
         assert unlimited.client.get("/v1/runs", {"limit": 100}).status_code == 200
+
+
+def test_cancel_budget(unlimited: Persona, django_assert_max_num_queries: Any) -> None:
+    run_id = accepted(unlimited.client, body())["run_id"]
+    _warm(unlimited)
+    # the key; the run as the API shows it; the run to change; UPDATE run, the SETTLE's transaction with its
+    # entries, UPDATE accounts (BEGIN … COMMIT); the balance for the answer. The winning CAS updates the run in
+    # memory: it is not read a third time.
+    with django_assert_max_num_queries(9), CaptureQueriesContext(connection) as queries:
+        response = unlimited.client.post(f"/v1/runs/{run_id}/cancel")
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "CANCELED"
+    assert response.json()["cost"]["used_usd"] == "0.0000"
+    run_reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT") and "runs_run" in q["sql"]]
+    assert len(run_reads) == 2, run_reads
