@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from io import StringIO
 from typing import Any
 
@@ -16,6 +17,7 @@ from billing.models import Account, LedgerTransaction
 from billing.money import format_usd
 from billing.selectors import balances_get, plan_get
 from dpp.models import ApiKey, Tenant
+from runs.submission import IDEMPOTENCY_KEY_RE
 from tests.conftest import USD, Persona, unique_tenant_id
 
 pytestmark = pytest.mark.django_db
@@ -200,6 +202,9 @@ class TestSeedDemo:
         assert set(first) >= {"tenant_id", "api_key", "plan"}
         assert first["tenant_id"] == second["tenant_id"] == "demo"
         assert first["api_key"] != second["api_key"]
+        keys = [re.search(r"Idempotency-Key: (\S+)'", body["curl"]) for body in (first, second)]
+        assert all(key and IDEMPOTENCY_KEY_RE.fullmatch(key.group(1)) for key in keys)
+        assert keys[0].group(1) != keys[1].group(1)  # type: ignore[union-attr]  # a rerun's curl submits a new run
         assert Tenant.objects.filter(pk="demo").count() == 1
         assert LedgerTransaction.objects.filter(tenant_id="demo", kind="TOPUP").count() == 1  # credit not doubled
         assert balances_get(tenant_id="demo").available_micros == 25 * USD

@@ -1,3 +1,4 @@
+import secrets
 from typing import Any
 
 from django.core.management.base import CommandParser
@@ -31,9 +32,11 @@ class Command(DppCommand):
         available = format_usd(balances_get(tenant_id=tenant.pk).available_micros)
         plan = plan_get(tenant_id=tenant.pk).code
         base = options["base_url"]
+        # A new key each time: after a restart of `make run` the printed line submits a new run, where a fixed key
+        # would answer the earlier run's receipt (Idempotent-Replayed: true).
         curl = (
             f"curl -s -X POST {base}/v1/runs -H 'Authorization: Bearer {issued.secret}' "
-            "-H 'Content-Type: application/json' -H 'Idempotency-Key: demo-run-0001' "
+            f"-H 'Content-Type: application/json' -H 'Idempotency-Key: demo-{secrets.token_hex(6)}' "
             '-d \'{"pack_type":"decision","inputs":{"question":"Which laptop?","options":["A","B"],'
             '"criteria":[{"name":"price","weight":2,"direction":"cost"},{"name":"speed","weight":1,"direction":"benefit"}],'
             '"scores":{"A":{"price":900,"speed":7},"B":{"price":1200,"speed":9}}},'
