@@ -73,12 +73,15 @@ def new_key() -> str:
     return f"key-{uuid.uuid4().hex}"
 
 
-def submit(client: APIClient, payload: Any = None, *, key: str | None = None, raw: str | None = None) -> Any:
-    """POST /v1/runs with an Idempotency-Key (a fresh one unless given; "" sends none)."""
+def submit(
+    client: APIClient, payload: Any = None, *, key: str | None = None, raw: str | None = None, **headers: str
+) -> Any:
+    """POST /v1/runs with an Idempotency-Key (a fresh one unless given; "" sends none) and any other `headers`
+    (WSGI names: HTTP_ACCEPT=…)."""
     key = new_key() if key is None else key
-    headers: dict[str, Any] = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    extra: dict[str, Any] = {**headers, "HTTP_IDEMPOTENCY_KEY": key} if key else dict(headers)
     data = raw if raw is not None else json.dumps(body() if payload is None else payload)
-    return client.post("/v1/runs", data=data, content_type="application/json", **headers)
+    return client.post("/v1/runs", data=data, content_type="application/json", **extra)
 
 
 def accepted(client: APIClient, payload: Any = None, *, key: str | None = None) -> dict[str, Any]:

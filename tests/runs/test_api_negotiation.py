@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from tests.conftest import Persona
-from tests.runs.conftest import accepted, assert_problem, body, execute, new_key
+from tests.runs.conftest import accepted, assert_problem, body, execute, submit
 
 pytestmark = pytest.mark.django_db
 
@@ -35,13 +35,7 @@ def test_reads_answer_json_whatever_the_accept(owner: Persona, accept: str) -> N
 
 @pytest.mark.parametrize("accept", ODD_ACCEPTS)
 def test_a_submit_is_accepted_whatever_the_accept(unlimited: Persona, accept: str) -> None:
-    response = unlimited.client.post(
-        "/v1/runs",
-        data=json.dumps(body()),
-        content_type="application/json",
-        HTTP_IDEMPOTENCY_KEY=new_key(),
-        HTTP_ACCEPT=accept,
-    )
+    response = submit(unlimited.client, HTTP_ACCEPT=accept)
     assert response.status_code == 202, response.content
     assert response["Content-Type"] == "application/json"
     assert json.loads(response.content)["status"] == "QUEUED"
