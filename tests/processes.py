@@ -141,6 +141,18 @@ def gunicorn(env: dict[str, str] | None = None, *, workers: int = 2, threads: in
 
 
 @contextlib.contextmanager
+def _logged_start(proc: Process, ready: str, *, what: str) -> Iterator[Process]:
+    """`proc` once its log shows `ready` (a RuntimeError with the log's end if it dies first); stopped on exit."""
+    try:
+        wait_until(lambda: ready in proc.log() or not proc.alive(), 60, what=f"{what} ready")
+        if not proc.alive():
+            raise RuntimeError(f"{what} died at start:\n{proc.log()[-3000:]}")
+        yield proc
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
 def celery_worker(
     env: dict[str, str] | None = None,
     *,
@@ -155,14 +167,8 @@ def celery_worker(
     args += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}-{free_port()}@%h"]
     queue = worker_env.get("DPP_TASK_QUEUE", "dpp-runs")
     args += ["-Q", f"{queue},{queue}-reaper", *extra_args]  # the runs' queue and the reaper's (config.celery)
-    proc = Process(name, args, worker_env, _log_dir())
-    try:
-        wait_until(lambda: "ready" in proc.log() or not proc.alive(), 60, what="celery worker ready")
-        if not proc.alive():
-            raise RuntimeError(f"celery worker died at start:\n{proc.log()[-3000:]}")
+    with _logged_start(Process(name, args, worker_env, _log_dir()), "ready", what="celery worker") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 PROCFILE = ROOT / "Procfile"
@@ -182,14 +188,9 @@ def procfile_process(entry: str, env: dict[str, str], *, ready: str) -> Iterator
     """A Procfile entry run as honcho runs it (a shell command line, the venv's programs first on PATH);
     yields once its log shows `ready`."""
     env = {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
-    proc = Process(entry, ["/bin/sh", "-c", f"exec {procfile_command(entry)}"], env, _log_dir())
-    try:
-        wait_until(lambda: ready in proc.log() or not proc.alive(), 60, what=f"Procfile {entry} ready")
-        if not proc.alive():
-            raise RuntimeError(f"Procfile {entry} died at start:\n{proc.log()[-3000:]}")
+    command = ["/bin/sh", "-c", f"exec {procfile_command(entry)}"]
+    with _logged_start(Process(entry, command, env, _log_dir()), ready, what=f"Procfile {entry}") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def child_pids(pid: int) -> list[int]:
@@ -230,14 +231,9 @@ def moto_sqs_s3_env(endpoint: str, *, bucket: str, region: str) -> dict[str, str
 def celery_beat(env: dict[str, str] | None = None, *, name: str = "beat") -> Iterator[Process]:
     """`celery -A config beat` (the reaper's scheduler); yields once it has started ticking."""
     args = [str(BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO"]
-    proc = Process(name, args, env or process_env(), _log_dir())
-    try:
-        wait_until(lambda: "beat: Starting" in proc.log() or not proc.alive(), 60, what="celery beat started")
-        if not proc.alive():
-            raise RuntimeError(f"celery beat died at start:\n{proc.log()[-3000:]}")
+    beat = Process(name, args, env or process_env(), _log_dir())
+    with _logged_start(beat, "beat: Starting", what="celery beat") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def manage(
