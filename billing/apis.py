@@ -11,22 +11,22 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.models import Plan
-from billing.money import format_usd
 from billing.selectors import balances_get, ledger_list, plan_by_id, plan_get
-from dpp.errors import ApplicationError
+from dpp.http.errors import ApplicationError
+from dpp.http.openapi import problems
+from dpp.http.pagination import PAGE_PARAMETERS, decode_cursor, encode_cursor, parse_limit
+from dpp.http.ratelimit import RateLimitedViewMixin
 from dpp.models import Tenant
-from dpp.openapi import problems
-from dpp.pagination import PAGE_PARAMETERS, decode_cursor, encode_cursor, parse_limit
-from dpp.ratelimit import RateLimitedViewMixin
+from dpp.money import format_usd
 
 
 class TenantApiView(RateLimitedViewMixin, APIView):
     # Base of every /v1 view: API-key auth, and the tenant's plan deciding its rate limits. A comment, not a
     # docstring: drf-spectacular describes an operation by the first docstring up its view's bases (up to
-    # dpp.openapi.lib_doc_excludes), and this one is for developers.
+    # dpp.http.openapi.lib_doc_excludes), and this one is for developers.
 
     def tenant(self, request: Request) -> Tenant:
-        assert isinstance(request.user, Tenant)  # noqa: S101 - guaranteed by dpp.auth.IsTenant
+        assert isinstance(request.user, Tenant)  # noqa: S101 - guaranteed by dpp.http.auth.IsTenant
         return request.user
 
     def plan(self, request: Request) -> Plan:

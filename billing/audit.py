@@ -29,7 +29,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 
-from billing.money import GRANULE_MICROS, format_usd
+from dpp.money import GRANULE_MICROS, format_usd
 
 EXAMPLES_PER_INVARIANT = 20
 

@@ -6,7 +6,7 @@ the submit's plan checks cost no query of their own (plan definitions are cached
 
 from __future__ import annotations
 
-from dpp.auth import ApiKeyAuthentication
+from dpp.http.auth import ApiKeyAuthentication
 
 
 class PlanApiKeyAuthentication(ApiKeyAuthentication):

@@ -29,8 +29,8 @@ from django.db.models.functions import Mod
 from django.db.models.lookups import Exact
 from django.utils import timezone
 
-from billing.money import format_usd
 from dpp.models import Tenant
+from dpp.money import format_usd
 
 PLATFORM_PREFIX = "@"
 

@@ -18,10 +18,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing.models import Account, LedgerEntry, LedgerTransaction, Plan, TenantPlan
-from billing.money import GRANULE_MICROS, format_usd
-from dpp.db import hot_cursor
-from dpp.errors import ApplicationError
+from dpp.db.hot import hot_cursor
+from dpp.http.errors import ApplicationError
 from dpp.models import Tenant
+from dpp.money import GRANULE_MICROS, format_usd
 from dpp.services import tenant_create
 
 Kind = LedgerTransaction.Kind

@@ -61,7 +61,7 @@ class _KeptPage:
 
 def problem_page(page: bytes, path: str | None) -> bytes:
     """gunicorn's HTML error page as an HTTP/1.1 problem+json response with the same status."""
-    from dpp.problems import PROBLEM_CONTENT_TYPE, error_for_status, problem_body
+    from dpp.http.problems import PROBLEM_CONTENT_TYPE, error_for_status, problem_body
 
     status_match = _ERROR_STATUS_RE.match(page)
     status = int(status_match.group(1)) if status_match else 400

@@ -63,17 +63,17 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "dpp.middleware.RequestContextMiddleware",
+    "dpp.http.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",  # high: every answer below gets the header
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
-    "dpp.middleware.BodyLimitMiddleware",  # after the three above, so that a 413 carries their headers
-    "dpp.middleware.SessionMiddleware",  # Django's, skipped on API paths (as the next three)
+    "dpp.http.middleware.BodyLimitMiddleware",  # after the three above, so that a 413 carries their headers
+    "dpp.http.middleware.SessionMiddleware",  # Django's, skipped on API paths (as the next three)
     "django.middleware.common.CommonMiddleware",
-    "dpp.middleware.CsrfViewMiddleware",
-    "dpp.middleware.AuthenticationMiddleware",
-    "dpp.middleware.MessageMiddleware",
+    "dpp.http.middleware.CsrfViewMiddleware",
+    "dpp.http.middleware.AuthenticationMiddleware",
+    "dpp.http.middleware.MessageMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -103,9 +103,9 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"]["ENGINE"] = "dpp.postgresql"  # Django's, with a health check that needs no round trip
+    DATABASES["default"]["ENGINE"] = "dpp.db.postgresql"  # Django's, with a health check that needs no round trip
     # psycopg prepares a statement on its Nth execution on a connection. It applies only to the hot paths'
-    # server-binding cursor (dpp.db.hot_cursor); the ORM binds on the client and never prepares. 0: never
+    # server-binding cursor (dpp.db.hot.hot_cursor); the ORM binds on the client and never prepares. 0: never
     # (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
     _prepare_after = env_int("DPP_DB_PREPARE_THRESHOLD", 5, minimum=0)
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = _prepare_after or None
@@ -260,13 +260,13 @@ CORS_EXPOSE_HEADERS = (
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["billing.auth.PlanApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["dpp.auth.IsTenant"],
+    "DEFAULT_PERMISSION_CLASSES": ["dpp.http.auth.IsTenant"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["dpp.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["dpp.http.parsers.JSONParser"],
     # An Accept (or ?format=) a view cannot satisfy gets its default renderer, not a 406 (RFC 9110 §12.5.1).
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "dpp.negotiation.FallbackContentNegotiation",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "dpp.http.negotiation.FallbackContentNegotiation",
     "DEFAULT_THROTTLE_CLASSES": [],
-    "EXCEPTION_HANDLER": "dpp.problems.exception_handler",
+    "EXCEPTION_HANDLER": "dpp.http.problems.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
@@ -291,8 +291,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     # Our view bases' docstrings are for developers, not for each operation's description.
-    "GET_LIB_DOC_EXCLUDES": "dpp.openapi.lib_doc_excludes",
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "dpp.openapi.document_common_headers"],
+    "GET_LIB_DOC_EXCLUDES": "dpp.http.openapi.lib_doc_excludes",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "dpp.http.openapi.document_common_headers",
+    ],
 }
 
 # --- logging: one JSON object per line, with trace_id, tenant_id and run_id where known ---------------

@@ -4,9 +4,9 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 
-from dpp import problems
-from dpp import views as dpp_views
-from dpp.openapi import OpenApiDocumentView
+from dpp.http import health as dpp_views
+from dpp.http import problems
+from dpp.http.openapi import OpenApiDocumentView
 
 urlpatterns = [
     path("health", dpp_views.health, name="health"),
@@ -21,7 +21,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-handler400 = "dpp.problems.handler400"
-handler403 = "dpp.problems.handler403"
-handler404 = "dpp.problems.handler404"
-handler500 = "dpp.problems.handler500"
+handler400 = "dpp.http.problems.handler400"
+handler403 = "dpp.http.problems.handler403"
+handler404 = "dpp.http.problems.handler404"
+handler500 = "dpp.http.problems.handler500"

@@ -7,4 +7,4 @@ class DppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from dpp import openapi  # noqa: F401 - registers the bearer scheme with drf-spectacular
+        from dpp.http import openapi  # noqa: F401 - registers the bearer scheme with drf-spectacular

@@ -23,8 +23,8 @@ from django.utils import timezone
 from prometheus_client import Counter
 
 from billing.models import Account, LedgerTransaction
-from billing.money import format_usd
-from dpp.errors import DependencyUnavailableError
+from dpp.http.errors import DependencyUnavailableError
+from dpp.money import format_usd
 from dpp.observability import log_context
 from reaper.models import AuditFlag
 from runs import results, services

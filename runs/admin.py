@@ -23,7 +23,6 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from billing.models import LedgerTransaction
-from billing.money import format_usd
 from dpp.admin_tools import (
     CsvExportMixin,
     ReadOnlyModelAdmin,
@@ -33,7 +32,8 @@ from dpp.admin_tools import (
     parse_uuid,
     stream_csv,
 )
-from dpp.errors import DependencyUnavailableError
+from dpp.http.errors import DependencyUnavailableError
+from dpp.money import format_usd
 from packs.registry import all_packs
 from runs import results
 from runs.models import Run

@@ -14,13 +14,13 @@ from rest_framework.response import Response
 
 from billing.apis import TenantApiView
 from billing.models import Plan
-from billing.money import format_usd
 from billing.selectors import balances_get
-from dpp.errors import ApplicationError
+from dpp.http.errors import ApplicationError
+from dpp.http.openapi import problems
+from dpp.http.pagination import PAGE_PARAMETERS, decode_cursor, encode_cursor, parse_limit
+from dpp.http.parsers import declared_length
+from dpp.money import format_usd
 from dpp.observability import adopt_run, current_trace_id
-from dpp.openapi import problems
-from dpp.pagination import PAGE_PARAMETERS, decode_cursor, encode_cursor, parse_limit
-from dpp.parsers import declared_length
 from packs.registry import all_packs
 from runs import presenters, results, selectors, services
 from runs.models import Run, RunStatus

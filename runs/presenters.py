@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.request import Request
 
-from billing.money import format_usd
+from dpp.money import format_usd
 from runs import results
 from runs.models import Run, RunStatus
 

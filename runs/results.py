@@ -21,7 +21,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.http import HttpResponse
 
-from dpp.errors import DependencyUnavailableError
+from dpp.http.errors import DependencyUnavailableError
 from dpp.storage import bucket_exists
 from runs.models import Run
 

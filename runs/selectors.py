@@ -13,7 +13,7 @@ from django.db.models.functions import Coalesce, TruncDate
 
 from billing.models import Account
 from dpp.dates import utc_days
-from dpp.db import RowReader, hot_cursor
+from dpp.db.hot import RowReader, hot_cursor
 from dpp.models import Tenant
 from runs.models import Run, RunStatus
 

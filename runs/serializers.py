@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from packs.registry import all_packs
 
-# Exactly what runs.submission accepts for max_cost_usd (billing.money.parse_max_cost): 1 to 12 ASCII digits, up
+# Exactly what runs.submission accepts for max_cost_usd (dpp.money.parse_max_cost): 1 to 12 ASCII digits, up
 # to 4 decimals, from 0.0001 to 10000.0000 — written out so that a client or a fuzzer generating from the schema
 # stays in range: 1 to 9999.9999, 10000, 0.0001 to 0.9999, each after any number of leading zeros.
 MONEY_PATTERN = (

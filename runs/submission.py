@@ -15,8 +15,8 @@ from typing import Any
 from django.conf import settings
 
 from billing.models import Plan
-from billing.money import format_usd, parse_max_cost, parse_usd
-from dpp.errors import ApplicationError
+from dpp.http.errors import ApplicationError
+from dpp.money import format_usd, parse_max_cost, parse_usd
 from dpp.observability import valid_trace_id
 from packs.base import Pack, UrlPolicy
 from packs.registry import get_pack

@@ -24,8 +24,8 @@ from django.test import Client
 from django.utils import timezone
 
 from billing.models import Account, LedgerEntry, LedgerTransaction
-from billing.money import minimum_fee
 from billing.services import ledger_reserve, ledger_settle
+from dpp.money import minimum_fee
 from runs.models import TERMINAL_STATUSES, FinalizeStage, MoneyState, Run, RunStatus
 from tests.factories import queued_run_row
 

@@ -13,9 +13,9 @@ from billing.bootstrap import ensure_platform_rows
 from billing.models import Account, Plan
 from billing.selectors import plan_cache_clear
 from billing.services import ledger_topup, tenant_onboard
+from dpp.db.redis import get_redis
+from dpp.http.ratelimit import ANONYMOUS_POLICY, bucket_key
 from dpp.models import Tenant
-from dpp.ratelimit import ANONYMOUS_POLICY, bucket_key
-from dpp.redis import get_redis
 from dpp.services import api_key_issue
 from runs.results import results_folder_mark
 

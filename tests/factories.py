@@ -7,8 +7,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from billing.money import minimum_fee
 from billing.selectors import plan_get
+from dpp.money import minimum_fee
 from runs.models import Run
 from runs.services import run_accept
 from runs.submission import request_hash, submission_parse

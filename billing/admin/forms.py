@@ -1,4 +1,4 @@
-"""Forms of the finance admin. Amounts are typed as USD strings and parsed by billing.money: never a float."""
+"""Forms of the finance admin. Amounts are typed as USD strings and parsed by dpp.money: never a float."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from django import forms
 from django.http import QueryDict
 
 from billing.models import Account, LedgerTransaction
-from billing.money import MICROS_PER_USD, format_usd, parse_usd
 from dpp.dates import utc_days
-from dpp.errors import ApplicationError
+from dpp.http.errors import ApplicationError
+from dpp.money import MICROS_PER_USD, format_usd, parse_usd
 
 # A typo guard, not a business rule: a larger credit is several top-ups, each with its reason.
 MAX_MANUAL_MICROS = 1_000_000 * MICROS_PER_USD

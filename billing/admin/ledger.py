@@ -23,7 +23,6 @@ from django.utils.html import format_html
 
 from billing.admin.forms import TransactionExportForm
 from billing.models import Account, LedgerEntry, LedgerTransaction, Plan
-from billing.money import format_usd
 from dpp.admin_tools import (
     CsvExportMixin,
     InputFilter,
@@ -35,6 +34,7 @@ from dpp.admin_tools import (
     parse_row_id,
     stream_csv,
 )
+from dpp.money import format_usd
 
 EXPORT_HEADER = (
     "transaction_id",

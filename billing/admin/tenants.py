@@ -24,12 +24,12 @@ from django.utils.html import format_html
 
 from billing.admin.forms import STALE_FORM, AdjustForm, TopupForm
 from billing.models import Account, LedgerTransaction, Plan, TenantPlan
-from billing.money import format_usd
 from billing.selectors import balances_get
 from billing.services import ledger_adjust, ledger_topup
 from dpp.admin_tools import DppModelAdmin, ReadOnlyTabularInline, TenantFilter, form_page, staff_actor
-from dpp.errors import ApplicationError
+from dpp.http.errors import ApplicationError
 from dpp.models import ApiKey, Tenant
+from dpp.money import format_usd
 from dpp.services import api_key_revoke_by_id, tenant_set_status
 
 TOPUP_PERMISSION = "billing.topup"

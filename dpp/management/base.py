@@ -20,7 +20,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, InterfaceError, OperationalError, models
 
-from dpp.errors import ApplicationError
+from dpp.http.errors import ApplicationError
 
 # SQLSTATE classes of a server that cannot be reached or is going away: 08 connection exception,
 # 57P admin shutdown / cannot connect now. A failure to connect has no SQLSTATE at all.

@@ -14,9 +14,9 @@ from rest_framework.test import APIClient
 
 from billing.admin.forms import MAX_MANUAL_MICROS
 from billing.models import Account, LedgerTransaction
-from billing.money import format_usd
 from billing.selectors import balances_get, plan_get
 from dpp.models import ApiKey, Tenant
+from dpp.money import format_usd
 from runs.submission import IDEMPOTENCY_KEY_RE
 from tests.conftest import USD, Persona, unique_tenant_id
 

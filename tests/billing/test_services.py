@@ -23,7 +23,7 @@ from billing.services import (
     plan_assign,
     tenant_onboard,
 )
-from dpp.errors import ApplicationError
+from dpp.http.errors import ApplicationError
 from tests.conftest import USD, Persona, make_persona, unique_tenant_id
 
 REVENUE = Account.platform_account_id("REVENUE")
@@ -414,7 +414,7 @@ def test_a_refused_reservation_cannot_be_committed_even_if_the_error_is_caught()
 
     from billing.selectors import balances_get
     from billing.services import ledger_reserve
-    from dpp.errors import ApplicationError
+    from dpp.http.errors import ApplicationError
     from tests.conftest import make_persona
 
     persona = make_persona(credit_micros=10_000)

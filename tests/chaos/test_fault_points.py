@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from billing.money import minimum_fee
+from dpp.money import minimum_fee
 from runs import results
 from runs.models import Run
 from tests.e2e.harness import (

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from billing.money import minimum_fee
+from dpp.money import minimum_fee
 from runs.models import Run
 from tests.e2e.harness import (
     E2E,

@@ -103,7 +103,7 @@ def test_revoke_refuses_an_ambiguous_prefix(owner: Persona) -> None:
 
 def test_last_used_read_back_from_sqlite_text_is_aware() -> None:
     """The embedded mode's SQLite hands a raw cursor naive text: the lookup must still compare times."""
-    from dpp.auth import _aware
+    from dpp.http.auth import _aware
 
     value = _aware("2026-11-25 10:00:00.123456")
     assert value is not None

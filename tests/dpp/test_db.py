@@ -1,4 +1,4 @@
-"""dpp.db: the hot paths' prepared statements (PostgreSQL) and the cached INSERT of a new row."""
+"""dpp.db.hot: the hot paths' prepared statements (PostgreSQL) and the cached INSERT of a new row."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from psycopg.types.numeric import Int2, Int4
 from billing.models import Account, LedgerTransaction
 from billing.selectors import balances_get
 from billing.services import ledger_reserve, ledger_settle, ledger_topup
-from dpp.db import RowReader, _plain, hot_cursor, insert_new
+from dpp.db.hot import RowReader, _plain, hot_cursor, insert_new
 from runs.models import Run
 from tests.conftest import Persona
 from tests.factories import queued_run_row

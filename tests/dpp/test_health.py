@@ -1,7 +1,7 @@
 import pytest
 from django.test import Client
 
-from dpp.redis import get_redis
+from dpp.db.redis import get_redis
 
 
 def test_health_touches_nothing() -> None:

@@ -1,4 +1,4 @@
-"""dpp.negotiation: DRF's choice where something matches, the view's default where nothing does."""
+"""dpp.http.negotiation: DRF's choice where something matches, the view's default where nothing does."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
-from dpp.negotiation import FallbackContentNegotiation
+from dpp.http.negotiation import FallbackContentNegotiation
 
 
 class YamlRenderer(BaseRenderer):

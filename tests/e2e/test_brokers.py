@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from billing.money import minimum_fee
+from dpp.money import minimum_fee
 from tests.e2e.harness import E2E, Api, Stack, assert_money_balanced, embedded_stack, redis_stack, sqs_stack, usd_micros
 
 pytestmark = [*E2E]

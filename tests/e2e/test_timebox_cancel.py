@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from billing.money import minimum_fee
+from dpp.money import minimum_fee
 from tests.e2e.harness import E2E, assert_money_balanced, redis_stack, settles_of
 
 pytestmark = [*E2E]

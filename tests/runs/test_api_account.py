@@ -11,9 +11,9 @@ import pytest
 from freezegun import freeze_time
 
 from billing.models import Account, LedgerEntry, LedgerTransaction
-from billing.money import format_usd
 from billing.services import ledger_adjust, plan_assign
-from dpp.pagination import encode_cursor
+from dpp.http.pagination import encode_cursor
+from dpp.money import format_usd
 from runs import services
 from runs.models import Run
 from tests.conftest import USD, Persona, make_persona

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from billing.models import Account, LedgerEntry
-from dpp.pagination import encode_cursor
+from dpp.http.pagination import encode_cursor
 from runs import services
 from runs.models import Run
 from tests.conftest import USD, Persona, Personas, make_persona

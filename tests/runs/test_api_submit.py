@@ -10,9 +10,9 @@ import pytest
 from rest_framework.test import APIClient
 
 from billing.models import LedgerTransaction
-from billing.money import format_usd
 from billing.services import ledger_topup, plan_assign
 from dpp.models import Tenant
+from dpp.money import format_usd
 from runs.models import Run
 from tests.conftest import USD, Persona, make_persona
 from tests.runs.conftest import (

@@ -21,9 +21,9 @@ from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from billing.money import parse_max_cost
 from billing.urls import urlpatterns as billing_urls
-from dpp.errors import ApplicationError
+from dpp.http.errors import ApplicationError
+from dpp.money import parse_max_cost
 from runs.serializers import MONEY_PATTERN
 from runs.urls import urlpatterns as runs_urls
 from tests.conftest import USD, make_persona

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.test import Client, RequestFactory, override_settings
 
-from dpp.ratelimit import anonymous_limited
+from dpp.http.ratelimit import anonymous_limited
 from runs.models import Run
 from tests.conftest import Persona, make_persona
 from tests.runs.conftest import (

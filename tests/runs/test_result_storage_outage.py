@@ -25,7 +25,7 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from dpp.errors import DependencyUnavailableError
+from dpp.http.errors import DependencyUnavailableError
 from reaper.services import reconcile_once
 from runs import results, services
 from runs.models import Run

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from dpp.errors import DependencyUnavailableError
+from dpp.http.errors import DependencyUnavailableError
 from reaper.services import reconcile_once
 from runs import results, services
 from runs.models import Run

@@ -3,11 +3,11 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from billing.money import format_usd
 from billing.selectors import balances_get, plan_get
 from billing.services import ledger_topup, tenant_onboard
 from dpp.management.base import DppCommand
 from dpp.models import Tenant
+from dpp.money import format_usd
 from dpp.services import api_key_issue
 
 DEMO_CREDIT_MICROS = 25_000_000

@@ -5,7 +5,7 @@ from django.core.management.base import CommandParser
 from billing.models import Plan, TenantPlan
 from billing.selectors import plan_get
 from billing.services import plan_assign
-from dpp.errors import ApplicationError
+from dpp.http.errors import ApplicationError
 from dpp.management.base import DppCommand, actor, fits
 from dpp.models import Tenant
 

@@ -4,12 +4,12 @@ from django.core.management.base import CommandParser
 
 from billing.admin.forms import validate_manual_amount
 from billing.models import LedgerTransaction
-from billing.money import format_usd, parse_usd
 from billing.selectors import balances_get
 from billing.services import ledger_topup
-from dpp.errors import ApplicationError
+from dpp.http.errors import ApplicationError
 from dpp.management.base import DppCommand, actor, fits
 from dpp.models import Tenant
+from dpp.money import format_usd, parse_usd
 
 
 class Command(DppCommand):

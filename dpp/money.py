@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from dpp.errors import ApplicationError
+from dpp.http.errors import ApplicationError
 
 MICROS_PER_USD = 1_000_000
 GRANULE_MICROS = 100

@@ -24,12 +24,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 
-from dpp.errors import ApplicationError
+from dpp.db.redis import get_redis
+from dpp.http.errors import ApplicationError
+from dpp.http.problems import problem_response
 from dpp.observability import RATE_LIMIT_FAIL_OPEN
-from dpp.problems import problem_response
-from dpp.redis import get_redis
 
-logger = logging.getLogger("dpp.ratelimit")
+logger = logging.getLogger("dpp.http.ratelimit")
 
 WINDOW_S = 60
 

@@ -18,8 +18,8 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from dpp import keys
-from dpp.db import hot_cursor
-from dpp.errors import ApplicationError
+from dpp.db.hot import hot_cursor
+from dpp.http.errors import ApplicationError
 from dpp.models import ApiKey, Tenant
 from dpp.observability import tenant_id_var
 
@@ -74,7 +74,7 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def _fetch(self, digest: str) -> tuple[Any, ...] | None:
         """The key and its tenant in one query, written out: every authenticated request runs it, and having the
-        ORM compile it each time cost more CPU than the database spent answering it. Prepared (dpp.db)."""
+        ORM compile it each time cost more CPU than the database spent answering it. Prepared (dpp.db.hot)."""
         # extra_columns are class constants; the one value, the digest, is a parameter.
         extra = "".join(f", {expression}" for _, expression in self.extra_columns)
         sql = (

@@ -47,7 +47,7 @@ def problems(*statuses: int) -> dict[Any, Any]:
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "dpp.auth.ApiKeyAuthentication"
+    target_class = "dpp.http.auth.ApiKeyAuthentication"
     match_subclasses = True
     name = "ApiKey"
 
@@ -56,7 +56,7 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 
 
 _STRING = {"type": "string"}
-# Headers on every /v1 response (dpp.middleware, dpp.ratelimit); Retry-After on the statuses that carry it.
+# Headers on every /v1 response (dpp.http.middleware, dpp.http.ratelimit); Retry-After on the statuses that carry it.
 COMMON_HEADERS = {
     "RateLimit-Policy": 'The quota counted against: `"<policy>";q=<requests>;w=60` (IETF draft). Policies: '
     "`submits`, `reads` (per tenant, from its plan), `anonymous` (per client address, without a good key).",
@@ -97,6 +97,6 @@ def lib_doc_excludes() -> list[type]:
     describe every operation (billing.apis.TenantApiView, above it, has a comment instead of a docstring)."""
     from drf_spectacular.plumbing import get_lib_doc_excludes
 
-    from dpp.ratelimit import RateLimitedViewMixin
+    from dpp.http.ratelimit import RateLimitedViewMixin
 
     return [*get_lib_doc_excludes(), RateLimitedViewMixin]

@@ -1,4 +1,4 @@
-"""billing.money: every property of SPEC §2 "Money", checked against oracles that share no code with it."""
+"""dpp.money: every property of SPEC §2 "Money", checked against oracles that share no code with it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from billing.money import (
+from dpp.http.errors import ApplicationError
+from dpp.money import (
     GRANULE_MICROS,
     MAX_COST_MICROS,
     ceil100,
@@ -20,7 +21,6 @@ from billing.money import (
     parse_max_cost,
     parse_usd,
 )
-from dpp.errors import ApplicationError
 
 MICROS = 1_000_000
 # 12 whole digits: beyond that an amount in micros no longer fits PostgreSQL's BIGINT (9.2e18).

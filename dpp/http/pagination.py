@@ -9,7 +9,7 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter
 
-from dpp.errors import ApplicationError
+from dpp.http.errors import ApplicationError
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100

@@ -17,10 +17,10 @@ from django.utils.html import escape
 from django.views import defaults
 from rest_framework import exceptions as drf
 
-from dpp.errors import PROBLEMS, REASON_BY_STATUS, ApplicationError, DependencyUnavailableError, ProblemType
+from dpp.http.errors import PROBLEMS, REASON_BY_STATUS, ApplicationError, DependencyUnavailableError, ProblemType
 from dpp.observability import current_trace_id
 
-logger = logging.getLogger("dpp.errors")
+logger = logging.getLogger("dpp.http.errors")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 UNAVAILABLE_RETRY_AFTER_S = 5

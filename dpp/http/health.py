@@ -14,8 +14,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from dpp.db.redis import get_redis
 from dpp.observability import DB_COLLECTORS
-from dpp.redis import get_redis
 from dpp.storage import bucket_exists
 
 logger = logging.getLogger("dpp.readyz")

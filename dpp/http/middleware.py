@@ -19,7 +19,10 @@ from django.http.response import HttpResponseBase
 from django.middleware import csrf
 from django.urls import Resolver404, resolve
 
-from dpp.errors import ApplicationError
+from dpp.http.errors import ApplicationError
+from dpp.http.parsers import declared_length
+from dpp.http.problems import HTML_PATHS, PROBLEM_CONTENT_TYPE, problem_from_status, problem_response
+from dpp.http.ratelimit import anonymous_limited
 from dpp.observability import (
     HTTP_LATENCY,
     HTTP_REQUESTS,
@@ -29,9 +32,6 @@ from dpp.observability import (
     trace_id_from_headers,
     trace_id_var,
 )
-from dpp.parsers import declared_length
-from dpp.problems import HTML_PATHS, PROBLEM_CONTENT_TYPE, problem_from_status, problem_response
-from dpp.ratelimit import anonymous_limited
 
 access_log = logging.getLogger("dpp.access")
 

@@ -1,0 +1,1 @@
+"""Database plumbing: the hot prepared cursor, the PostgreSQL backend, the shared Redis client."""
