@@ -26,7 +26,7 @@ from billing.admin.forms import STALE_FORM, AdjustForm, TopupForm
 from billing.models import Account, LedgerTransaction, Plan, TenantPlan
 from billing.selectors import balances_get
 from billing.services import ledger_adjust, ledger_topup
-from dpp.admin_tools import DppModelAdmin, ReadOnlyTabularInline, TenantFilter, form_page, staff_actor
+from dpp.admin_tools import DppModelAdmin, ReadOnlyTabularInline, TenantFilter, form_page, staff_actor, usd_or_dash
 from dpp.http.errors import ApplicationError
 from dpp.models import ApiKey, Tenant
 from dpp.money import format_usd
@@ -41,10 +41,6 @@ REVOKE_PERMISSION = "dpp.change_apikey"
 def _balance(kind: str) -> Subquery:
     # One index lookup per listed tenant (unique (tenant, kind)), evaluated for the page's rows only.
     return Subquery(Account.objects.filter(tenant=OuterRef("pk"), kind=kind).order_by().values("balance_micros")[:1])
-
-
-def _usd(micros: int | None) -> str:
-    return "—" if micros is None else format_usd(micros)
 
 
 class PlanFilter(admin.SimpleListFilter):
@@ -134,11 +130,11 @@ class TenantAdmin(DppModelAdmin):
 
     @admin.display(description="available (USD)", ordering="available_micros")
     def available(self, obj: Tenant) -> str:
-        return _usd(getattr(obj, "available_micros", None))
+        return usd_or_dash(getattr(obj, "available_micros", None))
 
     @admin.display(description="held (USD)", ordering="held_micros")
     def held(self, obj: Tenant) -> str:
-        return _usd(getattr(obj, "held_micros", None))
+        return usd_or_dash(getattr(obj, "held_micros", None))
 
     def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name
@@ -193,8 +189,8 @@ class TenantAdmin(DppModelAdmin):
             submit_label="Top up" if topup else "Post adjustment",
             original=tenant,
             intro=(
-                f"Available {_usd(getattr(tenant, 'available_micros', None))} USD, "
-                f"held {_usd(getattr(tenant, 'held_micros', None))} USD. "
+                f"Available {usd_or_dash(getattr(tenant, 'available_micros', None))} USD, "
+                f"held {usd_or_dash(getattr(tenant, 'held_micros', None))} USD. "
                 + ("Funding → available." if topup else "Available ↔ revenue or funding; never below zero.")
             ),
         )
