@@ -23,12 +23,12 @@ from billing.models import Plan
 from billing.services import ReservationRacedError, ledger_reserve, ledger_settle
 from dpp.db.hot import insert_new
 from dpp.http.errors import ApplicationError
-from dpp.models import Tenant
+from dpp.models import ApiKey, Tenant
 from dpp.money import minimum_fee
 from runs.dispatch import publish_run
 from runs.models import FinalizeStage, MoneyState, Run, RunStatus
 from runs.results import Envelope
-from runs.submission import Submission
+from runs.submission import Submission, request_hash, submission_parse
 
 logger = logging.getLogger("dpp.runs")
 
@@ -42,14 +42,35 @@ class Accepted:
     replayed: bool
 
 
-# --- accept (API) ---------------------------------------------------------------------------------------
+# --- submit and accept (API) ---------------------------------------------------------------------------
 
 
-def run_find_by_key(*, tenant: Tenant, idempotency_key: str) -> Run | None:
+def run_submit(*, tenant: Tenant, plan: Plan, key: ApiKey, body: Any, idempotency_key: str, trace_id: str) -> Accepted:
+    """A submit under its (well-formed) Idempotency-Key: a new run, the earlier receipt for the same payload, or
+    409 for another payload; a refused request stores nothing. Validation order: runs.submission.
+
+    `key` is the API key that authenticated the submit, the one whose limits the run counts against.
+    """
+    body_hash = request_hash(body)
+    try:
+        submission = submission_parse(
+            body=body, idempotency_key=idempotency_key, request_hash=body_hash, plan=plan, default_trace_id=trace_id
+        )
+    except ApplicationError:
+        # The key decides before validation does: a replay (or another payload under the key) is answered as
+        # such. A valid payload skips this lookup: run_accept's INSERT finds an existing key by itself.
+        existing = _run_find_by_key(tenant=tenant, idempotency_key=idempotency_key)
+        if existing is None:
+            raise
+        return _replay_or_conflict(run=existing, request_hash=body_hash)
+    return run_accept(tenant=tenant, plan=plan, submission=submission)
+
+
+def _run_find_by_key(*, tenant: Tenant, idempotency_key: str) -> Run | None:
     return Run.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
 
 
-def replay_or_conflict(*, run: Run, request_hash: str) -> Accepted:
+def _replay_or_conflict(*, run: Run, request_hash: str) -> Accepted:
     """The original receipt for the same payload; 409 for another payload under the same key."""
     if run.request_hash != request_hash:
         raise ApplicationError(
@@ -73,10 +94,10 @@ def run_accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Accepte
             logger.warning("accept for tenant %s: the balances moved during the reservation; trying again", tenant.pk)
             continue  # rolled back: the next attempt reads the balances as they are now
         except IntegrityError:
-            existing = run_find_by_key(tenant=tenant, idempotency_key=submission.idempotency_key)
+            existing = _run_find_by_key(tenant=tenant, idempotency_key=submission.idempotency_key)
             if existing is None:
                 raise
-            return replay_or_conflict(run=existing, request_hash=submission.request_hash)
+            return _replay_or_conflict(run=existing, request_hash=submission.request_hash)
         return Accepted(run=run, replayed=False)
     raise ApplicationError(
         "UNAVAILABLE", "The balance kept changing while the run was accepted; retry.", headers={"Retry-After": "1"}
