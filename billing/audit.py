@@ -29,7 +29,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 
-from dpp.money import GRANULE_MICROS, format_usd
+from dpp.money import format_usd
 
 EXAMPLES_PER_INVARIANT = 20
 
@@ -91,10 +91,10 @@ def usd(micros: int | None) -> str:
     """An amount for a human; tolerant of what a tampered database may hold (NULL, a non-granular amount)."""
     if micros is None:
         return "none"
-    micros = int(micros)
-    if micros % GRANULE_MICROS:
-        return f"{micros} micros"
-    return f"{format_usd(micros)} USD"
+    try:
+        return f"{format_usd(int(micros))} USD"
+    except ValueError:  # off the 100-micro granule: show what is stored
+        return f"{int(micros)} micros"
 
 
 # --- the snapshot and its working tables ----------------------------------------------------------------------

@@ -4,16 +4,19 @@ of the balances it moves, inside the caller's database transaction.
 Lock order, to keep PostgreSQL free of deadlocks: a tenant's two account rows first (one UPDATE, rows in key
 order), platform rows last and as late as possible (`@revenue` is a hot row: hold its lock briefly).
 `ledger_reserve` and `ledger_settle` run inside a run service's transaction (the run's state change and its
-money commit together); `ledger_topup`, `ledger_adjust` and `tenant_onboard` are top-level and durable.
+money commit together); `ledger_topup`, `ledger_adjust`, `ledger_manual_post` (what a person posts: the admin,
+the `topup` command) and `tenant_onboard` are top-level and durable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -21,7 +24,7 @@ from billing.models import Account, LedgerEntry, LedgerTransaction, Plan, Tenant
 from dpp.db.hot import hot_cursor
 from dpp.http.errors import ApplicationError
 from dpp.models import Tenant
-from dpp.money import GRANULE_MICROS, format_usd
+from dpp.money import GRANULE_MICROS, MICROS_PER_USD, format_usd
 from dpp.services import tenant_create
 
 Kind = LedgerTransaction.Kind
@@ -262,10 +265,7 @@ def _require_actor_and_reason(actor: str, reason: str) -> None:
         raise ApplicationError("VALIDATION_ERROR", "A manual change (money or plan) needs an actor and a reason.")
 
 
-@transaction.atomic(durable=True)
-def ledger_topup(
-    *, tenant: Tenant, amount_micros: int, actor: str, reason: str, trace_id: str = ""
-) -> LedgerTransaction:
+def _topup(*, tenant: Tenant, amount_micros: int, actor: str, reason: str, trace_id: str = "") -> LedgerTransaction:
     """funding → available: credit bought or granted."""
     _require_actor_and_reason(actor, reason)
     _check_amount(amount_micros)
@@ -286,8 +286,7 @@ def ledger_topup(
     return txn
 
 
-@transaction.atomic(durable=True)
-def ledger_adjust(
+def _adjust(
     *, tenant: Tenant, amount_micros: int, counterparty: str, actor: str, reason: str, trace_id: str = ""
 ) -> LedgerTransaction:
     """A manual correction between the tenant's available balance and revenue or funding.
@@ -320,6 +319,129 @@ def ledger_adjust(
     )
     _move_platform_balance(counterparty, -amount_micros)
     return txn
+
+
+@transaction.atomic(durable=True)
+def ledger_topup(
+    *, tenant: Tenant, amount_micros: int, actor: str, reason: str, trace_id: str = ""
+) -> LedgerTransaction:
+    """funding → available: credit bought or granted."""
+    return _topup(tenant=tenant, amount_micros=amount_micros, actor=actor, reason=reason, trace_id=trace_id)
+
+
+@transaction.atomic(durable=True)
+def ledger_adjust(
+    *, tenant: Tenant, amount_micros: int, counterparty: str, actor: str, reason: str, trace_id: str = ""
+) -> LedgerTransaction:
+    """A manual correction between the tenant's available balance and revenue or funding (`_adjust`)."""
+    return _adjust(
+        tenant=tenant,
+        amount_micros=amount_micros,
+        counterparty=counterparty,
+        actor=actor,
+        reason=reason,
+        trace_id=trace_id,
+    )
+
+
+# --- money moved by a person (the admin's forms, the `topup` command) ----------------------------------------
+
+# A typo guard, not a business rule: a larger credit is several top-ups, each with its reason.
+MAX_MANUAL_MICROS = 1_000_000 * MICROS_PER_USD
+
+
+def validate_manual_amount(micros: int) -> None:
+    """An amount typed by a person: more than 0, at most MAX_MANUAL_MICROS (422 VALIDATION_ERROR)."""
+    if micros <= 0:
+        raise ApplicationError("VALIDATION_ERROR", "The amount must be more than 0.")
+    if micros > MAX_MANUAL_MICROS:
+        raise ApplicationError("VALIDATION_ERROR", f"At most {format_usd(MAX_MANUAL_MICROS)} USD at a time.")
+
+
+@dataclass(frozen=True)
+class ManualPost:
+    transaction: LedgerTransaction
+    replayed: bool  # the trace id had posted it already: nothing more moved
+
+
+@transaction.atomic(durable=True)
+def ledger_manual_post(
+    *,
+    tenant: Tenant,
+    kind: str,
+    amount_micros: int,
+    actor: str,
+    reason: str,
+    counterparty: str = "",
+    trace_id: str = "",
+) -> ManualPost:
+    """A TOPUP, or an ADJUSTMENT (`amount_micros` signed, against `counterparty`), typed by a person. At most one
+    per `trace_id` (an admin form's one-time code): sent again, even at the same instant, it answers the first."""
+    validate_manual_amount(amount_micros if kind == Kind.TOPUP else abs(amount_micros))
+    if trace_id:
+        _lock_manual_trace_id(trace_id)
+        earlier = _manual_posted(trace_id)
+        if earlier is not None:
+            return _manual_replay(earlier, tenant=tenant, kind=kind)
+    try:
+        with transaction.atomic():  # a savepoint: the unique index may refuse the INSERT (below)
+            txn = _manual_move(
+                tenant=tenant,
+                kind=kind,
+                amount_micros=amount_micros,
+                counterparty=counterparty,
+                actor=actor,
+                reason=reason,
+                trace_id=trace_id,
+            )
+    except IntegrityError:
+        # A twin with this trace id committed after our look (SQLite has no advisory lock; or it was posted
+        # without this service): billing_manual_once_per_form refused our INSERT, and the twin is the answer.
+        earlier = _manual_posted(trace_id) if trace_id else None
+        if earlier is None:
+            raise
+        return _manual_replay(earlier, tenant=tenant, kind=kind)
+    return ManualPost(transaction=txn, replayed=False)
+
+
+def _manual_move(
+    *, tenant: Tenant, kind: str, amount_micros: int, counterparty: str, actor: str, reason: str, trace_id: str
+) -> LedgerTransaction:
+    if kind == Kind.TOPUP:
+        return _topup(tenant=tenant, amount_micros=amount_micros, actor=actor, reason=reason, trace_id=trace_id)
+    if kind == Kind.ADJUSTMENT:
+        return _adjust(
+            tenant=tenant,
+            amount_micros=amount_micros,
+            counterparty=counterparty,
+            actor=actor,
+            reason=reason,
+            trace_id=trace_id,
+        )
+    raise ValueError(f"a manual movement is a TOPUP or an ADJUSTMENT, not {kind!r}")
+
+
+def _lock_manual_trace_id(trace_id: str) -> None:
+    """Serialise the posts of one trace id until commit (PostgreSQL), so that a twin sees the first one posted."""
+    if connection.vendor == "postgresql":
+        key = int.from_bytes(hashlib.sha256(trace_id.encode()).digest()[:8], "big", signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def _manual_posted(trace_id: str) -> LedgerTransaction | None:
+    """The manual movement already posted with this trace id, whichever tenant or kind."""
+    # The unique partial index billing_manual_once_per_form answers it, whatever the age of the first post.
+    found = LedgerTransaction.objects.filter(kind__in=[Kind.TOPUP, Kind.ADJUSTMENT], trace_id=trace_id)
+    return found.only("pk", "tenant_id", "kind").first()
+
+
+def _manual_replay(earlier: LedgerTransaction, *, tenant: Tenant, kind: str) -> ManualPost:
+    if (earlier.tenant_id, earlier.kind) != (tenant.pk, kind):  # the code of another form, copied
+        raise ApplicationError(
+            "IDEMPOTENCY_KEY_REUSED", f"This code already posted {earlier.kind} #{earlier.pk} for another movement."
+        )
+    return ManualPost(transaction=earlier, replayed=True)
 
 
 def _plan_assign(*, tenant: Tenant, plan_code: str, actor: str, reason: str) -> TenantPlan:

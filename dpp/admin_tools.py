@@ -4,7 +4,7 @@ The tables behind the admin grow to millions of rows (ledger entries, runs), so 
 page costs: no COUNT(*) over the whole table (`EstimatedCountPaginator`), no facet counts, no "N total" count,
 no list filter that loads every distinct value (`InputFilter` instead), no LIKE search. Exports stream.
 
-`dpp` knows nothing of money: amounts are formatted by the admins of billing and runs.
+Amounts are shown with `dpp.money.format_usd`, through `usd_or_dash` where there may be none.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.functional import cached_property
+
+from dpp.money import format_usd
 
 # Cells that a spreadsheet would run as a formula (CSV injection); such text cells get a leading apostrophe.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -249,6 +251,11 @@ def stream_csv(*, filename: str, header: Sequence[str], rows: Iterable[Sequence[
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["Cache-Control"] = "no-store"
     return response
+
+
+def usd_or_dash(micros: int | None) -> str:
+    """An amount on an admin page, "—" when there is none (a run not charged yet, a tenant without accounts)."""
+    return "—" if micros is None else format_usd(micros)
 
 
 def staff_actor(request: HttpRequest) -> str:

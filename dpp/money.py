@@ -30,6 +30,15 @@ def ceil100(micros: int) -> int:
     return -(-micros // GRANULE_MICROS) * GRANULE_MICROS
 
 
+def usd_micros(value: Any) -> int | None:
+    """A non-negative money string such as "0.0500" → micros; None if it is not one (`parse_usd` says why)."""
+    match = _MONEY_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    whole, fraction = match.group(1), match.group(2) or ""
+    return int(whole) * MICROS_PER_USD + int(fraction.ljust(6, "0"))
+
+
 def parse_usd(value: Any, *, field: str = "amount") -> int:
     """A non-negative money string such as "0.0500" → micros; 422 INVALID_MONEY / INVALID_MONEY_SCALE."""
     if not isinstance(value, str):
@@ -38,8 +47,8 @@ def parse_usd(value: Any, *, field: str = "amount") -> int:
             f'{field} must be a JSON string with up to 4 decimals, e.g. "0.0500" (a JSON number is refused).',
             errors=[{"field": field, "message": 'expected a string like "0.0500"'}],
         )
-    match = _MONEY_RE.fullmatch(value)
-    if match is None:
+    micros = usd_micros(value)
+    if micros is None:
         if _OVER_SCALE_RE.fullmatch(value):
             raise ApplicationError(
                 "INVALID_MONEY_SCALE",
@@ -57,8 +66,7 @@ def parse_usd(value: Any, *, field: str = "amount") -> int:
             f"{field} must match ^\\d+(\\.\\d{{1,4}})?$",
             errors=[{"field": field, "message": "not a money amount"}],
         )
-    whole, fraction = match.group(1), match.group(2) or ""
-    return int(whole) * MICROS_PER_USD + int(fraction.ljust(6, "0"))
+    return micros
 
 
 def parse_max_cost(value: Any, *, field: str = "reservation.max_cost_usd") -> int:

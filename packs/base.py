@@ -28,8 +28,7 @@ from typing import Any, ClassVar
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-MICROS_PER_USD = 1_000_000
-MONEY_STEP_MICROS = 100
+from dpp.money import GRANULE_MICROS
 
 PACK_REASON_CODES = frozenset({"PACK_FAILED", "TIMEBOX_EXCEEDED", "URL_BLOCKED", "FETCH_FAILED"})
 
@@ -103,26 +102,13 @@ class PackResult:
 
     def __post_init__(self) -> None:
         cost = self.cost_micros
-        if type(cost) is not int or cost < 0 or cost % MONEY_STEP_MICROS:
+        if type(cost) is not int or cost < 0 or cost % GRANULE_MICROS:
             raise ValueError(f"cost_micros must be a non-negative int multiple of 100, got {cost!r}")
 
 
 def ceil_div(numerator: int, denominator: int) -> int:
     """Integer ceiling division (no float ever touches money)."""
     return -(-numerator // denominator)
-
-
-def ceil100(micros: int) -> int:
-    """Round micros up to the next multiple of 100 (0.0001 USD)."""
-    return ceil_div(micros, MONEY_STEP_MICROS) * MONEY_STEP_MICROS
-
-
-def format_usd(micros: int) -> str:
-    """Non-negative micros, a multiple of 100, as the wire's 4-decimal USD string (``"0.0050"``)."""
-    if micros < 0 or micros % MONEY_STEP_MICROS:
-        raise ValueError(f"not a wire amount: {micros!r}")
-    whole, rest = divmod(micros, MICROS_PER_USD)
-    return f"{whole}.{rest // MONEY_STEP_MICROS:04d}"
 
 
 class Pack(ABC):

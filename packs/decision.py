@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
 
-from packs.base import FieldError, Pack, PackContext, PackResult, UrlPolicy, format_usd
+from dpp.money import format_usd
+from packs.base import FieldError, Pack, PackContext, PackResult, UrlPolicy
 
 METHODS = ("weighted_sum", "topsis")
 BASE_MICROS = 5_000

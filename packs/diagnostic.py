@@ -13,27 +13,14 @@ Guarantees:
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, ClassVar
 
-from packs.base import (
-    MICROS_PER_USD,
-    MONEY_STEP_MICROS,
-    FieldError,
-    Pack,
-    PackContext,
-    PackError,
-    PackResult,
-    UrlPolicy,
-    format_usd,
-)
+from dpp.money import MAX_COST_MICROS, format_usd, usd_micros
+from packs.base import FieldError, Pack, PackContext, PackError, PackResult, UrlPolicy
 
 MAX_SLEEP_MS = 60_000
-MAX_COST_MICROS = 10_000 * MICROS_PER_USD
 _SLICE_S = 0.05
-# [0-9], not \d: Python's \d also matches non-ASCII digits; fullmatch, because "$" accepts a final "\n".
-_MONEY = re.compile(r"([0-9]+)(?:\.([0-9]{1,4}))?")
 
 INPUT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -61,7 +48,7 @@ class DiagnosticPack(Pack):
     money_inputs: ClassVar[tuple[str, ...]] = ("cost_usd",)
 
     def semantic_errors(self, inputs: dict[str, Any], *, policy: UrlPolicy) -> list[FieldError]:
-        micros = _usd_to_micros(inputs.get("cost_usd", "0.0000"))
+        micros = usd_micros(inputs.get("cost_usd", "0.0000"))
         if micros is None or micros > MAX_COST_MICROS:
             return [FieldError("inputs.cost_usd", "must be a USD amount from 0.0000 to 10000.0000")]
         return []
@@ -79,7 +66,7 @@ class DiagnosticPack(Pack):
     def execute(self, inputs: dict[str, Any], context: PackContext) -> PackResult:
         self.require_valid(inputs, policy=context.url_policy)
         sleep_ms = int(inputs.get("sleep_ms", 0))
-        cost_micros = _usd_to_micros(inputs.get("cost_usd", "0.0000"))
+        cost_micros = usd_micros(inputs.get("cost_usd", "0.0000"))
         if cost_micros is None:  # unreachable after require_valid; keeps the type honest
             raise PackError("PACK_FAILED", "invalid inputs: inputs.cost_usd")
         outcome = inputs.get("outcome", "succeed")
@@ -99,12 +86,3 @@ def _sleep(sleep_ms: int, context: PackContext) -> int:
         time.sleep(min(_SLICE_S, left))
     context.check()
     return int((time.monotonic() - start) * 1000)
-
-
-def _usd_to_micros(text: str) -> int | None:
-    """``"12.5"`` -> 12_500_000; None unless ``^[0-9]+(\\.[0-9]{1,4})?$``. Integer arithmetic only."""
-    match = _MONEY.fullmatch(text)
-    if match is None:
-        return None
-    whole, fraction = match.group(1), match.group(2) or ""
-    return int(whole) * MICROS_PER_USD + int(fraction.ljust(4, "0")) * MONEY_STEP_MICROS

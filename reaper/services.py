@@ -8,6 +8,7 @@ race does nothing. Each finding list is read through a small partial index and c
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -152,9 +153,8 @@ def _finish_stale_claims(report: ReconcileReport, run_id: uuid.UUID | None) -> N
                 )
                 return
         if envelope is not None:
-            if _act(
-                report, "roll_forward", run, lambda run=run, env=envelope: services.run_commit(run=run, stored=env)
-            ):
+            roll_forward = functools.partial(services.run_roll_forward, run=run, stored=envelope)
+            if _act(report, "roll_forward", run, roll_forward):
                 report.rolled_forward += 1
         elif _act(report, "roll_back", run, lambda run=run: services.run_roll_back(run=run)):
             report.rolled_back += 1

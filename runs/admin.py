@@ -31,6 +31,7 @@ from dpp.admin_tools import (
     csv_text,
     parse_uuid,
     stream_csv,
+    usd_or_dash,
 )
 from dpp.http.errors import DependencyUnavailableError
 from dpp.money import format_usd
@@ -57,10 +58,6 @@ EXPORT_HEADER = (
     "idempotency_key",
     "trace_id",
 )
-
-
-def _usd(micros: int | None) -> str:
-    return "—" if micros is None else format_usd(micros)
 
 
 def _instant(field: str, label: str) -> Callable[[admin.ModelAdmin[Run], Run], str]:
@@ -197,19 +194,19 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
 
     @admin.display(description="reserved", ordering="reserved_micros")
     def reserved(self, obj: Run) -> str:
-        return _usd(obj.reserved_micros)
+        return format_usd(obj.reserved_micros)
 
     @admin.display(description="minimum fee")
     def minimum_fee(self, obj: Run) -> str:
-        return _usd(obj.minimum_fee_micros)
+        return format_usd(obj.minimum_fee_micros)
 
     @admin.display(description="charged", ordering="charged_micros")
     def charged(self, obj: Run) -> str:
-        return _usd(obj.charged_micros)
+        return usd_or_dash(obj.charged_micros)
 
     @admin.display(description="released (reserved − charged)")
     def released(self, obj: Run) -> str:
-        return _usd(_released(obj))
+        return usd_or_dash(_released(obj))
 
     @admin.display(description="inputs")
     def inputs_json(self, obj: Run) -> SafeString:
@@ -292,7 +289,7 @@ def _export_rows(queryset: QuerySet[Run]) -> Iterator[list[str]]:
             values["money_state"],
             format_usd(values["reserved_micros"]),
             format_usd(values["minimum_fee_micros"]),
-            _usd(charged) if charged is not None else "",
+            format_usd(charged) if charged is not None else "",
             format_usd(values["reserved_micros"] - charged) if charged is not None else "",
             values["reason_code"],
             values["created_at"].isoformat(),

@@ -19,13 +19,14 @@ from dpp.http.errors import ApplicationError
 from dpp.http.openapi import problems
 from dpp.http.pagination import PAGE_PARAMETERS, decode_cursor, encode_cursor, parse_limit
 from dpp.http.parsers import declared_length
+from dpp.models import ApiKey
 from dpp.money import format_usd
 from dpp.observability import adopt_run, current_trace_id
 from packs.registry import all_packs
 from runs import presenters, results, selectors, services
 from runs.models import Run, RunStatus
 from runs.serializers import PackListOut, ReceiptOut, RunOut, RunPageOut, RunSubmitIn, UsageOut
-from runs.submission import idempotency_key_parse, request_hash, submission_parse
+from runs.submission import idempotency_key_parse
 
 MAX_USAGE_DAYS = 366
 _DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -115,21 +116,16 @@ class RunsApi(TenantApiView):
         key = idempotency_key_parse(request.headers.get("Idempotency-Key"))
         if _no_body(request):  # DRF would read it as {}: a 422 "pack_type is required" would mislead
             raise ApplicationError("MALFORMED_JSON", "The request body is empty: send the run as a JSON object.")
-        body = request.data
-        body_hash = request_hash(body)
-        try:
-            submission = submission_parse(
-                body=body, idempotency_key=key, request_hash=body_hash, plan=plan, default_trace_id=current_trace_id()
-            )
-        except ApplicationError:
-            # The key decides before validation does: a replay (or another payload under the key) is answered as
-            # such. A valid payload skips this lookup: run_accept's INSERT finds an existing key by itself.
-            existing = services.run_find_by_key(tenant=tenant, idempotency_key=key)
-            if existing is None:
-                raise
-            accepted = services.replay_or_conflict(run=existing, request_hash=body_hash)
-        else:
-            accepted = services.run_accept(tenant=tenant, plan=plan, submission=submission)
+        api_key = request.auth
+        assert isinstance(api_key, ApiKey)  # noqa: S101 - guaranteed by the authentication of every /v1 view
+        accepted = services.run_submit(
+            tenant=tenant,
+            plan=plan,
+            key=api_key,
+            body=request.data,
+            idempotency_key=key,
+            trace_id=current_trace_id(),
+        )
         run = accepted.run
         adopt_run(trace_id=run.trace_id, run_id=str(run.pk))
         headers = {**presenters.cost_headers(run), "Location": presenters.receipt(run)["poll"]["href"]}

@@ -14,15 +14,18 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from packs.base import PackContext, PackError, PackInterrupted, PackResult
+from packs.base import PackContext, PackError, PackInterrupted
 from packs.registry import get_pack
 from runs import results, services
+from runs.charges import Ending, charge_for
 from runs.models import Run
 from runs.submission import url_policy
 
@@ -82,18 +85,31 @@ class Heartbeat:
             self.cancel_requested.set()
 
 
+class Ended(Enum):
+    """What the pack's execution came to."""
+
+    SUCCEEDED = "succeeded"  # a result and its cost
+    FAILED = "failed"  # a reason code the run carries
+    INTERRUPTED = "interrupted"  # a cancel or a lost lease stopped it
+
+
 @dataclass(frozen=True)
 class Outcome:
-    result: PackResult | None = None
+    ended: Ended
+    data: dict[str, Any] = field(default_factory=dict)
+    cost_micros: int = 0  # the pack's actual cost, uncapped: runs.charges decides the charge
     reason_code: str = ""
     detail: str = ""
-    interrupted: bool = False
+
+
+def _failed(reason_code: str, detail: str) -> Outcome:
+    return Outcome(Ended.FAILED, reason_code=reason_code, detail=detail)
 
 
 def _execute_pack(run: Run, heartbeat: Heartbeat) -> Outcome:
     pack = get_pack(run.pack_type)
     if pack is None:
-        return Outcome(reason_code="PACK_FAILED", detail=f"pack {run.pack_type!r} is not installed on this worker")
+        return _failed("PACK_FAILED", f"pack {run.pack_type!r} is not installed on this worker")
     deadline = time.monotonic() + run.timebox_sec
     context = PackContext(
         run_id=str(run.pk),
@@ -106,16 +122,16 @@ def _execute_pack(run: Run, heartbeat: Heartbeat) -> Outcome:
     try:
         result = pack.execute(run.inputs, context)
     except PackInterrupted:
-        return Outcome(interrupted=True)
+        return Outcome(Ended.INTERRUPTED)
     except PackError as exc:
-        return Outcome(reason_code=exc.reason_code, detail=exc.detail)
+        return _failed(exc.reason_code, exc.detail)
     except Exception as exc:  # a bug or Celery's soft time limit: the run fails, the worker lives on
         logger.exception("pack %s raised on run %s", run.pack_type, run.pk)
         reason = "TIMEBOX_EXCEEDED" if type(exc).__name__ == "SoftTimeLimitExceeded" else "PACK_FAILED"
-        return Outcome(reason_code=reason, detail="the pack stopped with an internal error")
+        return _failed(reason, "the pack stopped with an internal error")
     if time.monotonic() > deadline:
-        return Outcome(reason_code="TIMEBOX_EXCEEDED", detail=f"the run took longer than {run.timebox_sec} s")
-    return Outcome(result=result)
+        return _failed("TIMEBOX_EXCEEDED", f"the run took longer than {run.timebox_sec} s")
+    return Outcome(Ended.SUCCEEDED, data=result.data, cost_micros=result.cost_micros)
 
 
 # Pauses between attempts to upload an envelope. A failed upload leaves the run CLAIMED, which the reaper rolls
@@ -137,7 +153,7 @@ def _store(*, key: str, content: bytes, cost_micros: int) -> results.Envelope:
     return results.envelope_store(key=key, content=content, cost_micros=cost_micros)
 
 
-def _finalize_success(run: Run, lease_token: uuid.UUID, result: PackResult) -> str:
+def _finalize_success(run: Run, lease_token: uuid.UUID, outcome: Outcome) -> str:
     claimed = services.run_claim(run_id=run.pk, lease_token=lease_token)
     if claimed is None or claimed.finalize_token is None:
         run.refresh_from_db()
@@ -145,12 +161,13 @@ def _finalize_success(run: Run, lease_token: uuid.UUID, result: PackResult) -> s
             return "canceled" if services.run_cancel_started(run=run, lease_token=lease_token) else "lease-lost"
         return "lease-lost"
     fault("after_claim")
-    cost = min(result.cost_micros, claimed.reserved_micros)
+    # The envelope records what the run is charged for its result: the pack's cost, capped (as it always has).
+    cost = charge_for(run=claimed, ending=Ending.COMPLETED, cost_micros=outcome.cost_micros)
     key = results.envelope_key(claimed, claimed.finalize_token)
     content = results.envelope_bytes(
         run=claimed,
         finalize_token=claimed.finalize_token,
-        data=result.data,
+        data=outcome.data,
         cost_micros=cost,
         finished_at=timezone.now(),
     )
@@ -163,11 +180,11 @@ def _finalize_success(run: Run, lease_token: uuid.UUID, result: PackResult) -> s
 def _finalize(run: Run, lease_token: uuid.UUID, heartbeat: Heartbeat, outcome: Outcome) -> str:
     if heartbeat.lost.is_set():
         return "lease-lost"
-    if outcome.result is not None and not outcome.interrupted:
-        return _finalize_success(run, lease_token, outcome.result)  # the claim itself re-reads the run
+    if outcome.ended is Ended.SUCCEEDED:
+        return _finalize_success(run, lease_token, outcome)  # the claim itself re-reads the run
     run.refresh_from_db()
     # A cancel request wins over whatever the pack did: the run ends CANCELED with the minimum fee (SPEC §4).
-    if outcome.interrupted or run.cancel_requested_at is not None:
+    if outcome.ended is Ended.INTERRUPTED or run.cancel_requested_at is not None:
         return "canceled" if services.run_cancel_started(run=run, lease_token=lease_token) else "lease-lost"
     ok = services.run_fail(run=run, lease_token=lease_token, reason_code=outcome.reason_code, detail=outcome.detail)
     return f"failed:{outcome.reason_code}" if ok else "lease-lost"

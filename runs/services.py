@@ -2,8 +2,9 @@
 
 A transition is one `UPDATE … WHERE id = ? AND version = ? AND <expected state>`; if no row changed, another
 process won the race and this one does nothing else — in particular it posts no money. A transition that ends
-a run posts the run's SETTLE in the same database transaction (`_finish`), so "terminal ⇔ settled" holds after
-every commit. Lock order: the run's row first, then the tenant's accounts (billing.services).
+a run posts the run's SETTLE in the same database transaction (`_finish`, given how the run ends: its `Ending`,
+whose charge runs.charges.charge_for decides), so "terminal ⇔ settled" holds after every commit. Lock order: the
+run's row first, then the tenant's accounts (billing.services).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from billing.models import Plan
 from billing.services import ReservationRacedError, ledger_reserve, ledger_settle
 from dpp.db.hot import insert_new
 from dpp.http.errors import ApplicationError
-from dpp.models import Tenant
+from dpp.models import ApiKey, Tenant
 from dpp.money import minimum_fee
+from runs.charges import Ending, charge_for
 from runs.dispatch import publish_run
 from runs.models import FinalizeStage, MoneyState, Run, RunStatus
 from runs.results import Envelope
-from runs.submission import Submission
+from runs.submission import Submission, request_hash, submission_parse
 
 logger = logging.getLogger("dpp.runs")
 
@@ -42,14 +44,35 @@ class Accepted:
     replayed: bool
 
 
-# --- accept (API) ---------------------------------------------------------------------------------------
+# --- submit and accept (API) ---------------------------------------------------------------------------
 
 
-def run_find_by_key(*, tenant: Tenant, idempotency_key: str) -> Run | None:
+def run_submit(*, tenant: Tenant, plan: Plan, key: ApiKey, body: Any, idempotency_key: str, trace_id: str) -> Accepted:
+    """A submit under its (well-formed) Idempotency-Key: a new run, the earlier receipt for the same payload, or
+    409 for another payload; a refused request stores nothing. Validation order: runs.submission.
+
+    `key` is the API key that authenticated the submit, the one whose limits the run counts against.
+    """
+    body_hash = request_hash(body)
+    try:
+        submission = submission_parse(
+            body=body, idempotency_key=idempotency_key, request_hash=body_hash, plan=plan, default_trace_id=trace_id
+        )
+    except ApplicationError:
+        # The key decides before validation does: a replay (or another payload under the key) is answered as
+        # such. A valid payload skips this lookup: run_accept's INSERT finds an existing key by itself.
+        existing = _run_find_by_key(tenant=tenant, idempotency_key=idempotency_key)
+        if existing is None:
+            raise
+        return _replay_or_conflict(run=existing, request_hash=body_hash)
+    return run_accept(tenant=tenant, plan=plan, submission=submission)
+
+
+def _run_find_by_key(*, tenant: Tenant, idempotency_key: str) -> Run | None:
     return Run.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
 
 
-def replay_or_conflict(*, run: Run, request_hash: str) -> Accepted:
+def _replay_or_conflict(*, run: Run, request_hash: str) -> Accepted:
     """The original receipt for the same payload; 409 for another payload under the same key."""
     if run.request_hash != request_hash:
         raise ApplicationError(
@@ -73,10 +96,10 @@ def run_accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Accepte
             logger.warning("accept for tenant %s: the balances moved during the reservation; trying again", tenant.pk)
             continue  # rolled back: the next attempt reads the balances as they are now
         except IntegrityError:
-            existing = run_find_by_key(tenant=tenant, idempotency_key=submission.idempotency_key)
+            existing = _run_find_by_key(tenant=tenant, idempotency_key=submission.idempotency_key)
             if existing is None:
                 raise
-            return replay_or_conflict(run=existing, request_hash=submission.request_hash)
+            return _replay_or_conflict(run=existing, request_hash=submission.request_hash)
         return Accepted(run=run, replayed=False)
     raise ApplicationError(
         "UNAVAILABLE", "The balance kept changing while the run was accepted; retry.", headers={"Retry-After": "1"}
@@ -123,15 +146,17 @@ def _accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Run:
 def _finish(
     run: Run,
     *,
+    ending: Ending,
     guard: Q,
-    status: str,
-    charge_micros: int,
+    cost_micros: int | None = None,
     reason_code: str = "",
     detail: str = "",
     result: dict[str, Any] | None = None,
 ) -> bool:
-    """CAS the run to a terminal state and post its SETTLE; False (and nothing done) if the CAS lost."""
-    charge = min(charge_micros, run.reserved_micros)
+    """CAS the run to the status of its ending and post its SETTLE, charged as charge_for decides; False (and
+    nothing done) if the CAS lost."""
+    charge = charge_for(run=run, ending=ending, cost_micros=cost_micros)
+    status = ending.status
     now = timezone.now()
     changes = {
         "status": status,
@@ -194,9 +219,8 @@ def _cancel_queued(run: Run) -> bool:
     with run.log_ids():
         return _finish(
             run,
+            ending=Ending.CANCELED_BEFORE_START,
             guard=Q(status=RunStatus.QUEUED),
-            status=RunStatus.CANCELED,
-            charge_micros=0,
             reason_code="CANCELED_BY_CLIENT",
             detail="canceled by the client before it started",
         )
@@ -284,9 +308,8 @@ def run_fail(*, run: Run, lease_token: uuid.UUID, reason_code: str, detail: str)
     """The worker ends a started run that produced no result: FAILED with the minimum fee."""
     return _finish(
         run,
+        ending=Ending.FAILED,
         guard=_worker_guard(lease_token),
-        status=RunStatus.FAILED,
-        charge_micros=run.minimum_fee_micros,
         reason_code=reason_code,
         detail=detail,
     )
@@ -297,9 +320,8 @@ def run_cancel_started(*, run: Run, lease_token: uuid.UUID) -> bool:
     """The worker stopped a run whose cancel was requested: CANCELED with the minimum fee."""
     return _finish(
         run,
+        ending=Ending.CANCELED_AFTER_START,
         guard=_worker_guard(lease_token),
-        status=RunStatus.CANCELED,
-        charge_micros=run.minimum_fee_micros,
         reason_code="CANCELED_BY_CLIENT",
         detail="canceled by the client while it ran",
     )
@@ -328,13 +350,17 @@ def _claimed_guard(finalize_token: uuid.UUID) -> Q:
 
 @transaction.atomic(durable=True)
 def run_commit(*, run: Run, stored: Envelope) -> bool:
-    """Phase 2 of finalize (worker or the reaper rolling forward): COMPLETED, charged the capped cost."""
+    """Phase 2 of the worker's finalize: COMPLETED with its stored result, charged its cost (capped)."""
+    return _commit(run, stored=stored, ending=Ending.COMPLETED)
+
+
+def _commit(run: Run, *, stored: Envelope, ending: Ending) -> bool:
     assert run.finalize_token is not None  # noqa: S101 - a claimed run has a token
     return _finish(
         run,
+        ending=ending,
         guard=_claimed_guard(run.finalize_token),
-        status=RunStatus.COMPLETED,
-        charge_micros=stored.cost_micros,
+        cost_micros=stored.cost_micros,
         result={"result_key": stored.key, "result_sha256": stored.sha256, "result_bytes": stored.size},
     )
 
@@ -348,12 +374,17 @@ def run_expire_lease(*, run: Run) -> bool:
     canceled = run.cancel_requested_at is not None
     return _finish(
         run,
+        ending=Ending.CANCELED_AFTER_START if canceled else Ending.WORKER_TIMEOUT,
         guard=Q(status=RunStatus.PROCESSING, finalize_stage__isnull=True, lease_expires_at__lt=timezone.now()),
-        status=RunStatus.CANCELED if canceled else RunStatus.FAILED,
-        charge_micros=run.minimum_fee_micros,
         reason_code="CANCELED_BY_CLIENT" if canceled else "WORKER_TIMEOUT",
         detail="the worker stopped heartbeating before it finished",
     )
+
+
+@transaction.atomic(durable=True)
+def run_roll_forward(*, run: Run, stored: Envelope) -> bool:
+    """A stale CLAIMED run with a valid envelope: COMPLETED with that result, charged the envelope's cost (capped)."""
+    return _commit(run, stored=stored, ending=Ending.ROLLED_FORWARD)
 
 
 @transaction.atomic(durable=True)
@@ -362,9 +393,8 @@ def run_roll_back(*, run: Run) -> bool:
     assert run.finalize_token is not None  # noqa: S101 - a claimed run has a token
     return _finish(
         run,
+        ending=Ending.ROLLED_BACK,
         guard=_claimed_guard(run.finalize_token),
-        status=RunStatus.FAILED,
-        charge_micros=run.minimum_fee_micros,
         reason_code="FINALIZE_ABORTED",
         detail="no valid result was stored before the finalize deadline (the worker stopped, or could not upload it)",
     )
@@ -375,9 +405,8 @@ def run_expire_queued(*, run: Run) -> bool:
     """A run QUEUED past DPP_QUEUE_TTL_S: EXPIRED/QUEUE_TIMEOUT with a full release."""
     return _finish(
         run,
+        ending=Ending.QUEUE_EXPIRED,
         guard=Q(status=RunStatus.QUEUED),
-        status=RunStatus.EXPIRED,
-        charge_micros=0,
         reason_code="QUEUE_TIMEOUT",
         detail=f"no worker started it within {settings.DPP_QUEUE_TTL_S} s",
     )

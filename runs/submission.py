@@ -1,7 +1,7 @@
 """Parsing and validating `POST /v1/runs` (SPEC §4), in the documented order, before any write.
 
-Order: Idempotency-Key format → (the replay check, in the view) → body shape → money → timebox → pack known →
-inputs against the pack's JSON Schema → price floor → plan (pack allowed, max cost within the plan).
+Order: Idempotency-Key format → (the replay check, in runs.services.run_submit) → body shape → money → timebox →
+pack known → inputs against the pack's JSON Schema → price floor → plan (pack allowed, max cost within the plan).
 """
 
 from __future__ import annotations

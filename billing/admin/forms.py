@@ -11,12 +11,11 @@ from django import forms
 from django.http import QueryDict
 
 from billing.models import Account, LedgerTransaction
+from billing.services import MAX_MANUAL_MICROS, validate_manual_amount
 from dpp.dates import utc_days
 from dpp.http.errors import ApplicationError
-from dpp.money import MICROS_PER_USD, format_usd, parse_usd
+from dpp.money import format_usd, parse_usd
 
-# A typo guard, not a business rule: a larger credit is several top-ups, each with its reason.
-MAX_MANUAL_MICROS = 1_000_000 * MICROS_PER_USD
 _NONCE_RE = re.compile(r"[0-9a-f]{32}")
 STALE_FORM = "This form's one-time code was missing or altered: check the values below and submit again."
 
@@ -46,7 +45,10 @@ class _ManualMovementForm(forms.Form):
             micros = parse_usd(raw, field="amount")
         except ApplicationError as exc:
             raise forms.ValidationError(_amount_error(raw, exc.reason_code)) from None
-        validate_manual_amount(micros)
+        try:
+            validate_manual_amount(micros)  # what ledger_manual_post checks too, shown here by the field
+        except ApplicationError as exc:
+            raise forms.ValidationError(exc.detail) from None
         return micros
 
     def clean_reason(self) -> str:
@@ -68,14 +70,6 @@ class _ManualMovementForm(forms.Form):
             data = self.data.copy() if isinstance(self.data, QueryDict) else dict(self.data)  # one value per name
             data["nonce"] = self.new_nonce()
             self.data = data
-
-
-def validate_manual_amount(micros: int) -> None:
-    """A movement typed by a person (these forms, the `topup` command): more than 0, at most MAX_MANUAL_MICROS."""
-    if micros <= 0:
-        raise forms.ValidationError("The amount must be more than 0.")
-    if micros > MAX_MANUAL_MICROS:
-        raise forms.ValidationError(f"At most {format_usd(MAX_MANUAL_MICROS)} USD at a time.")
 
 
 def _amount_error(raw: str, reason_code: str) -> str:

@@ -15,8 +15,8 @@ from urllib.parse import urlencode
 from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
-from django.db.models import CharField, OuterRef, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Concat
+from django.db.models import BigIntegerField, CharField, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce, Concat
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import reverse
 from django.utils.html import format_html
@@ -50,11 +50,12 @@ EXPORT_HEADER = (
 )
 
 
-def _leg(account_id: Any) -> Subquery:
+def _leg(account_id: Any) -> Coalesce:
     # A transaction has at most one entry per account; one lookup on the entries' transaction index, evaluated
     # only for the rows returned (a page, or the export's stream), never for the whole table.
+    # No entry on an account is a delta of 0 on it.
     entries = LedgerEntry.objects.filter(transaction=OuterRef("pk"), account_id=account_id)
-    return Subquery(entries.order_by().values("amount_micros")[:1])
+    return Coalesce(Subquery(entries.order_by().values("amount_micros")[:1]), 0, output_field=BigIntegerField())
 
 
 def with_deltas(queryset: QuerySet[LedgerTransaction]) -> QuerySet[LedgerTransaction]:
@@ -64,10 +65,6 @@ def with_deltas(queryset: QuerySet[LedgerTransaction]) -> QuerySet[LedgerTransac
         held_delta_micros=_leg(Concat(OuterRef("tenant_id"), Value("/held"), output_field=CharField())),
         charged_micros=_leg(Value(Account.platform_account_id(Account.Kind.REVENUE))),
     )
-
-
-def _usd(micros: int | None) -> str:
-    return format_usd(micros or 0)
 
 
 def run_link(run_id: uuid.UUID | None) -> str:
@@ -184,15 +181,15 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
 
     @admin.display(description="available Δ (USD)")
     def available_delta(self, obj: LedgerTransaction) -> str:
-        return _usd(getattr(obj, "available_delta_micros", 0))
+        return format_usd(getattr(obj, "available_delta_micros", 0))
 
     @admin.display(description="held Δ (USD)")
     def held_delta(self, obj: LedgerTransaction) -> str:
-        return _usd(getattr(obj, "held_delta_micros", 0))
+        return format_usd(getattr(obj, "held_delta_micros", 0))
 
     @admin.display(description="charged (USD)")
     def charged(self, obj: LedgerTransaction) -> str:
-        return _usd(getattr(obj, "charged_micros", 0))
+        return format_usd(getattr(obj, "charged_micros", 0))
 
     def export_view(self, request: HttpRequest) -> HttpResponseBase:
         """GET with a date range: the transactions as CSV, streamed; without one: the form."""
@@ -254,9 +251,9 @@ def _export_rows(queryset: QuerySet[LedgerTransaction]) -> Iterator[list[str]]:
             str(txn.run_id) if txn.run_id else "",
             csv_text(txn.actor),
             csv_text(txn.reason),
-            _usd(getattr(txn, "available_delta_micros", 0)),
-            _usd(getattr(txn, "held_delta_micros", 0)),
-            _usd(getattr(txn, "charged_micros", 0)),
+            format_usd(getattr(txn, "available_delta_micros", 0)),
+            format_usd(getattr(txn, "held_delta_micros", 0)),
+            format_usd(getattr(txn, "charged_micros", 0)),
         ]
 
 

@@ -1,22 +1,21 @@
 """Tenants with their money, API keys, and the two manual money movements: top-up and adjustment.
 
 The tenant list annotates both balances and the open plan in its one page query (no N+1). A top-up or an
-adjustment is a form that calls billing.services with actor "admin:<username>" and a mandatory reason; it is
-gated by the permissions `billing.topup` / `billing.adjust` (group `finance`), not by the tenant's change
-permission. Tenants themselves are read-only here: they are created by `create_tenant` (their accounts and plan
-come with them), and no one edits a tenant's money except through the ledger.
+adjustment is a form that calls billing.services.ledger_manual_post with actor "admin:<username>", a mandatory
+reason and the form's one-time code as trace id; it is gated by the permissions `billing.topup` /
+`billing.adjust` (group `finance`), not by the tenant's change permission. Tenants themselves are read-only
+here: they are created by `create_tenant` (their accounts and plan come with them), and no one edits a tenant's
+money except through the ledger.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, connection
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
@@ -25,8 +24,8 @@ from django.utils.html import format_html
 from billing.admin.forms import STALE_FORM, AdjustForm, TopupForm
 from billing.models import Account, LedgerTransaction, Plan, TenantPlan
 from billing.selectors import balances_get
-from billing.services import ledger_adjust, ledger_topup
-from dpp.admin_tools import DppModelAdmin, ReadOnlyTabularInline, TenantFilter, form_page, staff_actor
+from billing.services import ledger_manual_post
+from dpp.admin_tools import DppModelAdmin, ReadOnlyTabularInline, TenantFilter, form_page, staff_actor, usd_or_dash
 from dpp.http.errors import ApplicationError
 from dpp.models import ApiKey, Tenant
 from dpp.money import format_usd
@@ -41,10 +40,6 @@ REVOKE_PERMISSION = "dpp.change_apikey"
 def _balance(kind: str) -> Subquery:
     # One index lookup per listed tenant (unique (tenant, kind)), evaluated for the page's rows only.
     return Subquery(Account.objects.filter(tenant=OuterRef("pk"), kind=kind).order_by().values("balance_micros")[:1])
-
-
-def _usd(micros: int | None) -> str:
-    return "—" if micros is None else format_usd(micros)
 
 
 class PlanFilter(admin.SimpleListFilter):
@@ -134,11 +129,11 @@ class TenantAdmin(DppModelAdmin):
 
     @admin.display(description="available (USD)", ordering="available_micros")
     def available(self, obj: Tenant) -> str:
-        return _usd(getattr(obj, "available_micros", None))
+        return usd_or_dash(getattr(obj, "available_micros", None))
 
     @admin.display(description="held (USD)", ordering="held_micros")
     def held(self, obj: Tenant) -> str:
-        return _usd(getattr(obj, "held_micros", None))
+        return usd_or_dash(getattr(obj, "held_micros", None))
 
     def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name
@@ -193,8 +188,8 @@ class TenantAdmin(DppModelAdmin):
             submit_label="Top up" if topup else "Post adjustment",
             original=tenant,
             intro=(
-                f"Available {_usd(getattr(tenant, 'available_micros', None))} USD, "
-                f"held {_usd(getattr(tenant, 'held_micros', None))} USD. "
+                f"Available {usd_or_dash(getattr(tenant, 'available_micros', None))} USD, "
+                f"held {usd_or_dash(getattr(tenant, 'held_micros', None))} USD. "
                 + ("Funding → available." if topup else "Available ↔ revenue or funding; never below zero.")
             ),
         )
@@ -205,70 +200,35 @@ class TenantAdmin(DppModelAdmin):
         """Post the transaction and redirect; None when the service refused it (the error is on the form)."""
         change_url = reverse("admin:dpp_tenant_change", args=[quote(tenant.pk)], current_app=self.admin_site.name)
         data = form.cleaned_data
-        kind = LedgerTransaction.Kind.TOPUP if isinstance(form, TopupForm) else LedgerTransaction.Kind.ADJUSTMENT
-        common = {"tenant": tenant, "actor": staff_actor(request), "reason": data["reason"], "trace_id": data["nonce"]}
-        with _one_post_per_form(data["nonce"]):
-            earlier = _posted_with_nonce(data["nonce"])
-            if earlier is None:
-                try:
-                    if isinstance(form, AdjustForm):
-                        amount = form.signed_amount_micros()
-                        txn = ledger_adjust(amount_micros=amount, counterparty=data["counterparty"], **common)
-                    else:
-                        amount = data["amount"]
-                        txn = ledger_topup(amount_micros=amount, **common)
-                except ApplicationError as exc:
-                    form.add_error(None, exc.detail)
-                    return None
-                except IntegrityError:  # the twin of a double click committed first (billing_manual_once_per_form)
-                    earlier = _posted_with_nonce(data["nonce"])
-                    if earlier is None:
-                        raise
-            if earlier is not None:
-                if (earlier.tenant_id, earlier.kind) != (tenant.pk, kind):  # a code copied from another form
-                    form.add_error("nonce", STALE_FORM)
-                    form.renew_nonce_if_refused()
-                    return None
-                self.message_user(
-                    request, f"Already posted as transaction #{earlier.pk}; nothing more.", messages.WARNING
-                )
-                return HttpResponseRedirect(change_url)
+        adjust = isinstance(form, AdjustForm)
+        kind = LedgerTransaction.Kind.ADJUSTMENT if adjust else LedgerTransaction.Kind.TOPUP
+        amount = form.signed_amount_micros() if isinstance(form, AdjustForm) else data["amount"]
+        try:
+            posted = ledger_manual_post(
+                tenant=tenant,
+                kind=kind,
+                amount_micros=amount,
+                counterparty=data["counterparty"] if adjust else "",
+                actor=staff_actor(request),
+                reason=data["reason"],
+                trace_id=data["nonce"],  # one form, one transaction: a resubmitted form answers the first
+            )
+        except ApplicationError as exc:
+            if exc.reason_code == "IDEMPOTENCY_KEY_REUSED":  # a code copied from another form
+                form.add_error("nonce", STALE_FORM)
+                form.renew_nonce_if_refused()
+            else:
+                form.add_error(None, exc.detail)
+            return None
+        txn = posted.transaction
+        if posted.replayed:
+            self.message_user(request, f"Already posted as transaction #{txn.pk}; nothing more.", messages.WARNING)
+            return HttpResponseRedirect(change_url)
         available = format_usd(balances_get(tenant_id=tenant.pk).available_micros)
         summary = f"{kind} #{txn.pk} of {format_usd(amount)} USD: {data['reason']}"
         self.log_change(request, tenant, summary)
         self.message_user(request, f"Posted {summary}. Available is now {available} USD.", messages.SUCCESS)
         return HttpResponseRedirect(change_url)
-
-
-@contextmanager
-def _one_post_per_form(nonce: str) -> Iterator[None]:
-    """Serialise the submissions of one form, so that a double click posts once (the second finds the first).
-
-    A session-level PostgreSQL advisory lock keyed by the form's nonce: held across the service's own durable
-    transaction, released even if it fails. SQLite (the local mode) has no such lock: there two requests racing
-    within milliseconds both pass the nonce check, and the unique index billing_manual_once_per_form refuses the
-    second INSERT.
-    """
-    if connection.vendor != "postgresql":
-        yield
-        return
-    key = int(nonce[:15], 16)  # 60 bits of the nonce: fits PostgreSQL's bigint
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s)", [key])
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
-
-
-def _posted_with_nonce(nonce: str) -> LedgerTransaction | None:
-    """The manual movement a form with this code already posted (a resubmission), whichever tenant or kind."""
-    # The unique partial index billing_manual_once_per_form answers it, whatever the age of the first post.
-    found = LedgerTransaction.objects.filter(
-        kind__in=[LedgerTransaction.Kind.TOPUP, LedgerTransaction.Kind.ADJUSTMENT], trace_id=nonce
-    ).exclude(trace_id="")
-    return found.only("pk", "tenant_id", "kind").first()
 
 
 class RevokedFilter(admin.SimpleListFilter):

@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any, ClassVar
 
-from packs.base import FieldError, Pack, PackContext, PackError, PackResult, UrlPolicy, ceil_div, format_usd
+from dpp.money import format_usd
+from packs.base import FieldError, Pack, PackContext, PackError, PackResult, UrlPolicy, ceil_div
 from packs.url.addresses import block_reason
 from packs.url.client import fetch
 from packs.url.extract import extract

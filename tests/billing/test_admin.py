@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import re
 import threading
@@ -18,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from freezegun import freeze_time
 
-from billing.admin import tenants as tenants_admin
+from billing import services as billing_services
 from billing.models import Account, LedgerEntry, LedgerTransaction
 from billing.selectors import balances_get
 from billing.services import ledger_adjust, ledger_topup
@@ -566,7 +565,7 @@ def test_double_click_on_topup_posts_once(advisory_lock: bool, monkeypatch: pyte
     """Submissions of one form at the same instant: the advisory lock lets the second see the first; without it
     (SQLite has none), the unique index on the form's code refuses the second INSERT, and the page says so."""
     if not advisory_lock:
-        monkeypatch.setattr(tenants_admin, "_one_post_per_form", lambda nonce: contextlib.nullcontext())
+        monkeypatch.setattr(billing_services, "_lock_manual_trace_id", lambda trace_id: None)
     ensure_staff_groups()
     alice = staff_client("alice", groups=["finance"])
     tenant = make_persona(credit_micros=0).tenant
@@ -601,8 +600,8 @@ def test_the_twin_that_loses_the_race_says_already_posted(
     nonce = _nonce(finance, url)
     twin = ledger_topup(tenant=owner.tenant, amount_micros=7 * USD, actor="admin:alice", reason="r", trace_id=nonce)
     checks = iter([None])  # the first look finds nothing: the twin had not committed yet
-    real = tenants_admin._posted_with_nonce
-    monkeypatch.setattr(tenants_admin, "_posted_with_nonce", lambda code: next(checks, None) or real(code))
+    real = billing_services._manual_posted
+    monkeypatch.setattr(billing_services, "_manual_posted", lambda code: next(checks, None) or real(code))
     response = finance.post(url, {"amount": "7.0000", "reason": "r", "nonce": nonce}, follow=True)
     assert f"Already posted as transaction #{twin.pk}; nothing more." in response.content.decode()
     assert [t.pk for t in LedgerTransaction.objects.filter(tenant=owner.tenant, kind=TXN.TOPUP, trace_id=nonce)] == [

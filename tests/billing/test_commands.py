@@ -12,9 +12,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
-from billing.admin.forms import MAX_MANUAL_MICROS
 from billing.models import Account, LedgerTransaction
 from billing.selectors import balances_get, plan_get
+from billing.services import MAX_MANUAL_MICROS
 from dpp.models import ApiKey, Tenant
 from dpp.money import format_usd
 from runs.submission import IDEMPOTENCY_KEY_RE

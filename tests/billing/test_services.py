@@ -15,8 +15,10 @@ from billing.audit import ledger_audit
 from billing.models import Account, LedgerEntry, LedgerTransaction, TenantPlan
 from billing.selectors import balances_get, plan_get
 from billing.services import (
+    MAX_MANUAL_MICROS,
     LedgerInvariantError,
     ledger_adjust,
+    ledger_manual_post,
     ledger_reserve,
     ledger_settle,
     ledger_topup,
@@ -302,6 +304,76 @@ def _in_threads(targets: list[Callable[[], None]]) -> list[BaseException]:
     return errors
 
 
+@pytest.mark.django_db
+class TestManualPost:
+    """What a person posts (the admin's forms, the `topup` command): validated, and once per trace id."""
+
+    def test_a_topup_and_an_adjustment_move_money(self, owner: Persona) -> None:
+        available, _ = _ids(owner.tenant.pk)
+        common = {"tenant": owner.tenant, "actor": "admin:ann", "reason": "wire 9"}
+        topup = ledger_manual_post(kind="TOPUP", amount_micros=3 * USD, trace_id="a" * 32, **common)
+        assert (topup.replayed, topup.transaction.kind, topup.transaction.trace_id) == (False, "TOPUP", "a" * 32)
+        assert _legs(topup.transaction) == {FUNDING: -3 * USD, available: 3 * USD}
+        debit = ledger_manual_post(kind="ADJUSTMENT", amount_micros=-USD, counterparty="REVENUE", **common)
+        assert (debit.replayed, debit.transaction.kind, debit.transaction.trace_id) == (False, "ADJUSTMENT", "")
+        assert _legs(debit.transaction) == {REVENUE: USD, available: -USD}
+        assert balances_get(tenant_id=owner.tenant.pk).available_micros == 12 * USD
+
+    def test_the_same_trace_id_posts_once_and_answers_the_first(self, owner: Persona) -> None:
+        post = {"tenant": owner.tenant, "kind": "TOPUP", "amount_micros": USD, "actor": "a", "reason": "r"}
+        first = ledger_manual_post(trace_id="b" * 32, **post)
+        before = _ledger_size()
+        again = ledger_manual_post(trace_id="b" * 32, **post)
+        assert (again.replayed, again.transaction.pk) == (True, first.transaction.pk)
+        assert _ledger_size() == before
+        assert balances_get(tenant_id=owner.tenant.pk).available_micros == 11 * USD
+
+    def test_a_trace_id_of_another_movement_is_refused(self, owner: Persona) -> None:
+        ledger_manual_post(tenant=owner.tenant, kind="TOPUP", amount_micros=USD, actor="a", reason="r", trace_id="c")
+        other = make_persona().tenant
+        before = _ledger_size()
+        with pytest.raises(ApplicationError) as raised:
+            ledger_manual_post(tenant=other, kind="TOPUP", amount_micros=USD, actor="a", reason="r", trace_id="c")
+        assert raised.value.reason_code == "IDEMPOTENCY_KEY_REUSED"
+        with pytest.raises(ApplicationError) as raised:
+            ledger_manual_post(
+                tenant=owner.tenant,
+                kind="ADJUSTMENT",
+                amount_micros=USD,
+                counterparty="FUNDING",
+                actor="a",
+                reason="r",
+                trace_id="c",
+            )
+        assert raised.value.reason_code == "IDEMPOTENCY_KEY_REUSED"
+        assert _ledger_size() == before
+
+    @pytest.mark.parametrize(
+        ("kind", "amount", "message"),
+        [
+            ("TOPUP", 0, "The amount must be more than 0."),
+            ("TOPUP", -USD, "The amount must be more than 0."),
+            ("ADJUSTMENT", 0, "The amount must be more than 0."),
+            ("TOPUP", MAX_MANUAL_MICROS + 100, "At most 1000000.0000 USD at a time."),
+            ("ADJUSTMENT", -MAX_MANUAL_MICROS - 100, "At most 1000000.0000 USD at a time."),
+        ],
+    )
+    def test_amounts_a_person_would_not_mean_are_refused(
+        self, owner: Persona, kind: str, amount: int, message: str
+    ) -> None:
+        before = _ledger_size()
+        with pytest.raises(ApplicationError) as raised:
+            ledger_manual_post(
+                tenant=owner.tenant, kind=kind, amount_micros=amount, counterparty="FUNDING", actor="a", reason="r"
+            )
+        assert (raised.value.reason_code, raised.value.detail) == ("VALIDATION_ERROR", message)
+        assert _ledger_size() == before
+
+    def test_the_typo_guard_itself_is_allowed(self, owner: Persona) -> None:
+        ledger_manual_post(tenant=owner.tenant, kind="TOPUP", amount_micros=MAX_MANUAL_MICROS, actor="a", reason="r")
+        assert balances_get(tenant_id=owner.tenant.pk).available_micros == MAX_MANUAL_MICROS + 10 * USD
+
+
 @pytest.mark.django_db(transaction=True)
 class TestConcurrency:
     def test_money_moves_only_inside_a_transaction(self) -> None:
@@ -314,6 +386,12 @@ class TestConcurrency:
                 tenant_id=owner.tenant.pk, run_id=uuid.uuid4(), reserved_micros=100, charge_micros=0, trace_id="t"
             )
         assert balances_get(tenant_id=owner.tenant.pk).held_micros == 0
+
+    def test_a_manual_post_is_never_nested_in_another_transaction(self) -> None:
+        owner = make_persona()
+        with pytest.raises(RuntimeError, match="durable"), transaction.atomic():
+            ledger_manual_post(tenant=owner.tenant, kind="TOPUP", amount_micros=USD, actor="a", reason="r")
+        assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD
 
     def test_concurrent_plan_changes_take_turns(self) -> None:
         owner = make_persona()

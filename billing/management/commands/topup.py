@@ -2,10 +2,9 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from billing.admin.forms import validate_manual_amount
 from billing.models import LedgerTransaction
 from billing.selectors import balances_get
-from billing.services import ledger_topup
+from billing.services import ledger_manual_post
 from dpp.http.errors import ApplicationError
 from dpp.management.base import DppCommand, actor, fits
 from dpp.models import Tenant
@@ -33,13 +32,13 @@ class Command(DppCommand):
             return
         try:
             amount = parse_usd(options["amount_usd"], field="amount_usd")
-            validate_manual_amount(amount)  # the admin's typo guard: a ValidationError, one line (DppCommand)
-            txn = ledger_topup(
+            txn = ledger_manual_post(
                 tenant=tenant,
+                kind=LedgerTransaction.Kind.TOPUP,
                 amount_micros=amount,
                 actor=actor(options["actor"]),
                 reason=options["reason"],
-            )
+            ).transaction
         except (ApplicationError, ValueError) as exc:
             self.fail(getattr(exc, "detail", str(exc)))
             return
