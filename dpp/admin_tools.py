@@ -26,6 +26,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.functional import cached_property
 
+from dpp.db import sql
+
 # Cells that a spreadsheet would run as a formula (CSV injection); such text cells get a leading apostrophe.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -63,18 +65,9 @@ def _estimated_rows(queryset: QuerySet[Any]) -> int | None:
     query = queryset.query
     if query.where or query.distinct or query.combinator:
         return None
-    connection = connections[queryset.db]
-    if connection.vendor != "postgresql":
+    if connections[queryset.db].vendor != "postgresql":
         return None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [queryset.model._meta.db_table]
-        )
-        row = cursor.fetchone()
-    # -1 (PostgreSQL 14+) means never vacuumed nor analysed: no estimate to trust.
-    if row is None or row[0] is None or row[0] < 0:
-        return None
-    return int(row[0])
+    return sql.estimated_rows(table=queryset.model._meta.db_table, alias=queryset.db)
 
 
 class DppModelAdmin(admin.ModelAdmin):

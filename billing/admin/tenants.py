@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from billing import sql
 from billing.admin.forms import STALE_FORM, AdjustForm, TopupForm
 from billing.models import Account, LedgerTransaction, Plan, TenantPlan
 from billing.selectors import balances_get
@@ -253,13 +254,11 @@ def _one_post_per_form(nonce: str) -> Iterator[None]:
         yield
         return
     key = int(nonce[:15], 16)  # 60 bits of the nonce: fits PostgreSQL's bigint
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s)", [key])
+    sql.advisory_lock(key)
     try:
         yield
     finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+        sql.advisory_unlock(key)
 
 
 def _posted_with_nonce(nonce: str) -> LedgerTransaction | None:
