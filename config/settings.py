@@ -103,7 +103,7 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"]["ENGINE"] = "dpp.db.postgresql"  # Django's, with a health check that needs no round trip
+    DATABASES["default"]["ENGINE"] = "config.adapters.postgresql"  # Django's, with a health check without a round trip
     # psycopg prepares a statement on its Nth execution on a connection. It applies only to the hot paths'
     # server-binding cursor (dpp.db.hot.hot_cursor); the ORM binds on the client and never prepares. 0: never
     # (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
