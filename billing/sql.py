@@ -1,8 +1,8 @@
 """Every hand-written SQL statement of billing, each with the one reason it is not the ORM's (the figures they buy:
 docs/BENCHMARKS.md). The ledger audit's checks are SQL by design and stay in billing/audit.py.
 
-The hot ones run on the hot cursor (dpp.db.hot): prepared on PostgreSQL, so every parameter whose type matters is
-cast in the statement.
+The hot ones run on the hot cursor (config.adapters.django_hot): prepared on PostgreSQL, so every parameter whose
+type matters is cast in the statement.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connection
 
-from dpp.db.hot import hot_cursor
+from config.adapters.django_hot import hot_cursor
 
 if TYPE_CHECKING:
     from billing.models import LedgerTransaction

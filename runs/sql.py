@@ -1,5 +1,5 @@
 """Every hand-written SQL statement of runs, each with the one reason it is not the ORM's (the figures they buy:
-docs/BENCHMARKS.md). They run on the hot cursor (dpp.db.hot): prepared on PostgreSQL."""
+docs/BENCHMARKS.md). They run on the hot cursor (config.adapters.django_hot): prepared on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import cast
 from django.db import connection
 
 from billing.models import Account
-from dpp.db.hot import RowReader, hot_cursor
+from config.adapters.django_hot import RowReader, hot_cursor
 from runs.models import Run
 
 # The columns a run's answer shows (not its inputs, up to 256 KiB of JSON); the others load on access.

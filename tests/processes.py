@@ -130,13 +130,12 @@ def gunicorn(
     *,
     workers: int = 2,
     threads: int = 4,
-    worker_class: str = GUNICORN_WORKER,
     extra_args: tuple[str, ...] = (),
 ) -> Iterator[str]:
     """`gunicorn config.wsgi` on a free port; yields its base URL once /health answers."""
     port = free_port()
     args = [str(BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
-    args += ["--threads", str(threads), "--worker-class", worker_class, "--timeout", "60", "--graceful-timeout", "5"]
+    args += ["--threads", str(threads), "--worker-class", GUNICORN_WORKER, "--timeout", "60", "--graceful-timeout", "5"]
     args += list(extra_args)
     args += ["--no-control-socket"]  # as in the Procfile: gunicorns on one host would share ~/.gunicorn/gunicorn.ctl
     proc = Process("gunicorn", args, env or process_env(), _log_dir())

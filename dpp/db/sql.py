@@ -1,5 +1,5 @@
 """Every hand-written SQL statement of dpp, each with the one reason it is not the ORM's (the figures they buy:
-docs/BENCHMARKS.md). The generic INSERT of `dpp.db.hot.insert_new` is built from a model, in dpp/db/hot.py."""
+docs/BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db import connections
 
-from dpp.db.hot import hot_cursor
+from config.adapters.django_hot import hot_cursor
 
 
 def api_key_with_tenant(*, digest: str, extra_columns: tuple[tuple[str, str], ...] = ()) -> tuple[Any, ...] | None:
@@ -16,7 +16,7 @@ def api_key_with_tenant(*, digest: str, extra_columns: tuple[tuple[str, str], ..
     aliases k = dpp_apikey and t = dpp_tenant; class constants, never input). None if no key has that digest.
 
     Why: every authenticated request runs it; having the ORM compile it each time cost more CPU than the database
-    spent answering it. Prepared (dpp.db.hot).
+    spent answering it. Prepared (config.adapters.django_hot).
     """
     extra = "".join(f", {expression}" for _, expression in extra_columns)
     statement = (
