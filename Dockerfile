@@ -46,4 +46,4 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
 
 ENTRYPOINT ["/bin/sh", "-c", "if [ -n \"$PROMETHEUS_MULTIPROC_DIR\" ]; then rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\"; fi; exec \"$@\"", "dpp-entrypoint"]
 # Workers from WEB_CONCURRENCY (gunicorn's own default: 1); gthread workers; heartbeat files on tmpfs.
-CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--threads", "4", "--worker-class", "config.gunicorn_worker.BalancedThreadWorker", "--timeout", "60", "--worker-tmp-dir", "/dev/shm", "--no-control-socket"]
+CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--threads", "4", "--worker-class", "gthread", "--timeout", "60", "--worker-tmp-dir", "/dev/shm", "--no-control-socket"]

@@ -1,6 +1,12 @@
 """Benchmark: POST /v1/runs and GET /v1/runs/{id} against a real gunicorn on PostgreSQL, beside pgbench.
 
     .venv/bin/python bench/submit.py [--seconds 10] [--workers 4] [--threads 8] [--tenants 1] [--keep]
+    .venv/bin/python bench/submit.py --ab OVERRIDE [--rounds 2] [--seconds 5]
+
+With `--ab`, the levels below are replaced by an A/B of one library override (docs/decisions.md, "Library
+overrides"): `--rounds` times, first with the override and then with the library's stock behaviour
+(bench/ab_stock.py), a fresh gunicorn each side, submits at c=8 and c=32 and GETs at c=8 for `--seconds` each;
+then the figures of each side and the ratios stock / override. No pgbench.
 
 What it does:
 1. creates a fresh PostgreSQL database `dpp_bench` (server of BENCH_ADMIN_URL, default
@@ -52,7 +58,7 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DB_NAME = "dpp_bench"
+DB_NAME = os.environ.get("BENCH_DB_NAME", "dpp_bench")  # another name for benchmarks side by side
 PGBENCH_DB = "dpp_bench_pgbench"
 QUEUE = "dpp-bench"
 LEVELS = (1, 8, 32, 256)
@@ -387,6 +393,62 @@ def _print_level(level: Level) -> None:
     )
 
 
+AB_OVERRIDES = ("postgresql_backend", "hot")
+AB_FIGURES = (("submit", 8), ("submit", 32), ("get", 8))
+
+
+def _ab_side(args: Any, admin_url: str, env: dict[str, str], agents: list[Agent], stock: bool) -> dict[str, Any]:
+    """One side of an A/B: a fresh gunicorn, warmed up, then each of AB_FIGURES' levels from a quiet database."""
+    from tests.processes import gunicorn
+
+    side_env = {**env, "DPP_BENCH_STOCK": args.ab if stock else ""}
+    config = ("-c", str(ROOT / "bench" / "ab_stock.py"))
+    figures: dict[str, Any] = {}
+    with gunicorn(side_env, workers=args.workers, threads=args.threads, extra_args=config) as url:
+        meter = CpuMeter(admin_url, urlsplit(url).port or 0)
+        _run_level(Level("warmup", 8), url, 2.0, _submit_requests(agents, "warm"))
+        _quiesce()
+        made: list[tuple[int, str]] = []
+        for name, concurrency in AB_FIGURES:
+            level = Level(name, concurrency)
+            if name == "submit":
+                _run_level(level, url, args.seconds, _submit_requests(agents, f"ab{concurrency}"), meter)
+                made += level.run_ids
+            else:
+                _run_level(level, url, args.seconds, _read_requests(agents, made), meter)
+            _print_level(level)
+            summary = level.summary()
+            summary["server_cpu_ms"] = round(level.server_cpu_ms(sum(level.statuses.values())), 2)
+            figures[f"{name}_c{concurrency}"] = summary
+            _quiesce()
+    return figures
+
+
+def _ab(args: Any, admin_url: str, env: dict[str, str], agents: list[Agent]) -> int:
+    """Override and stock alternately, `--rounds` times; per figure the median of each side and stock / override."""
+    import statistics
+
+    sides: dict[str, list[dict[str, Any]]] = {"override": [], "stock": []}
+    for number in range(args.rounds):
+        for side, runs in sides.items():
+            print(f"round {number + 1}, {side} ({args.ab}); load average {os.getloadavg()[0]:.1f}")
+            runs.append(_ab_side(args, admin_url, env, agents, side == "stock"))
+    result: dict[str, Any] = {"bench": "submit-ab", "override": args.ab, "rounds": args.rounds, "figures": {}}
+    for key in sides["override"][0]:
+        row = {}
+        for metric in ("ok_rps", "p50_ms", "p99_ms", "server_cpu_ms"):
+            medians = {side: statistics.median(run[key][metric] for run in runs) for side, runs in sides.items()}
+            ratio = medians["stock"] / medians["override"] if medians["override"] else 0.0
+            row[metric] = {**medians, "stock_over_override": round(ratio, 3)}
+            print(f"{key:>10} {metric:>13}: override {medians['override']:>8.2f}, stock {medians['stock']:>8.2f}, "
+                  f"stock/override {ratio:.3f}")  # fmt: skip
+        result["figures"][key] = row
+    result["per_round"] = sides
+    result["cpus"], result["load_average"] = os.cpu_count(), round(os.getloadavg()[0], 1)
+    print(json.dumps(result, separators=(",", ":")))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each load level")
@@ -395,6 +457,8 @@ def main() -> int:
     parser.add_argument("--tenants", type=int, default=1, help="tenants the client threads take turns with")
     parser.add_argument("--pgbench-seconds", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help=f"keep the database {DB_NAME}")
+    parser.add_argument("--ab", choices=[*AB_OVERRIDES], help="A/B one library override against the stock library")
+    parser.add_argument("--rounds", type=int, default=2, help="with --ab: override, stock, override, stock…")
     args = parser.parse_args()
 
     admin_url = _admin_url()
@@ -413,6 +477,8 @@ def main() -> int:
         # Connections kept for the whole run: the CPU meter reads the backends' own counters, which a backend
         # recycled after the default 60 s would take with it in the middle of a level.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "DPP_DB_CONN_MAX_AGE": "3600"}
+        if args.ab:
+            return _ab(args, admin_url, env, agents)
         levels: list[Level] = []
         print(f"gunicorn --workers {args.workers} --threads {args.threads}; {args.tenants} tenant(s); "
               f"{args.seconds:.0f} s per level; {os.cpu_count()} CPUs; load average {load_before:.1f}")  # fmt: skip

@@ -6,13 +6,9 @@ the submit's plan checks cost no query of their own (plan definitions are cached
 
 from __future__ import annotations
 
+from billing import sql
 from dpp.http.auth import ApiKeyAuthentication
 
 
 class PlanApiKeyAuthentication(ApiKeyAuthentication):
-    extra_columns = (
-        (
-            "open_plan_id",
-            "(SELECT p.plan_id FROM billing_tenantplan p WHERE p.tenant_id = k.tenant_id AND p.ended_at IS NULL)",
-        ),
-    )
+    extra_columns = (("open_plan_id", sql.OPEN_PLAN_ID_SQL),)

@@ -14,14 +14,13 @@ import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from billing import sql
 from billing.models import Account, LedgerEntry, LedgerTransaction, Plan, TenantPlan
-from dpp.db.hot import hot_cursor
 from dpp.http.errors import ApplicationError
 from dpp.models import Tenant
 from dpp.money import GRANULE_MICROS, MICROS_PER_USD, format_usd
@@ -68,44 +67,7 @@ def _move_tenant_balances(
     if not moves:
         return True
     held_id = Account.tenant_account_id(tenant_id, AccountKind.HELD)
-    sql, params = _balances_update(moves, held_id, open_delta, max_open)
-    with hot_cursor() as cursor:
-        cursor.execute(sql, params)
-        changed: int = cursor.rowcount
-    return changed == len(moves)
-
-
-def _balances_update(
-    moves: list[tuple[str, int]], held_id: str, open_delta: int, max_open: int | None
-) -> tuple[str, list[str | int]]:
-    """The UPDATE of `_move_tenant_balances`, written out: it is the hottest statement of the platform, and
-    building it through the ORM's expressions cost more CPU than the rest of a submit's queries together.
-
-    The rows are locked in key order first (a subquery FOR UPDATE): an UPDATE alone locks them in scan order,
-    which can differ between two statements and deadlock two accepts of one tenant. SQLite has no row locks
-    (it serialises writers), hence no FOR UPDATE there. Run on the hot cursor (prepared on PostgreSQL): every
-    parameter whose type matters is cast.
-    """
-    whens = " ".join("WHEN %s THEN CAST(%s AS bigint)" for _ in moves)
-    guards = " OR ".join(
-        "(id = %s AND balance_micros >= CAST(%s AS bigint)"
-        + (" AND open_reservations < CAST(%s AS bigint))" if pk == held_id and max_open is not None else ")")
-        for pk, _ in moves
-    )
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    in_list = ", ".join("%s" for _ in moves)
-    sql = (
-        f"UPDATE billing_account SET balance_micros = balance_micros + CASE id {whens} END, "  # noqa: S608 - constants
-        "open_reservations = open_reservations + CASE id WHEN %s THEN CAST(%s AS integer) ELSE 0 END "
-        f"WHERE id IN (SELECT id FROM billing_account WHERE id IN ({in_list}) ORDER BY id{lock}) AND ({guards})"
-    )
-    params: list[str | int] = [value for pk, delta in moves for value in (pk, delta)]
-    params += [held_id, open_delta, *(pk for pk, _ in moves)]
-    for pk, delta in moves:
-        params += [pk, -delta]
-        if pk == held_id and max_open is not None:
-            params.append(max_open)
-    return sql, params
+    return sql.balances_move(moves=moves, held_id=held_id, open_delta=open_delta, max_open=max_open) == len(moves)
 
 
 def _refused(error: Exception) -> Exception:
@@ -144,31 +106,11 @@ def _post(
     )
     entries = [(account_id, amount) for account_id, amount in legs.items() if amount]
     if connection.vendor == "postgresql":
-        txn.pk = _insert_transaction_and_entries(txn, entries)
+        txn.pk = sql.transaction_insert_with_entries(txn=txn, entries=entries)
     else:
         txn.save(force_insert=True)
         LedgerEntry.objects.bulk_create(LedgerEntry(transaction=txn, account_id=a, amount_micros=m) for a, m in entries)
     return txn
-
-
-def _insert_transaction_and_entries(txn: LedgerTransaction, entries: list[tuple[str, int]]) -> int:
-    """One statement for the transaction and its entries (PostgreSQL): every run posts two of them, and the ORM's
-    two INSERTs cost a round trip and more CPU than the database spends on them."""
-    values = ", ".join("(%s, %s::bigint)" for _ in entries)  # placeholders only: every value is a parameter
-    sql = (
-        "WITH t AS (INSERT INTO billing_ledgertransaction"  # noqa: S608
-        " (kind, tenant_id, run_id, actor, reason, trace_id, created_at)"
-        " VALUES (%s, %s, %s::uuid, %s, %s, %s, %s::timestamptz) RETURNING id)"
-        " INSERT INTO billing_ledgerentry (transaction_id, account_id, amount_micros)"
-        f" SELECT t.id, v.account_id, v.amount FROM t, (VALUES {values}) AS v (account_id, amount)"
-        " RETURNING transaction_id"
-    )
-    params: list[Any] = [txn.kind, txn.tenant_id, txn.run_id, txn.actor, txn.reason, txn.trace_id, txn.created_at]
-    params += [value for entry in entries for value in entry]
-    with hot_cursor() as cursor:
-        cursor.execute(sql, params)
-        transaction_id: int = cursor.fetchone()[0]
-    return transaction_id
 
 
 def _available_micros(tenant_id: str) -> int:
@@ -425,8 +367,7 @@ def _lock_manual_trace_id(trace_id: str) -> None:
     """Serialise the posts of one trace id until commit (PostgreSQL), so that a twin sees the first one posted."""
     if connection.vendor == "postgresql":
         key = int.from_bytes(hashlib.sha256(trace_id.encode()).digest()[:8], "big", signed=True)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+        sql.advisory_xact_lock(key)
 
 
 def _manual_posted(trace_id: str) -> LedgerTransaction | None:

@@ -18,16 +18,12 @@ from kombu import Exchange, Queue
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("dpp")
-REDIS_TRANSPORT = "config.kombu_redis:Transport"
-SQS_TRANSPORT = "config.kombu_sqs:Transport"
+SQS_TRANSPORT = "config.adapters.kombu_sqs:Transport"
 
 
 def broker_transport(url: str) -> str | None:
-    """kombu's Redis transport with one client per channel for `redis://` (config/kombu_redis.py); kombu's SQS
-    transport with a polling loop that survives an SQS outage for `sqs://` (config/kombu_sqs.py); else the one the
-    URL names (None)."""
-    if url.startswith("redis://"):
-        return REDIS_TRANSPORT
+    """kombu's SQS transport with a polling loop that survives an SQS outage for `sqs://`
+    (config/adapters/kombu_sqs.py); else the one the URL names (None)."""
     if url.startswith("sqs://"):
         return SQS_TRANSPORT
     return None
@@ -90,7 +86,7 @@ def reaper_queue(settings: Any) -> str:
 def task_queues(settings: Any) -> list[Queue]:
     """The runs' queue and the reaper's, each as Celery declares its default queue (a direct exchange of its name)."""
     return [
-        Queue(name, Exchange(name, type="direct"), routing_key=name)
+        Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
         for name in (settings.DPP_TASK_QUEUE, reaper_queue(settings))
     ]
 

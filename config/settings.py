@@ -103,10 +103,10 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"]["ENGINE"] = "dpp.db.postgresql"  # Django's, with a health check that needs no round trip
+    DATABASES["default"]["ENGINE"] = "config.adapters.postgresql"  # Django's, with a health check without a round trip
     # psycopg prepares a statement on its Nth execution on a connection. It applies only to the hot paths'
-    # server-binding cursor (dpp.db.hot.hot_cursor); the ORM binds on the client and never prepares. 0: never
-    # (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
+    # server-binding cursor (config.adapters.django_hot.hot_cursor); the ORM binds on the client and never
+    # prepares. 0: never (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
     _prepare_after = env_int("DPP_DB_PREPARE_THRESHOLD", 5, minimum=0)
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = _prepare_after or None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

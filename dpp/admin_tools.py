@@ -13,7 +13,7 @@ import csv
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
@@ -26,13 +26,21 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.functional import cached_property
 
+from dpp.db import sql
 from dpp.money import format_usd
+
+if TYPE_CHECKING:  # django-stubs' generics; at run time the classes take no subscript
+    _Paginator = Paginator[Any]
+    _ModelAdmin = admin.ModelAdmin[Any]
+    _TabularInline = admin.TabularInline[Any, Any]
+else:
+    _Paginator, _ModelAdmin, _TabularInline = Paginator, admin.ModelAdmin, admin.TabularInline
 
 # Cells that a spreadsheet would run as a formula (CSV injection); such text cells get a leading apostrophe.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-class EstimatedCountPaginator(Paginator):
+class EstimatedCountPaginator(_Paginator):
     """A paginator whose count never reads a large table to the end.
 
     - Unfiltered list on PostgreSQL: the planner's row estimate (`pg_class.reltuples`, kept by ANALYZE and
@@ -65,21 +73,12 @@ def _estimated_rows(queryset: QuerySet[Any]) -> int | None:
     query = queryset.query
     if query.where or query.distinct or query.combinator:
         return None
-    connection = connections[queryset.db]
-    if connection.vendor != "postgresql":
+    if connections[queryset.db].vendor != "postgresql":
         return None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [queryset.model._meta.db_table]
-        )
-        row = cursor.fetchone()
-    # -1 (PostgreSQL 14+) means never vacuumed nor analysed: no estimate to trust.
-    if row is None or row[0] is None or row[0] < 0:
-        return None
-    return int(row[0])
+    return sql.estimated_rows(table=queryset.model._meta.db_table, alias=queryset.db)
 
 
-class DppModelAdmin(admin.ModelAdmin):
+class DppModelAdmin(_ModelAdmin):
     """A changelist that costs one page, whatever the size of the table."""
 
     paginator = EstimatedCountPaginator
@@ -112,7 +111,7 @@ class ReadOnlyModelAdmin(DppModelAdmin):
         return False
 
 
-class ReadOnlyTabularInline(admin.TabularInline):
+class ReadOnlyTabularInline(_TabularInline):
     extra = 0
     max_num = 0
     can_delete = False
@@ -138,7 +137,7 @@ class InputFilter(admin.SimpleListFilter):
     lookup: str = ""
     placeholder: str = ""
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return []
 
     def has_output(self) -> bool:
@@ -197,7 +196,7 @@ def parse_uuid(value: str) -> uuid.UUID | None:
         return None
 
 
-def changelist_queryset(model_admin: admin.ModelAdmin, request: HttpRequest) -> QuerySet[Any]:
+def changelist_queryset(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> QuerySet[Any]:
     """The changelist's queryset for this request — filtered, searched and ordered — without counting or paging.
 
     May raise IncorrectLookupParameters, like the changelist itself.
@@ -265,7 +264,7 @@ def staff_actor(request: HttpRequest) -> str:
 
 def form_page(
     request: HttpRequest,
-    model_admin: admin.ModelAdmin,
+    model_admin: admin.ModelAdmin[Any],
     *,
     title: str,
     form: Form,

@@ -5,16 +5,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, cast
+from typing import Any
 
-from django.db import connection
 from django.db.models import Count, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 
 from billing.models import Account
 from dpp.dates import utc_days
-from dpp.db.hot import RowReader, hot_cursor
 from dpp.models import Tenant
+from runs import sql
 from runs.models import Run, RunStatus
 
 
@@ -24,47 +23,9 @@ def _with_available(qs: QuerySet[Run], tenant: Tenant) -> QuerySet[Run]:
     return qs.annotate(available_micros=Subquery(available.order_by().values("balance_micros")[:1]))
 
 
-# The columns a run's answer shows (not its inputs, up to 256 KiB of JSON); the others load on access.
-_SHOWN = RowReader(
-    Run,
-    (
-        "id",
-        "tenant",
-        "pack_type",
-        "profile_version",
-        "status",
-        "money_state",
-        "reserved_micros",
-        "minimum_fee_micros",
-        "charged_micros",
-        "reason_code",
-        "error_detail",
-        "result_key",
-        "result_sha256",
-        "result_bytes",
-        "trace_id",
-        "timebox_sec",
-        "created_at",
-        "updated_at",
-        "completed_at",
-        "cancel_requested_at",
-    ),
-    extras=("available_micros",),
-)
-_RUN_GET_SQL = (
-    f"SELECT {_SHOWN.columns('r')},"  # noqa: S608 - a constant list of column names
-    " (SELECT a.balance_micros FROM billing_account a WHERE a.id = %s)"
-    " FROM runs_run r WHERE r.tenant_id = %s AND r.id = %s"
-)
-
-
 def run_get(*, tenant: Tenant, run_id: uuid.UUID) -> Run | None:
     """The tenant's run with `available_micros`, or None — also when it is someone else's (indistinguishable)."""
-    # Every poll runs this: a prepared statement read into a Run without the ORM's compiling.
-    available_id = Account.tenant_account_id(tenant.pk, Account.Kind.AVAILABLE)
-    with hot_cursor() as cursor:
-        cursor.execute(_RUN_GET_SQL, [available_id, tenant.pk, Run._meta.pk.get_db_prep_value(run_id, connection)])
-        return cast(Run | None, _SHOWN.instance(cursor.fetchone()))
+    return sql.run_with_available(tenant_id=tenant.pk, run_id=run_id)
 
 
 @dataclass(frozen=True)

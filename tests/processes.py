@@ -121,15 +121,22 @@ def newest_log(name: str) -> str:
     return max(_log_dir().glob(f"{name}-*.log"), key=lambda path: path.stat().st_mtime_ns).read_text(errors="replace")
 
 
-GUNICORN_WORKER = "config.gunicorn_worker.BalancedThreadWorker"  # as in the Procfile, Dockerfile and compose file
+GUNICORN_WORKER = "gthread"  # as in the Procfile, Dockerfile and compose file
 
 
 @contextlib.contextmanager
-def gunicorn(env: dict[str, str] | None = None, *, workers: int = 2, threads: int = 4) -> Iterator[str]:
+def gunicorn(
+    env: dict[str, str] | None = None,
+    *,
+    workers: int = 2,
+    threads: int = 4,
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[str]:
     """`gunicorn config.wsgi` on a free port; yields its base URL once /health answers."""
     port = free_port()
     args = [str(BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
     args += ["--threads", str(threads), "--worker-class", GUNICORN_WORKER, "--timeout", "60", "--graceful-timeout", "5"]
+    args += list(extra_args)
     args += ["--no-control-socket"]  # as in the Procfile: gunicorns on one host would share ~/.gunicorn/gunicorn.ctl
     proc = Process("gunicorn", args, env or process_env(), _log_dir())
     base = f"http://127.0.0.1:{port}"

@@ -336,7 +336,7 @@ def test_the_settings_accept_the_compose_environment(
         assert child["production"] is True, name
         assert child["storage_backend"] == "storages.backends.s3.S3Storage", name
         assert child["storage_options"]["bucket_name"], name
-        assert child["database"] == ["dpp.db.postgresql", "postgres"], name  # Django's, with a cheaper health check
+        assert child["database"] == ["config.adapters.postgresql", "postgres"], name  # Django's, cheaper health check
         assert child["broker_url"].startswith("sqs://"), name
         assert child["transport_options"]["is_secure"] is False, name
         assert "AWS_STORAGE_BUCKET_NAME" in child["read"], name

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from celery import current_app
 from django.core.files.storage import FileSystemStorage, storages
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from dpp.db import sql
 from dpp.db.redis import get_redis
 from dpp.observability import DB_COLLECTORS
 from dpp.storage import bucket_exists
@@ -30,8 +30,7 @@ def health(request: HttpRequest) -> HttpResponse:
 
 
 def _check_database() -> str:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    sql.ping()
     return UP
 
 
@@ -102,7 +101,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         for collector in DB_COLLECTORS:
             registry.register(collector)
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

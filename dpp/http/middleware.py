@@ -189,8 +189,10 @@ API_PREFIXES = ("/v1/", "/health", "/readyz", "/metrics")
 class _SkippedOnApi:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path_info.startswith(API_PREFIXES):
-            return self.get_response(request)  # type: ignore[attr-defined]
-        return super().__call__(request)  # type: ignore[misc]
+            response: HttpResponse = self.get_response(request)  # type: ignore[attr-defined]
+            return response
+        skipped: HttpResponse = super().__call__(request)  # type: ignore[misc]
+        return skipped
 
 
 class SessionMiddleware(_SkippedOnApi, sessions.SessionMiddleware):

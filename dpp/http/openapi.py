@@ -46,7 +46,7 @@ def problems(*statuses: int) -> dict[Any, Any]:
     }
 
 
-class ApiKeyScheme(OpenApiAuthenticationExtension):
+class ApiKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     target_class = "dpp.http.auth.ApiKeyAuthentication"
     match_subclasses = True
     name = "ApiKey"
@@ -99,4 +99,4 @@ def lib_doc_excludes() -> list[type]:
 
     from dpp.http.ratelimit import RateLimitedViewMixin
 
-    return [*get_lib_doc_excludes(), RateLimitedViewMixin]
+    return [*get_lib_doc_excludes(), RateLimitedViewMixin]  # type: ignore[no-untyped-call]

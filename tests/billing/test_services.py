@@ -310,7 +310,7 @@ class TestManualPost:
 
     def test_a_topup_and_an_adjustment_move_money(self, owner: Persona) -> None:
         available, _ = _ids(owner.tenant.pk)
-        common = {"tenant": owner.tenant, "actor": "admin:ann", "reason": "wire 9"}
+        common: dict[str, Any] = {"tenant": owner.tenant, "actor": "admin:ann", "reason": "wire 9"}
         topup = ledger_manual_post(kind="TOPUP", amount_micros=3 * USD, trace_id="a" * 32, **common)
         assert (topup.replayed, topup.transaction.kind, topup.transaction.trace_id) == (False, "TOPUP", "a" * 32)
         assert _legs(topup.transaction) == {FUNDING: -3 * USD, available: 3 * USD}
@@ -320,7 +320,8 @@ class TestManualPost:
         assert balances_get(tenant_id=owner.tenant.pk).available_micros == 12 * USD
 
     def test_the_same_trace_id_posts_once_and_answers_the_first(self, owner: Persona) -> None:
-        post = {"tenant": owner.tenant, "kind": "TOPUP", "amount_micros": USD, "actor": "a", "reason": "r"}
+        post: dict[str, Any] = {"tenant": owner.tenant, "kind": "TOPUP", "amount_micros": USD}
+        post |= {"actor": "a", "reason": "r"}
         first = ledger_manual_post(trace_id="b" * 32, **post)
         before = _ledger_size()
         again = ledger_manual_post(trace_id="b" * 32, **post)

@@ -1,18 +1,17 @@
-"""dpp.db.hot: the hot paths' prepared statements (PostgreSQL) and the cached INSERT of a new row."""
+"""config.adapters.django_hot: the hot paths' prepared statements (PostgreSQL) and the rows they read."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
-from psycopg.types.numeric import Int2, Int4
 
 from billing.models import Account, LedgerTransaction
 from billing.selectors import balances_get
 from billing.services import ledger_reserve, ledger_settle, ledger_topup
-from dpp.db.hot import RowReader, _plain, hot_cursor, insert_new
+from config.adapters.django_hot import RowReader, hot_cursor
 from runs.models import Run
 from tests.conftest import Persona
 from tests.factories import queued_run_row
@@ -70,48 +69,10 @@ def test_money_past_32_bits_moves_exactly_through_prepared_statements(owner: Per
     assert LedgerTransaction.objects.filter(tenant_id=tenant_id, kind="SETTLE").count() == rounds
 
 
-def test_insert_new_writes_what_the_orm_reads_back(owner: Persona) -> None:
-    run = queued_run_row(tenant_id=owner.tenant.pk, reserved_micros=2_500_000_000)
-    run.id = uuid.uuid4()
-    run.inputs = {"nested": {"list": [1, 2.5, "x"]}, "unicode": "é€"}
-    with transaction.atomic():
-        insert_new(run)
-    assert not run._state.adding
-    stored = Run.objects.get(pk=run.pk)
-    for field in Run._meta.concrete_fields:
-        assert getattr(stored, field.attname) == getattr(run, field.attname), field.name
-
-
-def test_insert_new_refuses_a_duplicate_as_an_integrity_error(owner: Persona) -> None:
-    run = queued_run_row(tenant_id=owner.tenant.pk, reserved_micros=10_000)
-    run.id = uuid.uuid4()
-    with transaction.atomic():
-        insert_new(run)
-    again = queued_run_row(tenant_id=owner.tenant.pk, reserved_micros=10_000, idempotency_key=run.idempotency_key)
-    again.id = uuid.uuid4()
-    with pytest.raises(IntegrityError), transaction.atomic():
-        insert_new(again)
-
-
-def test_insert_new_refuses_a_model_whose_key_the_database_assigns() -> None:
-    with pytest.raises(TypeError, match="primary key"):
-        insert_new(LedgerTransaction(kind="TOPUP", tenant_id="x", actor="a", reason="r"))
-
-
-def test_plain_turns_field_typed_integers_into_plain_ints() -> None:
-    # Django sends an IntegerField's value as psycopg's Int4, which wraps around when bound on the server.
-    assert type(_plain(Int4(7))) is int
-    assert type(_plain(Int2(7))) is int
-    flag = True
-    assert _plain(flag) is True
-    assert _plain("7") == "7"
-
-
 def test_row_reader_builds_the_run_the_orm_reads_with_the_rest_deferred(owner: Persona) -> None:
     run = queued_run_row(tenant_id=owner.tenant.pk, reserved_micros=2_500_000_000)
     run.id = uuid.uuid4()
-    with transaction.atomic():
-        insert_new(run)
+    run.save(force_insert=True)
     reader = RowReader(Run, ("created_at", "id", "reserved_micros", "tenant", "lease_token"), extras=("probe",))
     sql = f"SELECT {reader.columns('r')}, 41 + 1 FROM runs_run r WHERE r.id = %s"  # noqa: S608
     for _ in range(PREPARED_AFTER + 2):  # read through the prepared statement too

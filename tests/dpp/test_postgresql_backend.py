@@ -1,4 +1,4 @@
-"""dpp.db.postgresql: Django's backend, whose per-request health check asks the socket instead of the server."""
+"""config.adapters.postgresql: Django's backend, whose per-request health check asks the socket, not the server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import requests
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
-from dpp.db.postgresql.base import DatabaseWrapper
+from config.adapters.postgresql.base import DatabaseWrapper
 from tests import processes
 from tests.conftest import Persona
 from tests.processes import gunicorn

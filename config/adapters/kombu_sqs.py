@@ -19,8 +19,13 @@ poll, logs it (once per outage, and again when polling works), and polls again a
 the outage ("Couldn't ack") is released by kombu and redelivered by SQS after the visibility timeout; leasing is a
 compare-and-set, so that copy is a no-op. Everything else is kombu's: selected for `sqs://` broker URLs by
 `config.celery` (`broker_transport`). Re-check `_get_async` (a copy of kombu's, plus the guard) and
-`_on_messages_ready` against kombu's own before changing the kombu pin (tests/test_kombu_sqs.py; the behaviour is
-proven in tests/e2e/test_sqs_outage.py).
+`_on_messages_ready` against kombu's own before changing the kombu pin (tests/test_adapters.py fails on another
+kombu, or on changed sources; the behaviour is proven in tests/e2e/test_sqs_outage.py).
+
+Upstream: no open kombu issue or PR for 5.7.0's `[]` answer reaching `.get('Messages')`. It stands in for the
+long line of "worker stops consuming after an SQS error" reports — celery/kombu#931, celery/celery#3990,
+celery/celery#4159 — whose fix, celery/kombu#1064 ("don't stop receiving tasks on 503 SQS error"), is the
+`return []` of `_on_list_ready` that the later `_on_messages_ready` no longer accepts.
 """
 
 from __future__ import annotations
@@ -31,9 +36,29 @@ from typing import Any
 from kombu.transport import SQS
 from vine import promise, transform
 
+from config.adapters import WrittenAgainst
+
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_FAILED_POLL_S = 1.0
+
+WRITTEN_AGAINST = WrittenAgainst(
+    distribution="kombu",
+    version="5.7.0",
+    sources={
+        "kombu.transport.SQS.Channel._get_async": "8148f68087abb1ba8714f814ea39ee76a8c558bbb9844a4aa3ada4105ff8265f",
+        "kombu.transport.SQS.Channel._get_from_sqs": "226be968ffe8213dcbc1d3c67e3d4f43410f295642b988dacd0d822a74f25cb9",
+        "kombu.transport.SQS.Channel._on_messages_ready": (
+            "c947764eea946906ad5f5b432a98323c0df8a624f4077689eff2c5669577448e"
+        ),
+        "kombu.transport.SQS.Channel._schedule_queue": (
+            "953f1ad1314ec406446709cee042ca90e121db109ab3d45af01d4df8b46a09f7"
+        ),
+        "kombu.asynchronous.aws.connection.AsyncAWSQueryConnection._on_list_ready": (
+            "a04054ae42c0cb216d2c2909cad7020b091ae285164ae6a7ed15a114cfe31278"
+        ),
+    },
+)
 
 
 class PollFailedError(Exception):

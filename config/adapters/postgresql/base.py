@@ -9,6 +9,10 @@ idle, in good standing and has nothing to read is taken as alive; anything else 
 transaction left open, a bad status — gets Django's own check, which reads it and closes the connection if it
 fails. A peer that vanished without a word (a cable cut) passes both checks alike: `SELECT 1` would hang on it
 as the request's first query does.
+
+Upstream: Django's check is the `SELECT 1` of `is_usable()` by design (ticket #30398, django/django#14899, which
+added CONN_HEALTH_CHECKS); no ticket or PR proposes a check without a round trip, nor a public hook for one.
+The ENGINE on PostgreSQL is `config.adapters.postgresql` (config/settings.py).
 """
 
 from __future__ import annotations
@@ -18,6 +22,22 @@ import select
 import psycopg
 from django.db.backends.postgresql import base
 from psycopg import pq
+
+from config.adapters import WrittenAgainst
+
+WRITTEN_AGAINST = WrittenAgainst(
+    distribution="Django",
+    version="5.2.19",
+    sources={
+        "django.db.backends.base.base.BaseDatabaseWrapper.close_if_health_check_failed": (
+            "f72eb45356f4a9108c8299b1a616f582cb1b4de12848e0a2401363ec9c9eb2cd"
+        ),
+        "django.db.backends.postgresql.base.DatabaseWrapper.is_usable": (
+            "c6d0cbdb5ef55c8654b98f9d3c0741b7d6bcd0c7b1241577737a23a534c2ae42"
+        ),
+    },
+    attributes={"django.db.backends.base.base.BaseDatabaseWrapper": ("health_check_enabled", "health_check_done")},
+)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):

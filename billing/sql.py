@@ -1,0 +1,87 @@
+"""Every hand-written SQL statement of billing, each with the one reason it is not the ORM's (the figures they buy:
+docs/BENCHMARKS.md). The ledger audit's checks are SQL by design and stay in billing/audit.py.
+
+The hot ones run on the hot cursor (config.adapters.django_hot): prepared on PostgreSQL, so every parameter whose
+type matters is cast in the statement.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.db import connection
+
+from config.adapters.django_hot import hot_cursor
+
+if TYPE_CHECKING:
+    from billing.models import LedgerTransaction
+
+# Why: the tenant's open plan read by the API-key lookup's own query (dpp.http.auth), instead of a query of its own.
+OPEN_PLAN_ID_SQL = "(SELECT p.plan_id FROM billing_tenantplan p WHERE p.tenant_id = k.tenant_id AND p.ended_at IS NULL)"
+
+
+def balances_move(*, moves: list[tuple[str, int]], held_id: str, open_delta: int, max_open: int | None) -> int:
+    """Move the tenant's balances by `moves` (account id, delta) in one conditional UPDATE; the rows it changed
+    (fewer than the moves: a guard refused — no balance goes negative, the held row's open reservations stay
+    under `max_open`). `open_delta` moves the held row's count of open reservations.
+
+    Why: the hottest statement of the platform; built through the ORM's expressions it cost more CPU than the rest
+    of a submit's queries together. The rows are locked in key order first (a subquery FOR UPDATE): an UPDATE alone
+    locks them in scan order, which can differ between two statements and deadlock two accepts of one tenant.
+    SQLite has no row locks (it serialises writers), hence no FOR UPDATE there.
+    """
+    whens = " ".join("WHEN %s THEN CAST(%s AS bigint)" for _ in moves)
+    guards = " OR ".join(
+        "(id = %s AND balance_micros >= CAST(%s AS bigint)"
+        + (" AND open_reservations < CAST(%s AS bigint))" if pk == held_id and max_open is not None else ")")
+        for pk, _ in moves
+    )
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    in_list = ", ".join("%s" for _ in moves)
+    statement = (
+        f"UPDATE billing_account SET balance_micros = balance_micros + CASE id {whens} END, "  # noqa: S608 - constants
+        "open_reservations = open_reservations + CASE id WHEN %s THEN CAST(%s AS integer) ELSE 0 END "
+        f"WHERE id IN (SELECT id FROM billing_account WHERE id IN ({in_list}) ORDER BY id{lock}) AND ({guards})"
+    )
+    params: list[str | int] = [value for pk, delta in moves for value in (pk, delta)]
+    params += [held_id, open_delta, *(pk for pk, _ in moves)]
+    for pk, delta in moves:
+        params += [pk, -delta]
+        if pk == held_id and max_open is not None:
+            params.append(max_open)
+    with hot_cursor() as cursor:
+        cursor.execute(statement, params)
+        changed: int = cursor.rowcount
+    return changed
+
+
+def transaction_insert_with_entries(*, txn: LedgerTransaction, entries: list[tuple[str, int]]) -> int:
+    """INSERT the ledger transaction and its entries (account id, amount) in one statement; the transaction's id.
+
+    Why: every run posts two transactions, and the ORM's two INSERTs cost a round trip and more CPU than the
+    database spends on them. PostgreSQL only (a data-modifying WITH).
+    """
+    values = ", ".join("(%s, %s::bigint)" for _ in entries)  # placeholders only: every value is a parameter
+    statement = (
+        "WITH t AS (INSERT INTO billing_ledgertransaction"  # noqa: S608
+        " (kind, tenant_id, run_id, actor, reason, trace_id, created_at)"
+        " VALUES (%s, %s, %s::uuid, %s, %s, %s, %s::timestamptz) RETURNING id)"
+        " INSERT INTO billing_ledgerentry (transaction_id, account_id, amount_micros)"
+        f" SELECT t.id, v.account_id, v.amount FROM t, (VALUES {values}) AS v (account_id, amount)"
+        " RETURNING transaction_id"
+    )
+    params: list[Any] = [txn.kind, txn.tenant_id, txn.run_id, txn.actor, txn.reason, txn.trace_id, txn.created_at]
+    params += [value for entry in entries for value in entry]
+    with hot_cursor() as cursor:
+        cursor.execute(statement, params)
+        transaction_id: int = cursor.fetchone()[0]
+    return transaction_id
+
+
+def advisory_xact_lock(key: int) -> None:
+    """Take PostgreSQL's transaction-level advisory lock `key` (waits for it; released at commit or rollback).
+
+    Why: serialises the manual posts of one admin form's one-time code; the ORM has no advisory locks.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
