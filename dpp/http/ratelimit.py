@@ -124,6 +124,11 @@ ANONYMOUS_POLICY = "anonymous"
 _address_of = BaseThrottle()  # DRF's reading of the client's address: REMOTE_ADDR, or X-Forwarded-For per NUM_PROXIES
 
 
+def client_address(request: HttpRequest) -> str:
+    """The client's address as the rate limits see it (`DPP_NUM_PROXIES`); "" when there is none."""
+    return _address_of.get_ident(cast(Request, request)) or ""  # it reads only .headers and .META
+
+
 def anonymous_limited(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     """A /v1 answer that no tenant was counted for, counted against the client's address.
 
@@ -134,7 +139,7 @@ def anonymous_limited(request: HttpRequest, response: HttpResponse) -> HttpRespo
     """
     decision = check(
         policy=ANONYMOUS_POLICY,
-        identity=_address_of.get_ident(cast(Request, request)) or "unknown",  # it reads only .headers and .META
+        identity=client_address(request) or "unknown",
         limit_per_min=settings.DPP_ANONYMOUS_RATE_LIMIT,
     )
     if not decision.allowed and response.status_code < 500 and request.method != "OPTIONS":
