@@ -22,6 +22,13 @@ REDIS_TRANSPORT = "config.kombu_redis:Transport"
 SQS_TRANSPORT = "config.kombu_sqs:Transport"
 
 
+def broker_url(url: str) -> str:
+    """The URL handed to kombu. A bare `filesystem://` names no host, so kombu logs "No hostname was supplied.
+    Reverting to default 'localhost'" at every connection (four times at `make run`, once more in the API on its
+    first submit), as if a network broker were missing; the filesystem transport ignores the host: name it."""
+    return "filesystem://localhost/" if url in ("filesystem://", "filesystem:///") else url
+
+
 def broker_transport(url: str) -> str | None:
     """kombu's Redis transport with one client per channel for `redis://` (config/kombu_redis.py); kombu's SQS
     transport with a polling loop that survives an SQS outage for `sqs://` (config/kombu_sqs.py); else the one the
@@ -112,7 +119,10 @@ def configure(settings: Any) -> None:
     # the one task its pool can start; a crash loses that task, which the reaper re-drives (embedded mode only).
     prefetch = 8 if settings.CELERY_BROKER_URL.startswith("filesystem://") else 1
     app.conf.update(
-        broker_url=settings.CELERY_BROKER_URL,
+        broker_url=broker_url(settings.CELERY_BROKER_URL),
+        # Celery prefers $CELERY_BROKER_URL to broker_url as configured here; read and write URLs come first.
+        broker_read_url=broker_url(settings.CELERY_BROKER_URL),
+        broker_write_url=broker_url(settings.CELERY_BROKER_URL),
         broker_transport=broker_transport(settings.CELERY_BROKER_URL),
         broker_transport_options=broker_transport_options(settings),
         broker_connection_retry_on_startup=True,
