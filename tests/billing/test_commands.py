@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from rest_framework.test import APIClient
@@ -208,10 +210,26 @@ class TestSeedDemo:
         assert Tenant.objects.filter(pk="demo").count() == 1
         assert LedgerTransaction.objects.filter(tenant_id="demo", kind="TOPUP").count() == 1  # credit not doubled
         assert balances_get(tenant_id="demo").available_micros == 25 * USD
-        for key in (first["api_key"], second["api_key"]):
-            response = _account(key)
-            assert response.status_code == 200
-            assert (response.json()["tenant_id"], response.json()["available_usd"]) == ("demo", "25.0000")
+        response = _account(second["api_key"])
+        assert response.status_code == 200
+        assert (response.json()["tenant_id"], response.json()["available_usd"]) == ("demo", "25.0000")
+        # The earlier key is revoked: two runs leave one active demo key, not two.
+        assert _account(first["api_key"]).status_code == 401
+        active = ApiKey.objects.filter(tenant_id="demo", revoked_at__isnull=True)
+        assert list(active.values_list("prefix", flat=True)) == [second["api_key"][:16]]
+
+    def test_a_key_issued_by_hand_for_the_demo_tenant_is_left_alone(self) -> None:
+        _json("seed_demo")
+        by_hand = _json("issue_api_key", "demo", "--label", "mine")
+        _json("seed_demo")
+        assert _account(by_hand["api_key"]).status_code == 200
+
+    def test_the_printed_address_is_the_one_make_run_binds(self) -> None:
+        procfile = (Path(settings.BASE_DIR) / "Procfile").read_text()
+        web = next(line for line in procfile.splitlines() if line.startswith("web:"))
+        bind = re.search(r"--bind (\S+)", web)
+        assert bind is not None
+        assert _json("seed_demo")["curl"].split()[4] == f"http://{bind.group(1)}/v1/runs"
 
     def test_text_output_prints_a_working_key(self) -> None:
         out = StringIO()
