@@ -258,8 +258,12 @@ def ledger_settle(
 
 
 def _require_actor_and_reason(actor: str, reason: str) -> None:
-    if not actor.strip() or not reason.strip():
-        raise ApplicationError("VALIDATION_ERROR", "A manual change (money or plan) needs an actor and a reason.")
+    # Separate messages: the commands fill the actor in, so "needs an actor and a reason" sent people looking for
+    # an actor they had not been asked for.
+    if not reason.strip():
+        raise ApplicationError("VALIDATION_ERROR", "A reason is needed: say why (a ticket, a contract, a note).")
+    if not actor.strip():
+        raise ApplicationError("VALIDATION_ERROR", "An actor is needed: who asks for this change.")
 
 
 @transaction.atomic(durable=True)
@@ -326,7 +330,8 @@ def _plan_assign(*, tenant: Tenant, plan_code: str, actor: str, reason: str) -> 
     try:
         plan = Plan.objects.get(code=plan_code)
     except Plan.DoesNotExist:
-        raise ApplicationError("VALIDATION_ERROR", f"There is no plan {plan_code!r}.") from None
+        codes = ", ".join(Plan.objects.order_by("code").values_list("code", flat=True))
+        raise ApplicationError("VALIDATION_ERROR", f"no plan {plan_code!r} (plans: {codes})") from None
     TenantPlan.objects.filter(tenant=tenant, ended_at__isnull=True).update(ended_at=timezone.now())
     return TenantPlan.objects.create(tenant=tenant, plan=plan, actor=actor, reason=reason)
 

@@ -45,7 +45,7 @@ class _ManualMovementForm(forms.Form):
         try:
             micros = parse_usd(raw, field="amount")
         except ApplicationError as exc:
-            raise forms.ValidationError(_amount_error(raw, exc.reason_code)) from None
+            raise forms.ValidationError(amount_error(raw, exc.reason_code)) from None
         validate_manual_amount(micros)
         return micros
 
@@ -78,7 +78,7 @@ def validate_manual_amount(micros: int) -> None:
         raise forms.ValidationError(f"At most {format_usd(MAX_MANUAL_MICROS)} USD at a time.")
 
 
-def _amount_error(raw: str, reason_code: str) -> str:
+def amount_error(raw: str, reason_code: str) -> str:
     """What finance staff should type instead (the API's messages name a regular expression)."""
     if reason_code == "INVALID_MONEY_SCALE":
         return 'At most 4 decimals, e.g. "25.1234".'

@@ -72,6 +72,12 @@ class TestCreateTenant:
         assert plan_get(tenant_id=tenant_id).code == "unlimited"
         assert Tenant.objects.get(pk=tenant_id).name == "Acme Agents"
 
+    def test_an_unknown_plan_is_refused_listing_the_plans_as_set_plan_does(self) -> None:
+        tenant_id = unique_tenant_id()
+        _, text = _refused("create_tenant", tenant_id, "--plan", "gold")
+        assert "no plan 'gold' (plans: starter, unlimited)" in text
+        assert not Tenant.objects.filter(pk=tenant_id).exists()
+
     def test_text_output_shows_the_key_once(self) -> None:
         out = StringIO()
         call_command("create_tenant", unique_tenant_id(), stdout=out)
@@ -150,8 +156,10 @@ class TestTopup:
     def test_reason_is_required(self, owner: Persona) -> None:
         with pytest.raises(CommandError, match="--reason"):
             call_command("topup", owner.tenant.pk, "1.0000", stdout=StringIO(), stderr=StringIO())
-        with pytest.raises(CommandError):
-            call_command("topup", owner.tenant.pk, "1.0000", "--reason", "  ", stdout=StringIO())
+        for empty in ("", "  "):
+            _, text = _refused("topup", owner.tenant.pk, "1.0000", "--reason", empty)
+            assert "A reason is needed" in text
+            assert "actor" not in text  # the command fills the actor in: it was "needs an actor and a reason"
         assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD
 
     @pytest.mark.parametrize("amount", ["0", "0.0000", "-1", "1.00001", "abc", "1e3", "1,5", "", "١٠"])
@@ -161,6 +169,18 @@ class TestTopup:
         assert status == 1
         assert LedgerTransaction.objects.count() == before
         assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD
+
+    @pytest.mark.parametrize("amount", ["-5", "abc", "1,5", "1e3"])
+    def test_a_malformed_amount_is_explained_in_words_as_in_the_admin(self, owner: Persona, amount: str) -> None:
+        _, text = _refused("topup", owner.tenant.pk, amount, "--reason", "r")
+        assert "Type the amount in USD with digits and up to 4 decimals" in text
+        assert "no sign" in text
+        assert "^" not in text  # it was "amount_usd must match ^\\d+(\\.\\d{1,4})?$"
+
+    def test_too_many_decimals_are_explained_in_words(self, owner: Persona) -> None:
+        assert (
+            'At most 4 decimals, e.g. "25.1234".' in _refused("topup", owner.tenant.pk, "1.00001", "--reason", "r")[1]
+        )
 
     def test_unknown_tenant(self) -> None:
         _, text = _refused("topup", "nobody-here", "1", "--reason", "r")
@@ -258,7 +278,7 @@ class TestSetPlan:
         [
             (["nobody-here", "unlimited", "--reason", "r"], "no tenant"),
             (["{owner}", "gold", "--reason", "r"], "no plan 'gold' (plans: starter, unlimited)"),
-            (["{owner}", "unlimited", "--reason", "  "], "needs an actor and a reason"),
+            (["{owner}", "unlimited", "--reason", "  "], "A reason is needed: say why"),
         ],
     )
     def test_refusals(self, owner: Persona, args: list[str], message: str) -> None:

@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from billing.admin.forms import validate_manual_amount
+from billing.admin.forms import amount_error, validate_manual_amount
 from billing.models import LedgerTransaction
 from billing.selectors import balances_get
 from billing.services import ledger_topup
@@ -33,6 +33,9 @@ class Command(DppCommand):
             return
         try:
             amount = parse_usd(options["amount_usd"], field="amount_usd")
+        except ApplicationError as exc:  # its detail names a regular expression: say it in words, as the admin does
+            self.fail(amount_error(options["amount_usd"].strip(), exc.reason_code))
+        try:
             validate_manual_amount(amount)  # the admin's typo guard: a ValidationError, one line (DppCommand)
             txn = ledger_topup(
                 tenant=tenant,
