@@ -158,3 +158,23 @@ def test_what_gunicorn_refuses_itself_is_answered_as_a_problem() -> None:
         assert headers["x-trace-id"] == problem["trace_id"], name
         assert headers["x-request-id"], name
     assert "could not be made a problem" not in log
+
+
+def test_an_idle_keep_alive_connection_is_still_open_after_gunicorns_old_two_seconds() -> None:
+    """gunicorn.conf.py's keep-alive (75 s) applies to a gunicorn started from the project root: a client reusing
+    its connection after 3 s idle gets an answer, where gunicorn's default (2 s) had closed it (a reset)."""
+    with gunicorn(workers=1, threads=2) as base_url:
+        address = urlsplit(base_url)
+        conn = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=10)
+        try:
+            conn.request("GET", "/health")
+            assert conn.getresponse().read()
+            first_socket = conn.sock
+            time.sleep(3)
+            conn.request("GET", "/health")  # http.client reconnects only if the socket was closed on its side
+            response = conn.getresponse()
+            assert response.status == 200
+            response.read()
+            assert conn.sock is first_socket  # the same connection answered
+        finally:
+            conn.close()
