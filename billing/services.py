@@ -11,6 +11,7 @@ the `topup` command) and `tenant_onboard` are top-level and durable.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from billing import sql
 from billing.models import Account, LedgerEntry, LedgerTransaction, Plan, TenantPlan
 from dpp.http.errors import ApplicationError
 from dpp.models import Tenant
-from dpp.money import GRANULE_MICROS, MICROS_PER_USD, format_usd
+from dpp.money import GRANULE_MICROS, MICROS_PER_USD, format_usd, parse_usd
 from dpp.services import tenant_create
 
 Kind = LedgerTransaction.Kind
@@ -203,8 +204,12 @@ def ledger_settle(
 
 
 def _require_actor_and_reason(actor: str, reason: str) -> None:
-    if not actor.strip() or not reason.strip():
-        raise ApplicationError("VALIDATION_ERROR", "A manual change (money or plan) needs an actor and a reason.")
+    # Separate messages: the commands fill the actor in, so "needs an actor and a reason" sent people looking for
+    # an actor they had not been asked for.
+    if not reason.strip():
+        raise ApplicationError("VALIDATION_ERROR", "A reason is needed: say why (a ticket, a contract, a note).")
+    if not actor.strip():
+        raise ApplicationError("VALIDATION_ERROR", "An actor is needed: who asks for this change.")
 
 
 def _topup(*, tenant: Tenant, amount_micros: int, actor: str, reason: str, trace_id: str = "") -> LedgerTransaction:
@@ -300,6 +305,29 @@ def validate_manual_amount(micros: int) -> None:
         raise ApplicationError("VALIDATION_ERROR", f"At most {format_usd(MAX_MANUAL_MICROS)} USD at a time.")
 
 
+def manual_amount_parse(raw: str) -> int:
+    """An amount typed by a person (the admin's forms, the `topup` command) in micros, or 422 VALIDATION_ERROR
+    saying in words what to type (the API's money messages name a regular expression)."""
+    raw = raw.strip()
+    try:
+        micros = parse_usd(raw, field="amount")
+    except ApplicationError as exc:
+        raise ApplicationError("VALIDATION_ERROR", _amount_in_words(raw, exc.reason_code)) from None
+    validate_manual_amount(micros)
+    return micros
+
+
+def _amount_in_words(raw: str, reason_code: str) -> str:
+    if reason_code == "INVALID_MONEY_SCALE":
+        return 'At most 4 decimals, e.g. "25.1234".'
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", raw):  # digits, yet refused: too many of them
+        return f"At most {format_usd(MAX_MANUAL_MICROS)} USD at a time."
+    return (
+        'Type the amount in USD with digits and up to 4 decimals, e.g. "25" or "25.5000": no sign, no thousands '
+        "separator, no currency symbol."
+    )
+
+
 @dataclass(frozen=True)
 class ManualPost:
     transaction: LedgerTransaction
@@ -389,7 +417,8 @@ def _plan_assign(*, tenant: Tenant, plan_code: str, actor: str, reason: str) -> 
     try:
         plan = Plan.objects.get(code=plan_code)
     except Plan.DoesNotExist:
-        raise ApplicationError("VALIDATION_ERROR", f"There is no plan {plan_code!r}.") from None
+        codes = ", ".join(Plan.objects.order_by("code").values_list("code", flat=True))
+        raise ApplicationError("VALIDATION_ERROR", f"no plan {plan_code!r} (plans: {codes})") from None
     TenantPlan.objects.filter(tenant=tenant, ended_at__isnull=True).update(ended_at=timezone.now())
     return TenantPlan.objects.create(tenant=tenant, plan=plan, actor=actor, reason=reason)
 

@@ -21,6 +21,13 @@ app = Celery("dpp")
 SQS_TRANSPORT = "config.adapters.kombu_sqs:Transport"
 
 
+def broker_url(url: str) -> str:
+    """The URL handed to kombu. A bare `filesystem://` names no host, so kombu logs "No hostname was supplied.
+    Reverting to default 'localhost'" at every connection (four times at `make run`, once more in the API on its
+    first submit), as if a network broker were missing; the filesystem transport ignores the host: name it."""
+    return "filesystem://localhost/" if url in ("filesystem://", "filesystem:///") else url
+
+
 def broker_transport(url: str) -> str | None:
     """kombu's SQS transport with a polling loop that survives an SQS outage for `sqs://`
     (config/adapters/kombu_sqs.py); else the one the URL names (None)."""
@@ -108,7 +115,10 @@ def configure(settings: Any) -> None:
     # the one task its pool can start; a crash loses that task, which the reaper re-drives (embedded mode only).
     prefetch = 8 if settings.CELERY_BROKER_URL.startswith("filesystem://") else 1
     app.conf.update(
-        broker_url=settings.CELERY_BROKER_URL,
+        broker_url=broker_url(settings.CELERY_BROKER_URL),
+        # Celery prefers $CELERY_BROKER_URL to broker_url as configured here; read and write URLs come first.
+        broker_read_url=broker_url(settings.CELERY_BROKER_URL),
+        broker_write_url=broker_url(settings.CELERY_BROKER_URL),
         broker_transport=broker_transport(settings.CELERY_BROKER_URL),
         broker_transport_options=broker_transport_options(settings),
         broker_connection_retry_on_startup=True,

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 
+from dpp.admin_tools import view_on_site
 from dpp.http import health as dpp_views
 from dpp.http import problems
 from dpp.http.openapi import OpenApiDocumentView
@@ -18,6 +19,8 @@ urlpatterns = [
     path("redoc", SpectacularRedocView.as_view(url_name="openapi"), name="redoc"),
     path("v1/", include("billing.urls")),
     path("v1/", include("runs.urls")),
+    # Before the admin's own route of the same shortcut, so that an id with a NUL is a 404 there too.
+    path("admin/r/<path:content_type_id>/<path:object_id>/", admin.site.admin_view(view_on_site)),
     path("admin/", admin.site.urls),
 ]
 

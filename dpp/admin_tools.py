@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
+from django.contrib.contenttypes import views as contenttype_views
+from django.contrib.contenttypes.fields import GenericForeignKey
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Model, QuerySet
+from django.db.models import CharField, Field, ForeignObjectRel, Model, QuerySet
 from django.forms import Form
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.functional import cached_property
@@ -86,6 +88,15 @@ class DppModelAdmin(_ModelAdmin):
     show_facets = admin.ShowFacets.NEVER  # facet counts are one COUNT per filter choice
     list_per_page = 50
     list_max_show_all = 200
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        """None — the admin's "does not exist" — for an id that no row can have, before the database sees it: a
+        NUL (PostgreSQL text cannot hold one: a DataError, a 500) or a value longer than the key's column."""
+        opts = self.model._meta
+        field = opts.get_field(from_field) if from_field else opts.pk
+        if not storable_key(field, object_id):
+            return None
+        return super().get_object(request, object_id, from_field)
 
 
 class CsvExportMixin:
@@ -187,6 +198,21 @@ def parse_row_id(value: str) -> int | None:
     """A bigint primary key typed by a person (ASCII digits only: str.isdigit also takes "²"), or None."""
     value = value.strip()
     return int(value) if _ROW_ID_RE.fullmatch(value) else None
+
+
+def storable_key(field: Field[Any, Any] | ForeignObjectRel | GenericForeignKey | None, value: str) -> bool:
+    """Whether `value` may be stored in `field` at all (the field's own to_python still judges its form)."""
+    if "\x00" in value:
+        return False
+    # Only a text column's length bounds its values (a UUIDField has a max_length too, for its 32 hex digits).
+    return not isinstance(field, CharField) or field.max_length is None or len(value) <= field.max_length
+
+
+def view_on_site(request: HttpRequest, content_type_id: str, object_id: str) -> HttpResponse:
+    """The admin's "view on site" shortcut (`admin/r/<type>/<id>/`), with an id no row can hold a 404, not a 500."""
+    if "\x00" in object_id:
+        raise Http404("no such object")
+    return contenttype_views.shortcut(request, content_type_id, object_id)
 
 
 def parse_uuid(value: str) -> uuid.UUID | None:

@@ -7,4 +7,9 @@ class DppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.contrib import admin
+
+        from dpp.admin_login import ThrottledAdminAuthenticationForm
         from dpp.http import openapi  # noqa: F401 - registers the bearer scheme with drf-spectacular
+
+        admin.site.login_form = ThrottledAdminAuthenticationForm

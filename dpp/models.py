@@ -60,3 +60,27 @@ class ApiKey(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class AdminLoginFailure(models.Model):
+    """One failed admin login (dpp.admin_login): the user name as typed and the client's address.
+
+    The rows are the memory of the throttle, kept a day; the log says the same for longer. `cleared_at` is set by
+    `unlock_login`: a cleared failure no longer counts, and the row stays as a record of it.
+    """
+
+    username = models.CharField(max_length=150)
+    address = models.CharField(max_length=45)  # an IPv6 address in text is at most 45 characters
+    failed_at = models.DateTimeField()
+    cleared_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        default_permissions = ()  # not in the admin: read by dpp.admin_login and cleared by unlock_login only
+        indexes = [
+            models.Index(fields=["username", "failed_at"], name="dpp_loginfail_user_at"),
+            models.Index(fields=["address", "failed_at"], name="dpp_loginfail_addr_at"),
+            models.Index(fields=["failed_at"], name="dpp_loginfail_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.username} from {self.address} at {self.failed_at:%Y-%m-%d %H:%M:%S}"

@@ -286,8 +286,9 @@ class RunResultApi(RunOwnerMixin, TenantApiView):
     @extend_schema(
         operation_id="runs_result",
         description="The run's result envelope: served (local storage, with its sha256 in ETag and "
-        "X-DPP-Result-SHA256) or a 302 to a signed storage URL (S3). 409 before the run completed, 410 after "
-        "retention, 503 while the storage cannot be read.",
+        "X-DPP-Result-SHA256) or a 302 to a signed storage URL (S3). 409 RESULT_NOT_READY while a result may "
+        "still come (QUEUED, PROCESSING), 409 RUN_TERMINAL for a run that ended without one (FAILED, CANCELED, "
+        "EXPIRED), 410 after retention, 503 while the storage cannot be read.",
         parameters=[
             _response_header("Location", "the signed storage URL (S3), valid AWS_QUERYSTRING_EXPIRE s", [302]),
             _response_header("ETag", "the envelope's sha256, quoted (local storage)", [200]),
@@ -302,9 +303,12 @@ class RunResultApi(RunOwnerMixin, TenantApiView):
     )
     def get(self, request: Request, run_id: str) -> HttpResponse:
         run = self.owned_run(self.tenant(request), run_id)
+        if run.is_terminal and run.status != RunStatus.COMPLETED:
+            # RESULT_NOT_READY would tell the agent to wait for a result that never comes.
+            ended = f"The run ended {run.status}" + (f" ({run.reason_code})" if run.reason_code else "")
+            raise ApplicationError("RUN_TERMINAL", f"{ended}: this run has no result, and never will.")
         if run.status != RunStatus.COMPLETED or not run.result_key:
-            detail = "The run has not completed yet." if not run.is_terminal else f"The run ended {run.status}."
-            raise ApplicationError("RESULT_NOT_READY", detail + " Only a COMPLETED run has a result.")
+            raise ApplicationError("RESULT_NOT_READY", "The run has not completed yet; poll it until it is COMPLETED.")
         expires_at = results.result_expires_at(run)
         if expires_at is not None and expires_at <= datetime.now(tz=expires_at.tzinfo):
             raise ApplicationError("RESULT_EXPIRED", f"The result expired at {expires_at.isoformat()}.")

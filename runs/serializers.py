@@ -99,6 +99,9 @@ class RunMetaOut(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     completed_at = serializers.DateTimeField(allow_null=True)
+    cancel_requested_at = serializers.DateTimeField(
+        allow_null=True, help_text="When a cancel of this run was requested while it was PROCESSING; else null."
+    )
     trace_id = serializers.CharField()
     profile_version = serializers.CharField()
 

@@ -5,7 +5,9 @@ overrides"): a reverse proxy answers most of those in production; the status is 
 
 from __future__ import annotations
 
+import http.client
 import socket
+import time
 from urllib.parse import urlsplit
 
 import requests
@@ -64,3 +66,23 @@ def test_what_gunicorn_refuses_itself_gets_its_status_on_gunicorns_own_page() ->
         assert headers["connection"] == "close", name
         assert int(headers["content-length"]) == len(body), name
         assert body.startswith(b"<html>"), name
+
+
+def test_an_idle_keep_alive_connection_is_still_open_after_gunicorns_old_two_seconds() -> None:
+    """gunicorn.conf.py's keep-alive (75 s) applies to a gunicorn started from the project root: a client reusing
+    its connection after 3 s idle gets an answer, where gunicorn's default (2 s) had closed it (a reset)."""
+    with gunicorn(workers=1, threads=2) as base_url:
+        address = urlsplit(base_url)
+        conn = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=10)
+        try:
+            conn.request("GET", "/health")
+            assert conn.getresponse().read()
+            first_socket = conn.sock
+            time.sleep(3)
+            conn.request("GET", "/health")  # http.client reconnects only if the socket was closed on its side
+            response = conn.getresponse()
+            assert response.status == 200
+            response.read()
+            assert conn.sock is first_socket  # the same connection answered
+        finally:
+            conn.close()

@@ -11,10 +11,9 @@ from django import forms
 from django.http import QueryDict
 
 from billing.models import Account, LedgerTransaction
-from billing.services import MAX_MANUAL_MICROS, validate_manual_amount
+from billing.services import manual_amount_parse
 from dpp.dates import utc_days
 from dpp.http.errors import ApplicationError
-from dpp.money import format_usd, parse_usd
 
 _NONCE_RE = re.compile(r"[0-9a-f]{32}")
 STALE_FORM = "This form's one-time code was missing or altered: check the values below and submit again."
@@ -42,14 +41,9 @@ class _ManualMovementForm(forms.Form):
     def clean_amount(self) -> int:
         raw = self.cleaned_data["amount"].strip()
         try:
-            micros = parse_usd(raw, field="amount")
-        except ApplicationError as exc:
-            raise forms.ValidationError(_amount_error(raw, exc.reason_code)) from None
-        try:
-            validate_manual_amount(micros)  # what ledger_manual_post checks too, shown here by the field
+            return manual_amount_parse(raw)
         except ApplicationError as exc:
             raise forms.ValidationError(exc.detail) from None
-        return micros
 
     def clean_reason(self) -> str:
         reason: str = self.cleaned_data["reason"].strip()
@@ -70,18 +64,6 @@ class _ManualMovementForm(forms.Form):
             data = self.data.copy() if isinstance(self.data, QueryDict) else dict(self.data)  # one value per name
             data["nonce"] = self.new_nonce()
             self.data = data
-
-
-def _amount_error(raw: str, reason_code: str) -> str:
-    """What finance staff should type instead (the API's messages name a regular expression)."""
-    if reason_code == "INVALID_MONEY_SCALE":
-        return 'At most 4 decimals, e.g. "25.1234".'
-    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", raw):  # digits, yet refused: too many of them
-        return f"At most {format_usd(MAX_MANUAL_MICROS)} USD at a time."
-    return (
-        'Type the amount in USD with digits and up to 4 decimals, e.g. "25" or "25.5000": no sign, no thousands '
-        "separator, no currency symbol."
-    )
 
 
 class TopupForm(_ManualMovementForm):

@@ -1,8 +1,9 @@
 """Rate limits in Redis: GCRA in one Lua script, atomic, one round trip, Redis's clock for every API process.
 
 Headers follow the IETF draft (draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy: "reads";q=300;w=60`
-and `RateLimit: "reads";r=299;t=1`. If Redis is not configured or unreachable, requests are let through
-(money never lives in Redis), with a warning in the log and a metric.
+and `RateLimit: "reads";r=299;t=1`. Without `REDIS_URL` (the embedded mode) limits are off: no header is sent,
+since a quota that never goes down would be a promise not kept (`/readyz` warns instead). If Redis is configured
+but unreachable, requests are let through (money never lives in Redis), with a warning in the log and a metric.
 
 A tenant's requests count against the tenant's plan (`RateLimitedViewMixin`). Every other /v1 answer — no key or
 a bad one, a path that does not exist, the OpenAPI document — counts against the client's address under the
@@ -86,12 +87,12 @@ def _warn_fail_open(reason: str) -> None:
         logger.warning("rate limiting fails open: %s", reason)
 
 
-def check(*, policy: str, identity: str, limit_per_min: int) -> RateDecision:
-    """Count one request of `identity` against `limit_per_min`; never raises."""
+def check(*, policy: str, identity: str, limit_per_min: int) -> RateDecision | None:
+    """Count one request of `identity` against `limit_per_min`; None when rate limits are off; never raises."""
     global _script  # noqa: PLW0603 - the registered script is cached per process
     client = get_redis()
     if client is None:
-        return RateDecision(policy, limit_per_min, limit_per_min, WINDOW_S, 0, allowed=True)
+        return None
     interval_us = WINDOW_S * 1_000_000 // max(limit_per_min, 1)
     try:
         if _script is None:
@@ -124,6 +125,11 @@ ANONYMOUS_POLICY = "anonymous"
 _address_of = BaseThrottle()  # DRF's reading of the client's address: REMOTE_ADDR, or X-Forwarded-For per NUM_PROXIES
 
 
+def client_address(request: HttpRequest) -> str:
+    """The client's address as the rate limits see it (`DPP_NUM_PROXIES`); "" when there is none."""
+    return _address_of.get_ident(cast(Request, request)) or ""  # it reads only .headers and .META
+
+
 def anonymous_limited(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     """A /v1 answer that no tenant was counted for, counted against the client's address.
 
@@ -134,9 +140,11 @@ def anonymous_limited(request: HttpRequest, response: HttpResponse) -> HttpRespo
     """
     decision = check(
         policy=ANONYMOUS_POLICY,
-        identity=_address_of.get_ident(cast(Request, request)) or "unknown",  # it reads only .headers and .META
+        identity=client_address(request) or "unknown",
         limit_per_min=settings.DPP_ANONYMOUS_RATE_LIMIT,
     )
+    if decision is None:
+        return response
     if not decision.allowed and response.status_code < 500 and request.method != "OPTIONS":
         refused = problem_response(_rate_limited(decision), request)
         for name, value in response.items():  # CORS, so that a browser may read the 429
@@ -168,7 +176,7 @@ class RateLimitedViewMixin:
         policy = self.rate_limit_policy_for(request)
         decision = check(policy=policy, identity=str(tenant.pk), limit_per_min=self.rate_limit_for(request, policy))
         request._dpp_rate_decision = decision  # type: ignore[attr-defined]
-        if not decision.allowed:
+        if decision is not None and not decision.allowed:
             raise _rate_limited(decision)
 
     def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from rest_framework.test import APIClient
@@ -69,6 +71,12 @@ class TestCreateTenant:
         assert body["plan"] == "unlimited"
         assert plan_get(tenant_id=tenant_id).code == "unlimited"
         assert Tenant.objects.get(pk=tenant_id).name == "Acme Agents"
+
+    def test_an_unknown_plan_is_refused_listing_the_plans_as_set_plan_does(self) -> None:
+        tenant_id = unique_tenant_id()
+        _, text = _refused("create_tenant", tenant_id, "--plan", "gold")
+        assert "no plan 'gold' (plans: starter, unlimited)" in text
+        assert not Tenant.objects.filter(pk=tenant_id).exists()
 
     def test_text_output_shows_the_key_once(self) -> None:
         out = StringIO()
@@ -148,8 +156,10 @@ class TestTopup:
     def test_reason_is_required(self, owner: Persona) -> None:
         with pytest.raises(CommandError, match="--reason"):
             call_command("topup", owner.tenant.pk, "1.0000", stdout=StringIO(), stderr=StringIO())
-        with pytest.raises(CommandError):
-            call_command("topup", owner.tenant.pk, "1.0000", "--reason", "  ", stdout=StringIO())
+        for empty in ("", "  "):
+            _, text = _refused("topup", owner.tenant.pk, "1.0000", "--reason", empty)
+            assert "A reason is needed" in text
+            assert "actor" not in text  # the command fills the actor in: it was "needs an actor and a reason"
         assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD
 
     @pytest.mark.parametrize("amount", ["0", "0.0000", "-1", "1.00001", "abc", "1e3", "1,5", "", "١٠"])
@@ -159,6 +169,18 @@ class TestTopup:
         assert status == 1
         assert LedgerTransaction.objects.count() == before
         assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD
+
+    @pytest.mark.parametrize("amount", ["-5", "abc", "1,5", "1e3"])
+    def test_a_malformed_amount_is_explained_in_words_as_in_the_admin(self, owner: Persona, amount: str) -> None:
+        _, text = _refused("topup", owner.tenant.pk, amount, "--reason", "r")
+        assert "Type the amount in USD with digits and up to 4 decimals" in text
+        assert "no sign" in text
+        assert "^" not in text  # it was "amount_usd must match ^\\d+(\\.\\d{1,4})?$"
+
+    def test_too_many_decimals_are_explained_in_words(self, owner: Persona) -> None:
+        assert (
+            'At most 4 decimals, e.g. "25.1234".' in _refused("topup", owner.tenant.pk, "1.00001", "--reason", "r")[1]
+        )
 
     def test_unknown_tenant(self) -> None:
         _, text = _refused("topup", "nobody-here", "1", "--reason", "r")
@@ -208,10 +230,26 @@ class TestSeedDemo:
         assert Tenant.objects.filter(pk="demo").count() == 1
         assert LedgerTransaction.objects.filter(tenant_id="demo", kind="TOPUP").count() == 1  # credit not doubled
         assert balances_get(tenant_id="demo").available_micros == 25 * USD
-        for key in (first["api_key"], second["api_key"]):
-            response = _account(key)
-            assert response.status_code == 200
-            assert (response.json()["tenant_id"], response.json()["available_usd"]) == ("demo", "25.0000")
+        response = _account(second["api_key"])
+        assert response.status_code == 200
+        assert (response.json()["tenant_id"], response.json()["available_usd"]) == ("demo", "25.0000")
+        # The earlier key is revoked: two runs leave one active demo key, not two.
+        assert _account(first["api_key"]).status_code == 401
+        active = ApiKey.objects.filter(tenant_id="demo", revoked_at__isnull=True)
+        assert list(active.values_list("prefix", flat=True)) == [second["api_key"][:16]]
+
+    def test_a_key_issued_by_hand_for_the_demo_tenant_is_left_alone(self) -> None:
+        _json("seed_demo")
+        by_hand = _json("issue_api_key", "demo", "--label", "mine")
+        _json("seed_demo")
+        assert _account(by_hand["api_key"]).status_code == 200
+
+    def test_the_printed_address_is_the_one_make_run_binds(self) -> None:
+        procfile = (Path(settings.BASE_DIR) / "Procfile").read_text()
+        web = next(line for line in procfile.splitlines() if line.startswith("web:"))
+        bind = re.search(r"--bind (\S+)", web)
+        assert bind is not None
+        assert _json("seed_demo")["curl"].split()[4] == f"http://{bind.group(1)}/v1/runs"
 
     def test_text_output_prints_a_working_key(self) -> None:
         out = StringIO()
@@ -240,7 +278,7 @@ class TestSetPlan:
         [
             (["nobody-here", "unlimited", "--reason", "r"], "no tenant"),
             (["{owner}", "gold", "--reason", "r"], "no plan 'gold' (plans: starter, unlimited)"),
-            (["{owner}", "unlimited", "--reason", "  "], "needs an actor and a reason"),
+            (["{owner}", "unlimited", "--reason", "  "], "A reason is needed: say why"),
         ],
     )
     def test_refusals(self, owner: Persona, args: list[str], message: str) -> None:

@@ -21,6 +21,7 @@ COMMANDS = [
     ["revoke_api_key", "dpp_live_ABCDEFG"],
     ["set_plan", "acme", "unlimited", "--reason", "r"],
     ["seed_demo"],
+    ["unlock_login", "fiona"],
 ]
 
 

@@ -74,6 +74,7 @@ def test_cancel_queued_is_200_canceled_with_a_full_release(unlimited: Persona) -
     }
     assert run["error"]["reason_code"] == "CANCELED_BY_CLIENT"
     assert run["meta"]["completed_at"] is not None
+    assert run["meta"]["cancel_requested_at"] is None  # canceled at once: no request was left pending
     assert response["X-DPP-Cost-Reserved"] == "0.0500"
     assert response["X-DPP-Cost-Actual"] == "0.0000"
     assert balances(unlimited) == (10 * USD, 0)
@@ -92,6 +93,10 @@ def test_cancel_processing_is_202_then_the_worker_ends_it_canceled_with_the_mini
     assert "X-DPP-Cost-Actual" not in response
     requested_at = run_row(run_id).cancel_requested_at
     assert requested_at is not None
+    # The 202 body and every poll say that a cancel was requested, and when (ISO 8601, UTC).
+    stamp = requested_at.isoformat().replace("+00:00", "Z")
+    assert run["meta"]["cancel_requested_at"] == stamp
+    assert unlimited.client.get(f"/v1/runs/{run_id}").json()["meta"]["cancel_requested_at"] == stamp
     assert balances(unlimited) == (10 * USD - 500_000, 500_000)
     again = _cancel(unlimited, run_id)  # asking twice is harmless
     assert again.status_code == 202
@@ -185,20 +190,31 @@ def test_cancel_completed_is_409(unlimited: Persona) -> None:
 # --- result ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("state", ["queued", "processing", "failed", "canceled", "expired"])
-def test_result_not_ready(unlimited: Persona, state: str) -> None:
+@pytest.mark.parametrize("state", ["queued", "processing"])
+def test_result_not_ready_while_a_result_may_still_come(unlimited: Persona, state: str) -> None:
     run_id = accepted(unlimited.client, body())["run_id"]
     if state == "processing":
         _lease(run_id)
-    elif state == "failed":
+    problem = assert_problem(unlimited.client.get(f"/v1/runs/{run_id}/result"), 409, "RESULT_NOT_READY")
+    assert problem["detail"] == "The run has not completed yet; poll it until it is COMPLETED."
+    assert unlimited.client.get(f"/v1/runs/{run_id}").json()["meta"]["cancel_requested_at"] is None
+
+
+@pytest.mark.parametrize("state", ["failed", "canceled", "expired"])
+def test_result_of_a_run_that_ended_without_one_is_run_terminal(unlimited: Persona, state: str) -> None:
+    """RESULT_NOT_READY would tell an agent to wait for a result that will never come."""
+    run_id = accepted(unlimited.client, body())["run_id"]
+    if state == "failed":
         lease = _lease(run_id)
         assert services.run_fail(run=lease.run, lease_token=lease.token, reason_code="PACK_FAILED", detail="x")
     elif state == "canceled":
         assert _cancel(unlimited, run_id).status_code == 200
     elif state == "expired":
         assert services.run_expire_queued(run=run_row(run_id))
-    problem = assert_problem(unlimited.client.get(f"/v1/runs/{run_id}/result"), 409, "RESULT_NOT_READY")
-    assert "COMPLETED" in problem["detail"]
+    problem = assert_problem(unlimited.client.get(f"/v1/runs/{run_id}/result"), 409, "RUN_TERMINAL")
+    ended = {"failed": "FAILED", "canceled": "CANCELED", "expired": "EXPIRED"}[state]
+    assert problem["detail"].startswith(f"The run ended {ended} (")
+    assert problem["detail"].endswith("): this run has no result, and never will.")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -268,9 +284,10 @@ def test_result_gone_from_storage_is_410(unlimited: Persona) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_failed_run_result_is_not_ready_and_charged_the_minimum_fee(unlimited: Persona) -> None:
+def test_failed_run_result_is_run_terminal_and_charged_the_minimum_fee(unlimited: Persona) -> None:
     run_id = accepted(unlimited.client, body(inputs=DIAGNOSTIC_FAIL, max_cost_usd="0.0500"))["run_id"]
     assert execute(run_id) == "failed:PACK_FAILED"
-    assert_problem(unlimited.client.get(f"/v1/runs/{run_id}/result"), 409, "RESULT_NOT_READY")
+    problem = assert_problem(unlimited.client.get(f"/v1/runs/{run_id}/result"), 409, "RUN_TERMINAL")
+    assert problem["detail"] == "The run ended FAILED (PACK_FAILED): this run has no result, and never will."
     assert Run.objects.get(pk=run_id).charged_micros == 5_000
     assert balances(unlimited) == (10 * USD - 5_000, 0)

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.django_db
 
 RUN_KEYS = {"run_id", "pack_type", "status", "money_state", "cost", "result", "error", "meta"}
 COST_KEYS = {"reserved_usd", "used_usd", "minimum_fee_usd", "budget_remaining_usd"}
-META_KEYS = {"created_at", "updated_at", "completed_at", "trace_id", "profile_version"}
+META_KEYS = {"created_at", "updated_at", "completed_at", "cancel_requested_at", "trace_id", "profile_version"}
 
 
 def get_run(persona: Persona, run_id: str) -> tuple[dict[str, Any], Any]:

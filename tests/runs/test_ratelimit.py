@@ -133,6 +133,24 @@ def test_redis_down_fails_open_and_counts_it(owner: Persona) -> None:
     assert _fail_open_total() == before + 3
 
 
+def test_without_redis_url_limits_are_off_and_no_header_promises_a_quota(owner: Persona) -> None:
+    """The embedded mode: no RateLimit header on a tenant's or an anonymous answer; /readyz still warns."""
+    with override_settings(REDIS_URL=""):
+        answers = [
+            owner.client.get("/v1/account"),
+            submit(owner.client, body("decision", max_cost_usd="0.0100")),
+            Client().get("/v1/account"),  # no key: the anonymous policy
+            Client().get("/v1/openapi.json"),
+        ]
+        ready = Client().get("/readyz")
+    assert [answer.status_code for answer in answers] == [200, 202, 401, 200]
+    for answer in answers:
+        assert "RateLimit" not in answer
+        assert "RateLimit-Policy" not in answer
+    assert ready.json()["services"]["redis"] == "disabled"
+    assert "rate limiting is off: REDIS_URL is not set" in ready.json()["warnings"]
+
+
 # --- answers no tenant is counted for: the client's address, policy "anonymous" ------------------------------
 
 ANONYMOUS = 60

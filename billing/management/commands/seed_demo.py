@@ -2,24 +2,43 @@ import secrets
 from typing import Any
 
 from django.core.management.base import CommandParser
+from django.db import transaction
 
 from billing.selectors import balances_get, plan_get
 from billing.services import ledger_topup, tenant_onboard
 from dpp.management.base import DppCommand
-from dpp.models import Tenant
+from dpp.models import ApiKey, Tenant
 from dpp.money import format_usd
-from dpp.services import api_key_issue
+from dpp.services import IssuedKey, api_key_issue, api_key_revoke_by_id
 
 DEMO_CREDIT_MICROS = 25_000_000
+DEMO_KEY_LABEL = "seed_demo"
+# The address `make run` serves the API on: the Procfile's `web` binds it (tests/billing/test_commands.py checks
+# that the two agree).
+DEMO_BASE_URL = "http://127.0.0.1:8000"
+
+
+@transaction.atomic
+def _fresh_demo_key(tenant: Tenant) -> IssuedKey:
+    """A new demo key, the earlier ones revoked: a key is never stored, so it cannot be shown again, and every
+    `make run` would otherwise leave one more active key behind."""
+    for earlier in ApiKey.objects.filter(tenant=tenant, label=DEMO_KEY_LABEL, revoked_at__isnull=True):
+        api_key_revoke_by_id(api_key=earlier, actor="cli:seed_demo")
+    return api_key_issue(tenant=tenant, label=DEMO_KEY_LABEL)
 
 
 class Command(DppCommand):
-    help = "A demo tenant with credit and a fresh API key, for the quick start (safe to run again)."
+    help = (
+        "A demo tenant with credit and a fresh API key, for the quick start (safe to run again: the previous demo "
+        "key is revoked)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
         parser.add_argument("--tenant", default="demo")
-        parser.add_argument("--base-url", default="http://127.0.0.1:8000")
+        parser.add_argument(
+            "--base-url", default=DEMO_BASE_URL, help=f"where the API answers (default {DEMO_BASE_URL})"
+        )
 
     def run(self, **options: Any) -> None:
         tenant = Tenant.objects.filter(pk=options["tenant"]).first()
@@ -28,7 +47,7 @@ class Command(DppCommand):
                 tenant_id=options["tenant"], name="Demo tenant", plan_code="starter", actor="cli:seed_demo"
             )
             ledger_topup(tenant=tenant, amount_micros=DEMO_CREDIT_MICROS, actor="cli:seed_demo", reason="demo credit")
-        issued = api_key_issue(tenant=tenant, label="seed_demo")
+        issued = _fresh_demo_key(tenant)
         available = format_usd(balances_get(tenant_id=tenant.pk).available_micros)
         plan = plan_get(tenant_id=tenant.pk).code
         base = options["base_url"]

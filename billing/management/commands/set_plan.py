@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from billing.models import Plan, TenantPlan
+from billing.models import TenantPlan
 from billing.selectors import plan_get
 from billing.services import plan_assign
 from dpp.http.errors import ApplicationError
@@ -28,9 +28,6 @@ class Command(DppCommand):
         tenant = Tenant.objects.filter(pk=options["tenant_id"]).first()
         if tenant is None:
             self.fail(f"no tenant {options['tenant_id']!r}")
-        if not Plan.objects.filter(code=options["plan"]).exists():
-            codes = ", ".join(Plan.objects.order_by("code").values_list("code", flat=True))
-            self.fail(f"no plan {options['plan']!r} (plans: {codes})")
         previous = plan_get(tenant_id=tenant.pk).code
         if previous == options["plan"]:
             payload = {"tenant_id": tenant.pk, "plan": previous, "previous_plan": previous, "changed": False}

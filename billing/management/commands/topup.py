@@ -4,11 +4,11 @@ from django.core.management.base import CommandParser
 
 from billing.models import LedgerTransaction
 from billing.selectors import balances_get
-from billing.services import ledger_manual_post
+from billing.services import ledger_manual_post, manual_amount_parse
 from dpp.http.errors import ApplicationError
 from dpp.management.base import DppCommand, actor, fits
 from dpp.models import Tenant
-from dpp.money import format_usd, parse_usd
+from dpp.money import format_usd
 
 
 class Command(DppCommand):
@@ -31,7 +31,7 @@ class Command(DppCommand):
             self.fail(f"no tenant {options['tenant_id']!r}")
             return
         try:
-            amount = parse_usd(options["amount_usd"], field="amount_usd")
+            amount = manual_amount_parse(options["amount_usd"])
             txn = ledger_manual_post(
                 tenant=tenant,
                 kind=LedgerTransaction.Kind.TOPUP,
