@@ -262,7 +262,8 @@ class RunDetailApi(RunOwnerMixin, TenantApiView):
 
 
 class RunCancelApi(RunOwnerMixin, TenantApiView):
-    rate_limit_policy = "submits"
+    # A cancel moves no money in: counted as a read, so that an agent out of submits can still stop its runs.
+    rate_limit_policy = "reads"
 
     @extend_schema(
         operation_id="runs_cancel",

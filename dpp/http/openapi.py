@@ -59,8 +59,10 @@ _STRING = {"type": "string"}
 # Headers on every /v1 response (dpp.http.middleware, dpp.http.ratelimit); Retry-After on the statuses that carry it.
 COMMON_HEADERS = {
     "RateLimit-Policy": 'The quota counted against: `"<policy>";q=<requests>;w=60` (IETF draft). Policies: '
-    "`submits`, `reads` (per tenant, from its plan), `anonymous` (per client address, without a good key).",
-    "RateLimit": 'What is left of it: `"<policy>";r=<remaining>;t=<seconds until full>`.',
+    "`submits` (POST /v1/runs), `reads` (every other call, cancels included; per tenant, from its plan), "
+    "`anonymous` (per client address, without a good key).",
+    "RateLimit": 'What is left of it: `"<policy>";r=<remaining>;t=<seconds until full>`; on a 429 `r=0` and `t` '
+    "the seconds until the policy admits the next request, the same number as `Retry-After`.",
     "X-Request-ID": "The request's `X-Request-ID` echoed, or a new one.",
     "X-Trace-Id": "The trace id of this request (also in every problem and in the logs).",
 }
