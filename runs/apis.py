@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from billing.apis import TenantApiView
 from billing.models import Plan
 from billing.selectors import balances_get
+from dpp.http.conditional import ConditionalGetMixin
 from dpp.http.errors import ApplicationError
 from dpp.http.openapi import problems
 from dpp.http.pagination import PAGE_PARAMETERS, decode_cursor, encode_cursor, parse_limit
@@ -243,7 +244,7 @@ def _position(position: dict[str, Any] | None) -> tuple[datetime, uuid.UUID] | N
     return created_at, run_id
 
 
-class RunDetailApi(RunOwnerMixin, TenantApiView):
+class RunDetailApi(ConditionalGetMixin, RunOwnerMixin, TenantApiView):
     @extend_schema(
         operation_id="runs_get",
         description=(
@@ -287,7 +288,7 @@ class RunCancelApi(RunOwnerMixin, TenantApiView):
         return _with_headers(Response(body, status=status), presenters.cost_headers(outcome.run))
 
 
-class RunResultApi(RunOwnerMixin, TenantApiView):
+class RunResultApi(ConditionalGetMixin, RunOwnerMixin, TenantApiView):
     @extend_schema(
         operation_id="runs_result",
         description="The run's result envelope: served (local storage, with its sha256 in ETag and "
