@@ -61,19 +61,21 @@ class _KeptPage:
 
 def problem_page(page: bytes, path: str | None) -> bytes:
     """gunicorn's HTML error page as an HTTP/1.1 problem+json response with the same status."""
-    from dpp.http.problems import PROBLEM_CONTENT_TYPE, error_for_status, problem_body
+    from dpp.http.problems import PROBLEM_CONTENT_TYPE, error_for_status, problem_body, problem_instance
 
     status_match = _ERROR_STATUS_RE.match(page)
     status = int(status_match.group(1)) if status_match else 400
     message_match = _ERROR_MESSAGE_RE.search(page)
     message = html.unescape(message_match.group(1).decode("latin-1")) if message_match else ""
     error = error_for_status(status, message or None)
-    trace_id = uuid.uuid4().hex
-    body = json.dumps(problem_body(error, instance=path, trace_id=trace_id)).encode()
+    trace_id, request_id = uuid.uuid4().hex, uuid.uuid4().hex
+    # A request gunicorn could not parse (a request line over its limit, too many header fields) has no path.
+    instance = path or problem_instance(None, request_id)
+    body = json.dumps(problem_body(error, instance=instance, trace_id=trace_id)).encode()
     reason = page.split(b"\r\n", 1)[0].split(b" ", 2)[-1].decode("latin-1") if status_match else "Bad Request"
     head = (
         f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\n"
-        f"Content-Length: {len(body)}\r\nX-Request-ID: {uuid.uuid4().hex}\r\nX-Trace-Id: {trace_id}\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nX-Request-ID: {request_id}\r\nX-Trace-Id: {trace_id}\r\n\r\n"
     )
     return head.encode("latin-1") + body
 

@@ -239,7 +239,10 @@ CORS_ALLOW_HEADERS = (
     "authorization",
     "content-type",
     "idempotency-key",
+    "if-match",  # conditional GETs of a run or a result (SPEC §4 Caching)
+    "if-none-match",
     "traceparent",
+    "tracestate",
     "x-request-id",
     "x-trace-id",
 )
@@ -256,6 +259,7 @@ CORS_EXPOSE_HEADERS = (
     "RateLimit",
     "RateLimit-Policy",
     "Retry-After",
+    "tracestate",  # echoed back beside X-Trace-Id
 )
 
 REST_FRAMEWORK = {

@@ -138,6 +138,10 @@ REFUSED_BY_GUNICORN = {
 }
 
 
+def _path_of(request: bytes) -> str:
+    return request.split(b" ", 2)[1].split(b"?", 1)[0].decode("latin-1")
+
+
 def test_what_gunicorn_refuses_itself_is_answered_as_a_problem() -> None:
     """SPEC §4.1: every error is application/problem+json, also a request that never reaches Django."""
     answers = {}
@@ -157,4 +161,6 @@ def test_what_gunicorn_refuses_itself_is_answered_as_a_problem() -> None:
         assert problem["detail"], name
         assert headers["x-trace-id"] == problem["trace_id"], name
         assert headers["x-request-id"], name
+        # Always a string (SPEC §4.1): the path, or, for a request gunicorn could not parse, its request id.
+        assert problem["instance"] in (_path_of(request), f"urn:dpp:request:{headers['x-request-id']}"), name
     assert "could not be made a problem" not in log
