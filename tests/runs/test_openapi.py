@@ -36,9 +36,9 @@ PROBLEM = "application/problem+json"
 OPERATIONS: dict[tuple[str, str], set[str]] = {
     ("post", "/v1/runs"): {"400", "401", "402", "403", "409", "413", "415", "422", "429", "503"},
     ("get", "/v1/runs"): {"401", "403", "422", "429", "503"},
-    ("get", "/v1/runs/{run_id}"): {"401", "403", "404", "429", "503"},
+    ("get", "/v1/runs/{run_id}"): {"401", "403", "404", "412", "429", "503"},
     ("post", "/v1/runs/{run_id}/cancel"): {"401", "403", "404", "409", "429", "503"},
-    ("get", "/v1/runs/{run_id}/result"): {"401", "403", "404", "409", "410", "429", "503"},
+    ("get", "/v1/runs/{run_id}/result"): {"401", "403", "404", "409", "410", "412", "429", "503"},
     ("get", "/v1/account"): {"401", "403", "429", "503"},
     ("get", "/v1/ledger"): {"401", "403", "422", "429", "503"},
     ("get", "/v1/usage"): {"401", "403", "422", "429", "503"},
@@ -47,7 +47,8 @@ OPERATIONS: dict[tuple[str, str], set[str]] = {
 SUCCESS: dict[tuple[str, str], set[str]] = {
     ("post", "/v1/runs"): {"202"},
     ("post", "/v1/runs/{run_id}/cancel"): {"200", "202"},
-    ("get", "/v1/runs/{run_id}/result"): {"200", "302"},
+    ("get", "/v1/runs/{run_id}"): {"200", "304"},
+    ("get", "/v1/runs/{run_id}/result"): {"200", "302", "304"},
 }
 
 
@@ -116,7 +117,7 @@ def test_problem_schema_and_bearer_scheme(document: dict[str, Any]) -> None:
 
 def test_submit_documents_its_body_and_idempotency_key(document: dict[str, Any]) -> None:
     operation = document["paths"]["/v1/runs"]["post"]
-    (key,) = [p for p in operation["parameters"] if p["in"] == "header"]
+    (key,) = [p for p in operation["parameters"] if p.get("in") == "header"]
     assert key["name"] == "Idempotency-Key"
     assert key["required"] is True
     assert key["schema"]["pattern"] == r"^[A-Za-z0-9_.:-]{8,64}$"
@@ -170,7 +171,7 @@ def test_the_money_pattern_matches_the_parser(value: str) -> None:
 
 @pytest.mark.parametrize(("method", "path"), [("get", "/v1/runs"), ("get", "/v1/ledger")])
 def test_page_limits_are_documented_with_their_bounds(document: dict[str, Any], method: str, path: str) -> None:
-    (limit,) = [p for p in document["paths"][path][method]["parameters"] if p["name"] == "limit"]
+    (limit,) = [p for p in document["paths"][path][method]["parameters"] if p.get("name") == "limit"]
     assert limit["schema"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
 
 
