@@ -49,7 +49,9 @@ def test_tracestate_is_echoed_beside_a_valid_traceparent(caplog: pytest.LogCaptu
 )
 def test_a_tracestate_that_does_not_parse_is_not_carried(traceparent: str | None, tracestate: str) -> None:
     assert tracestate_from_headers(traceparent, tracestate) is None
-    headers = {"HTTP_TRACESTATE": tracestate, **({"HTTP_TRACEPARENT": traceparent} if traceparent else {})}
+    headers: dict[str, Any] = {"HTTP_TRACESTATE": tracestate}
+    if traceparent:
+        headers["HTTP_TRACEPARENT"] = traceparent
     assert "tracestate" not in Client().get("/health", **headers)
 
 
