@@ -108,6 +108,7 @@ COMMON_HEADERS = {
     "the seconds until the policy admits the next request, the same number as `Retry-After`.",
     "X-Request-ID": "The request's `X-Request-ID` echoed, or a new one.",
     "X-Trace-Id": "The trace id of this request (also in every problem and in the logs).",
+    "tracestate": "The request's W3C tracestate echoed (normalised), when it came with a valid traceparent.",
 }
 RETRY_AFTER_STATUSES = ("429", "503")
 

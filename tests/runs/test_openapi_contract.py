@@ -119,7 +119,7 @@ def test_every_response_header_the_api_sends_is_declared(document: dict[str, Any
     def headers(path: str, method: str, status: str) -> set[str]:
         return set(document["paths"][path][method]["responses"][status]["headers"])
 
-    common = {"RateLimit", "RateLimit-Policy", "X-Request-ID", "X-Trace-Id"}
+    common = {"RateLimit", "RateLimit-Policy", "X-Request-ID", "X-Trace-Id", "tracestate"}
     assert {"Location", "X-DPP-Cost-Reserved", "X-DPP-Cost-Minimum-Fee", *common} <= headers("/v1/runs", "post", "202")
     assert {"Retry-After", *common} <= headers("/v1/runs", "post", "429")
     assert {"X-DPP-Cost-Reserved", "X-DPP-Cost-Actual", "ETag"} <= headers("/v1/runs/{run_id}", "get", "200")
