@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.harness import E2E, redis_stack
+from tests.e2e.harness import E2E, Stack, TenantInfo, redis_stack
 from tests.processes import BIN
 
 pytestmark = E2E
@@ -43,9 +44,16 @@ def _generate(base_url: str, folder: Path) -> None:
     assert "Unable to" not in done.stdout + done.stderr, done.stdout + done.stderr  # a piece it had to skip
 
 
+@dataclass
+class Generated:
+    stack: Stack
+    tenant: TenantInfo
+    modules: dict[str, ModuleType]  # the generated package's modules, by name below it ("models", "api.runs.…")
+
+
 @pytest.fixture
-def generated(tmp_path: Path) -> Iterator[tuple[str, dict[str, ModuleType]]]:
-    """(base URL, the generated client's modules), with a worker consuming."""
+def generated(tmp_path: Path) -> Iterator[Generated]:
+    """A stack with a worker consuming, a tenant, and the client generated from the stack's document."""
     with redis_stack() as stack, stack.worker():
         _generate(stack.base_url, tmp_path)
         sys.path.insert(0, str(tmp_path))
@@ -53,10 +61,7 @@ def generated(tmp_path: Path) -> Iterator[tuple[str, dict[str, ModuleType]]]:
             names = ["client", "models", "api.runs.runs_submit", "api.runs.runs_get", "api.runs.runs_result"]
             names += ["api.runs.runs_list", "api.runs.runs_cancel"]
             modules = {name: importlib.import_module(f"{PACKAGE}.{name}") for name in names}
-            tenant = stack.tenant()
-            modules["tenant"] = tenant  # type: ignore[assignment]
-            modules["stack"] = stack  # type: ignore[assignment]
-            yield stack.base_url, modules
+            yield Generated(stack, stack.tenant(), modules)
         finally:
             sys.path.remove(str(tmp_path))
             for name in [name for name in sys.modules if name == PACKAGE or name.startswith(f"{PACKAGE}.")]:
@@ -106,12 +111,10 @@ def _wait(modules: dict[str, Any], client: Any, run_id: str, status: str, timeou
         time.sleep(0.2)
 
 
-def test_a_generated_client_drives_submit_poll_result_list_and_cancel(
-    generated: tuple[str, dict[str, Any]],
-) -> None:
-    base_url, modules = generated
-    m, tenant = modules["models"], modules["tenant"]
-    client = modules["client"].AuthenticatedClient(base_url=base_url, token=tenant.api_key)
+def test_a_generated_client_drives_submit_poll_result_list_and_cancel(generated: Generated) -> None:
+    modules = generated.modules
+    m = modules["models"]
+    client = modules["client"].AuthenticatedClient(base_url=generated.stack.base_url, token=generated.tenant.api_key)
 
     submitted = modules["api.runs.runs_submit"].sync_detailed(
         client=client,
@@ -137,7 +140,7 @@ def test_a_generated_client_drives_submit_poll_result_list_and_cancel(
     assert [row.rank for row in envelope.data.ranking] == [1, 2]
 
     # The worker's log lines of this run carry the submit's tracestate.
-    lines = [json.loads(line) for line in modules["stack"].workers[0].log().splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in generated.stack.workers[0].log().splitlines() if line.startswith("{")]
     of_run = [line for line in lines if line.get("run_id") == run_id]
     assert of_run, "the worker logged nothing for the run"
     assert {line.get("tracestate") for line in of_run} == {TRACESTATE}
