@@ -42,7 +42,7 @@ def _start(keep_alive: int, port: int, var_dir: str) -> subprocess.Popen[bytes]:
     env.update(DJANGO_SETTINGS_MODULE="config.settings", DPP_VAR_DIR=var_dir, DPP_LOG_LEVEL="warning")
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     args = [str(Path(sys.executable).with_name("gunicorn")), "config.wsgi", "--bind", f"127.0.0.1:{port}"]
-    args += ["--workers", "2", "--threads", "8", "--worker-class", "config.gunicorn_worker.BalancedThreadWorker"]
+    args += ["--workers", "2", "--threads", "8", "--worker-class", "gthread"]
     args += ["--keep-alive", str(keep_alive), "--no-control-socket", "--log-level", "warning"]
     server = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30

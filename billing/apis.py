@@ -71,9 +71,10 @@ LedgerPageOut = inline_serializer(
 class AccountApi(TenantApiView):
     @extend_schema(
         operation_id="account_get",
+        summary="Your plan and balances",
         description="Your plan and balances: available (what new reservations can use) and held (reserved by runs "
         "that have not ended), 4-decimal USD strings.",
-        responses={200: AccountOut, **problems(403)},
+        responses={200: AccountOut, **problems()},
         tags=["account"],
     )
     def get(self, request: Request) -> Response:
@@ -93,13 +94,14 @@ class AccountApi(TenantApiView):
 class LedgerApi(TenantApiView):
     @extend_schema(
         operation_id="ledger_list",
+        summary="Your ledger entries",
         description=(
             "Every money movement that touched your accounts, newest first, one item per transaction: its "
             "kind (TOPUP, RESERVE, SETTLE, ADJUSTMENT), the signed deltas of your available and held "
             "balances, and what went to revenue."
         ),
         parameters=PAGE_PARAMETERS,
-        responses={200: LedgerPageOut, **problems(403, 422)},
+        responses={200: LedgerPageOut, **problems("VALIDATION_ERROR")},
         tags=["account"],
     )
     def get(self, request: Request) -> Response:

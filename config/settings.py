@@ -239,7 +239,10 @@ CORS_ALLOW_HEADERS = (
     "authorization",
     "content-type",
     "idempotency-key",
+    "if-match",  # conditional GETs of a run or a result (SPEC §4 Caching)
+    "if-none-match",
     "traceparent",
+    "tracestate",
     "x-request-id",
     "x-trace-id",
 )
@@ -256,6 +259,7 @@ CORS_EXPOSE_HEADERS = (
     "RateLimit",
     "RateLimit-Policy",
     "Retry-After",
+    "tracestate",  # echoed back beside X-Trace-Id
 )
 
 REST_FRAMEWORK = {
@@ -295,7 +299,11 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "dpp.http.openapi.document_common_headers",
+        "runs.openapi.document_pack_requests",
     ],
+    # 3.1: its schemas are JSON Schema 2020-12, the dialect of the packs' input schemas, embedded as they are.
+    "OAS_VERSION": "3.1.0",
+    "SERVERS": [{"url": "/", "description": "this server (the paths start with /v1)"}],
 }
 
 # --- logging: one JSON object per line, with trace_id, tenant_id and run_id where known ---------------

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
+from celery.signals import before_task_publish, task_postrun, task_prerun
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.registry import Collector
 
@@ -24,7 +26,17 @@ request_id_var: ContextVar[str | None] = ContextVar("dpp_request_id", default=No
 tenant_id_var: ContextVar[str | None] = ContextVar("dpp_tenant_id", default=None)
 run_id_var: ContextVar[str | None] = ContextVar("dpp_run_id", default=None)
 
+tracestate_var: ContextVar[str | None] = ContextVar("dpp_tracestate", default=None)
+
 _TRACE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# W3C Trace Context §3.3.1.3: a simple key, or tenant@system; a value of printable ASCII but "," and "=", not
+# ending in a space.
+_TRACESTATE_MEMBER_RE = re.compile(
+    r"(?:[a-z][_0-9a-z*/-]{0,255}|[a-z0-9][_0-9a-z*/-]{0,240}@[a-z][_0-9a-z*/-]{0,13})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+)
+_TRACESTATE_MAX_MEMBERS = 32
+_TRACESTATE_MAX_CHARS = 512
 # W3C Trace Context §3.2: lowercase hex; version ff is invalid; a later version may append fields (ignored), 00 not.
 _TRACEPARENT_RE = re.compile(r"(?!ff)([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?")
 
@@ -37,17 +49,40 @@ def valid_trace_id(value: str | None) -> bool:
     return value is not None and _TRACE_ID_RE.fullmatch(value) is not None
 
 
-def trace_id_from_headers(trace_header: str | None, traceparent: str | None) -> str:
-    """X-Trace-Id if well formed, else the trace id of a W3C traceparent, else a new one."""
-    if valid_trace_id(trace_header):
-        return trace_header  # type: ignore[return-value]
+def traceparent_trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a valid W3C traceparent; None if it is absent or invalid."""
     if traceparent:
         match = _TRACEPARENT_RE.fullmatch(traceparent.strip())
         if match:
             version, trace_id, parent_id, later_fields = match.groups()
             if trace_id != "0" * 32 and parent_id != "0" * 16 and not (version == "00" and later_fields):
                 return trace_id
-    return new_trace_id()
+    return None
+
+
+def trace_id_from_headers(trace_header: str | None, traceparent: str | None) -> str:
+    """X-Trace-Id if well formed, else the trace id of a W3C traceparent, else a new one."""
+    if valid_trace_id(trace_header):
+        return trace_header  # type: ignore[return-value]
+    return traceparent_trace_id(traceparent) or new_trace_id()
+
+
+def tracestate_from_headers(traceparent: str | None, tracestate: str | None) -> str | None:
+    """The W3C tracestate to carry, normalised (`k=v,k2=v2`); None without a valid traceparent (§3.3: it means
+    nothing alone) or when it does not parse (§3.3.1.1: then it is not propagated at all). Over 512 characters,
+    members are dropped from the end (§3.3.1.5 allows truncating by whole members), which bounds a log line."""
+    if not tracestate or traceparent_trace_id(traceparent) is None:
+        return None
+    members = [member.strip() for member in tracestate.split(",")]
+    members = [member for member in members if member]  # empty members are allowed, and dropped (§3.3.1.1)
+    keys = [member.split("=", 1)[0] for member in members]
+    if not members or len(members) > _TRACESTATE_MAX_MEMBERS or len(set(keys)) != len(keys):
+        return None
+    if not all(_TRACESTATE_MEMBER_RE.fullmatch(member) for member in members):
+        return None
+    while len(",".join(members)) > _TRACESTATE_MAX_CHARS:
+        members.pop()
+    return ",".join(members) or None
 
 
 def current_trace_id() -> str:
@@ -83,6 +118,37 @@ def log_context(
             var.reset(token)
 
 
+# The tracestate of the request that published a task travels as a message header to the worker, whose log
+# lines for that task carry it (a task re-published later by the reaper has none: it is not stored with the run).
+_TRACESTATE_HEADER = "tracestate"
+_TRACESTATE_BOUND = "dpp_tracestate_bound"
+
+
+def _send_tracestate(*, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    tracestate = tracestate_var.get()
+    if tracestate and headers is not None:
+        headers.setdefault(_TRACESTATE_HEADER, tracestate)
+
+
+def _bind_tracestate(*, task: Any, **_: Any) -> None:
+    request = task.request  # a worker's request has the message headers as attributes, an eager one `headers`
+    tracestate = getattr(request, _TRACESTATE_HEADER, None) or (getattr(request, "headers", None) or {}).get(
+        _TRACESTATE_HEADER
+    )
+    if isinstance(tracestate, str) and tracestate:
+        setattr(request, _TRACESTATE_BOUND, tracestate_var.set(tracestate))
+
+
+def _unbind_tracestate(*, task: Any, **_: Any) -> None:
+    token = getattr(task.request, _TRACESTATE_BOUND, None)
+    if token is not None:
+        try:
+            tracestate_var.reset(token)
+        except ValueError:  # postrun ran in another context than prerun: clear rather than leak it
+            tracestate_var.set(None)
+        setattr(task.request, _TRACESTATE_BOUND, None)
+
+
 class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for name, var in (
@@ -90,6 +156,7 @@ class ContextFilter(logging.Filter):
             ("request_id", request_id_var),
             ("tenant_id", tenant_id_var),
             ("run_id", run_id_var),
+            ("tracestate", tracestate_var),
         ):
             if not hasattr(record, name):
                 setattr(record, name, var.get())
@@ -141,3 +208,9 @@ def register_db_collector(collector: Collector) -> None:
         return
     DB_COLLECTORS.append(collector)
     REGISTRY.register(collector)
+
+
+# Connected by call, not by decorator: Celery's signals are untyped, and a decorator would untype the handlers.
+before_task_publish.connect(_send_tracestate)
+task_prerun.connect(_bind_tracestate)
+task_postrun.connect(_unbind_tracestate)

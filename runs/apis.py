@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from billing.apis import TenantApiView
 from billing.models import Plan
 from billing.selectors import balances_get
+from dpp.http.conditional import ConditionalGetMixin
 from dpp.http.errors import ApplicationError
 from dpp.http.openapi import problems
 from dpp.http.pagination import PAGE_PARAMETERS, decode_cursor, encode_cursor, parse_limit
@@ -25,7 +26,15 @@ from dpp.observability import adopt_run, current_trace_id
 from packs.registry import all_packs
 from runs import presenters, results, selectors, services
 from runs.models import Run, RunStatus
-from runs.serializers import PackListOut, ReceiptOut, RunOut, RunPageOut, RunSubmitIn, UsageOut
+from runs.serializers import (
+    PackListOut,
+    ReceiptOut,
+    ResultEnvelopeOut,
+    RunOut,
+    RunPageOut,
+    RunSubmitIn,
+    UsageOut,
+)
 from runs.submission import idempotency_key_parse
 
 MAX_USAGE_DAYS = 366
@@ -68,6 +77,44 @@ def _cost_headers(statuses: list[int]) -> list[OpenApiParameter]:
     ]
 
 
+# What a submit can be refused with (a quote of the same body too), by reason code: dpp.http.errors gives the status.
+SUBMIT_PROBLEMS = (
+    "MALFORMED_JSON",
+    "IDEMPOTENCY_KEY_MISSING",
+    "IDEMPOTENCY_KEY_INVALID",
+    "INSUFFICIENT_FUNDS",
+    "PACK_NOT_ALLOWED",
+    "IDEMPOTENCY_KEY_REUSED",
+    "PAYLOAD_TOO_LARGE",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "VALIDATION_ERROR",
+    "INVALID_MONEY",
+    "INVALID_MONEY_SCALE",
+    "UNKNOWN_PACK_TYPE",
+    "INVALID_INPUTS",
+    "MAX_COST_OVER_PLAN_LIMIT",
+    "MAX_COST_TOO_LOW",
+    "CONCURRENCY_LIMITED",
+)
+_ETAG_HEADER = "the representation's strong ETag: send it as If-None-Match to get a 304 while it is unchanged"
+
+
+def _conditional_parameters() -> list[OpenApiParameter]:
+    """The request and response headers of a conditional GET (dpp.http.conditional)."""
+    return [
+        OpenApiParameter(
+            "If-None-Match", str, OpenApiParameter.HEADER, description="an ETag (or several, or *): 304 if current"
+        ),
+        OpenApiParameter(
+            "If-Match", str, OpenApiParameter.HEADER, description="an ETag (or several, or *): 412 if none is current"
+        ),
+        _response_header("ETag", _ETAG_HEADER, [200, 304, 412]),
+    ]
+
+
+NOT_MODIFIED = OpenApiResponse(description="Not modified: the ETag you sent (If-None-Match) is current; no body.")
+
+
 def _pack_types() -> list[str]:
     return [pack.pack_type for pack in all_packs()]
 
@@ -87,6 +134,7 @@ class RunsApi(TenantApiView):
 
     @extend_schema(
         operation_id="runs_submit",
+        summary="Submit a run (reserves its max cost)",
         description=(
             "Submit a run of a pack. The reservation (max_cost_usd) is held from your available balance in "
             "the same transaction that creates the run; the run is charged its actual cost (at most the "
@@ -108,7 +156,7 @@ class RunsApi(TenantApiView):
             _response_header("Idempotent-Replayed", '"true" when this is the receipt of an earlier submit', [202]),
             *_cost_headers([202])[:2],
         ],
-        responses={202: ReceiptOut, **problems(400, 402, 403, 409, 413, 415, 422)},
+        responses={202: ReceiptOut, **problems(*SUBMIT_PROBLEMS)},
         tags=["runs"],
     )
     def post(self, request: Request) -> Response:
@@ -135,6 +183,7 @@ class RunsApi(TenantApiView):
 
     @extend_schema(
         operation_id="runs_list",
+        summary="List your runs",
         description=(
             "Your runs, newest first, with an opaque cursor that stays stable while new runs arrive. Filters:"
             " status (repeatable), pack_type, created_after / created_before (RFC 3339)."
@@ -155,7 +204,7 @@ class RunsApi(TenantApiView):
             OpenApiParameter("created_after", datetime, description=f"{_INSTANT}; runs created after it"),
             OpenApiParameter("created_before", datetime, description=f"{_INSTANT}; runs created before it"),
         ],
-        responses={200: RunPageOut, **problems(403, 422)},
+        responses={200: RunPageOut, **problems("VALIDATION_ERROR")},
         tags=["runs"],
     )
     def get(self, request: Request) -> Response:
@@ -239,15 +288,16 @@ def _position(position: dict[str, Any] | None) -> tuple[datetime, uuid.UUID] | N
     return created_at, run_id
 
 
-class RunDetailApi(RunOwnerMixin, TenantApiView):
+class RunDetailApi(ConditionalGetMixin, RunOwnerMixin, TenantApiView):
     @extend_schema(
         operation_id="runs_get",
+        summary="Get a run (poll it)",
         description=(
             "One of your runs: status, money state, cost so far and, once COMPLETED, where to fetch the "
             "result. Another tenant's run is a 404, as a run that does not exist."
         ),
-        parameters=_cost_headers([200]),
-        responses={200: RunOut, **problems(403, 404)},
+        parameters=[*_cost_headers([200, 304]), *_conditional_parameters()],
+        responses={200: RunOut, 304: NOT_MODIFIED, **problems("NOT_FOUND", "PRECONDITION_FAILED")},
         tags=["runs"],
     )
     def get(self, request: Request, run_id: str) -> Response:
@@ -258,10 +308,12 @@ class RunDetailApi(RunOwnerMixin, TenantApiView):
 
 
 class RunCancelApi(RunOwnerMixin, TenantApiView):
-    rate_limit_policy = "submits"
+    # A cancel moves no money in: counted as a read, so that an agent out of submits can still stop its runs.
+    rate_limit_policy = "reads"
 
     @extend_schema(
         operation_id="runs_cancel",
+        summary="Cancel a run (counts against reads)",
         description=(
             "Cancel a run: QUEUED → CANCELED with a full release (200); PROCESSING → cancel requested (202), "
             "the run ends CANCELED with the minimum fee at the worker's next heartbeat; a run that already "
@@ -269,7 +321,7 @@ class RunCancelApi(RunOwnerMixin, TenantApiView):
         ),
         request=None,
         parameters=_cost_headers([200, 202]),
-        responses={200: RunOut, 202: RunOut, **problems(403, 404, 409)},
+        responses={200: RunOut, 202: RunOut, **problems("NOT_FOUND", "RUN_TERMINAL")},
         tags=["runs"],
     )
     def post(self, request: Request, run_id: str) -> Response:
@@ -282,22 +334,25 @@ class RunCancelApi(RunOwnerMixin, TenantApiView):
         return _with_headers(Response(body, status=status), presenters.cost_headers(outcome.run))
 
 
-class RunResultApi(RunOwnerMixin, TenantApiView):
+class RunResultApi(ConditionalGetMixin, RunOwnerMixin, TenantApiView):
     @extend_schema(
         operation_id="runs_result",
+        summary="Get a run's result envelope",
         description="The run's result envelope: served (local storage, with its sha256 in ETag and "
         "X-DPP-Result-SHA256) or a 302 to a signed storage URL (S3). 409 RESULT_NOT_READY while a result may "
         "still come (QUEUED, PROCESSING), 409 RUN_TERMINAL for a run that ended without one (FAILED, CANCELED, "
         "EXPIRED), 410 after retention, 503 while the storage cannot be read.",
         parameters=[
             _response_header("Location", "the signed storage URL (S3), valid AWS_QUERYSTRING_EXPIRE s", [302]),
-            _response_header("ETag", "the envelope's sha256, quoted (local storage)", [200]),
-            _response_header("X-DPP-Result-SHA256", "the envelope's sha256 (local storage)", [200]),
+            *_conditional_parameters()[:2],
+            _response_header("ETag", "the envelope's sha256, quoted (local storage)", [200, 304, 412]),
+            _response_header("X-DPP-Result-SHA256", "the envelope's sha256 (local storage)", [200, 304]),
         ],
         responses={
-            200: {"type": "object", "description": "the result envelope (local storage)"},
+            200: OpenApiResponse(ResultEnvelopeOut, description="the result envelope (local storage)"),
             302: OpenApiResponse(description="redirect to a signed URL of the envelope (S3)"),
-            **problems(403, 404, 409, 410),
+            304: NOT_MODIFIED,
+            **problems("NOT_FOUND", "RESULT_NOT_READY", "RUN_TERMINAL", "RESULT_EXPIRED", "PRECONDITION_FAILED"),
         },
         tags=["runs"],
     )
@@ -321,6 +376,7 @@ class RunResultApi(RunOwnerMixin, TenantApiView):
 class UsageApi(TenantApiView):
     @extend_schema(
         operation_id="usage_get",
+        summary="Your usage per day",
         description=(
             "Per UTC day of acceptance (days without runs left out): runs by outcome and the money reserved "
             "and charged, 4-decimal strings that agree exactly with the ledger. At most 366 days."
@@ -329,7 +385,7 @@ class UsageApi(TenantApiView):
             OpenApiParameter("from", date, required=True, description="first UTC day, YYYY-MM-DD"),
             OpenApiParameter("to", date, required=True, description="last UTC day, YYYY-MM-DD (≤ 366 days)"),
         ],
-        responses={200: UsageOut, **problems(403, 422)},
+        responses={200: UsageOut, **problems("VALIDATION_ERROR")},
         tags=["account"],
     )
     def get(self, request: Request) -> Response:
@@ -380,9 +436,10 @@ def _plan_of(plan: Plan, pack_type: str) -> dict[str, Any]:
 class PacksApi(TenantApiView):
     @extend_schema(
         operation_id="packs_list",
+        summary="List the packs and their input schemas",
         description="The packs there are: each one's JSON Schema of inputs, pricing, maximum timebox, and what your "
         "plan allows (allowed, max_cost_usd).",
-        responses={200: PackListOut, **problems(403)},
+        responses={200: PackListOut, **problems()},
         tags=["packs"],
     )
     def get(self, request: Request) -> Response:

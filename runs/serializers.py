@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import inline_serializer
+from drf_spectacular.utils import extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 
 from packs.registry import all_packs
@@ -159,3 +159,47 @@ class PackOut(serializers.Serializer[Any]):
 
 
 PackListOut = inline_serializer("PackList", {"data": PackOut(many=True)})
+
+
+class DecisionRankingOut(serializers.Serializer[Any]):
+    option = serializers.CharField()
+    score = serializers.FloatField(help_text="rounded to 6 decimals; higher is better")
+    rank = serializers.IntegerField(help_text="1 = the winner")
+
+
+class DecisionSensitivityOut(serializers.Serializer[Any]):
+    criterion = serializers.CharField()
+    weight_change_to_flip = serializers.FloatField(
+        allow_null=True, help_text="the smallest change of this criterion's weight that changes the winner; null: none"
+    )
+
+
+@extend_schema_serializer(component_name="DecisionOutput")
+class DecisionOutputOut(serializers.Serializer[Any]):
+    """The `data` of a decision run's envelope (SPEC §4.0)."""
+
+    winner = serializers.CharField()
+    method = serializers.ChoiceField(choices=["weighted_sum", "topsis"])
+    ranking = DecisionRankingOut(many=True)
+    weights = serializers.DictField(child=serializers.FloatField(), help_text="criterion -> normalised weight")
+    sensitivity = DecisionSensitivityOut(many=True)
+
+
+# The result envelope (runs.results.envelope_bytes): its SHA-256 is the run's result.sha256 and the ETag. `data`
+# is the pack's output, documented as DecisionOutput or another pack's object (runs.openapi). (Inline: a field
+# named `data` would shadow Serializer.data.)
+ResultEnvelopeOut = inline_serializer(
+    "ResultEnvelope",
+    {
+        "run_id": serializers.UUIDField(),
+        "finalize_token": serializers.UUIDField(),
+        "pack_type": serializers.CharField(),
+        "profile_version": serializers.CharField(),
+        "actual_cost_usd_micros": serializers.IntegerField(help_text="what the run was charged, in micro-USD"),
+        "created_at": serializers.DateTimeField(),
+        "started_at": serializers.DateTimeField(allow_null=True),
+        "finished_at": serializers.DateTimeField(),
+        "trace_id": serializers.CharField(),
+        "data": DecisionOutputOut(),
+    },
+)

@@ -57,6 +57,11 @@ PROBLEMS: dict[str, ProblemType] = {
     "RESULT_NOT_READY": ProblemType(
         409, "Result not ready", "The run has no result (yet): poll the run until it is COMPLETED."
     ),
+    "PRECONDITION_FAILED": ProblemType(
+        412,
+        "Precondition failed",
+        "The If-Match header names no current ETag of the resource: read it again for its ETag.",
+    ),
     "RESULT_EXPIRED": ProblemType(410, "Result expired", "The result is past its retention period."),
     "PAYLOAD_TOO_LARGE": ProblemType(413, "Payload too large", "The request body is over 256 KiB."),
     "UNSUPPORTED_MEDIA_TYPE": ProblemType(
@@ -94,6 +99,7 @@ REASON_BY_STATUS: dict[int, str] = {
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     409: "RUN_TERMINAL",
+    412: "PRECONDITION_FAILED",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
     422: "VALIDATION_ERROR",

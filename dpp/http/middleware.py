@@ -31,6 +31,8 @@ from dpp.observability import (
     tenant_id_var,
     trace_id_from_headers,
     trace_id_var,
+    tracestate_from_headers,
+    tracestate_var,
 )
 
 access_log = logging.getLogger("dpp.access")
@@ -67,12 +69,15 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
         request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
-        trace_id = trace_id_from_headers(request.headers.get("X-Trace-Id"), request.headers.get("traceparent"))
+        traceparent = request.headers.get("traceparent")
+        trace_id = trace_id_from_headers(request.headers.get("X-Trace-Id"), traceparent)
+        tracestate = tracestate_from_headers(traceparent, request.headers.get("tracestate"))
         tokens = (
             request_id_var.set(request_id),
             trace_id_var.set(trace_id),
             tenant_id_var.set(None),
             run_id_var.set(None),
+            tracestate_var.set(tracestate),
         )
         try:
             response = self._respond(request)
@@ -80,6 +85,8 @@ class RequestContextMiddleware:
                 response = anonymous_limited(request, response)  # every /v1 answer carries RateLimit headers
             response["X-Request-ID"] = request_id
             response["X-Trace-Id"] = trace_id_var.get() or trace_id  # a run's own, once the view adopted it
+            if tracestate:
+                response["tracestate"] = tracestate  # the vendors' state, as carried (W3C Trace Context §3.3)
             if request.method == "HEAD":
                 # A GET's headers (Content-Length included) without its body (RFC 9110 §9.3.2): gunicorn would
                 # drop the body anyway, with a warning per request. A stream (a CSV export) is not even started:
@@ -91,6 +98,7 @@ class RequestContextMiddleware:
             self._observe(request, response, time.perf_counter() - started)
             return response
         finally:
+            tracestate_var.reset(tokens[4])
             run_id_var.reset(tokens[3])
             tenant_id_var.reset(tokens[2])
             trace_id_var.reset(tokens[1])

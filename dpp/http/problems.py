@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from django.views import defaults
 from rest_framework import exceptions as drf
 
 from dpp.http.errors import PROBLEMS, REASON_BY_STATUS, ApplicationError, DependencyUnavailableError, ProblemType
-from dpp.observability import current_trace_id
+from dpp.observability import current_trace_id, request_id_var
 
 logger = logging.getLogger("dpp.http.errors")
 
@@ -26,8 +27,8 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 UNAVAILABLE_RETRY_AFTER_S = 5
 
 
-def problem_body(error: ApplicationError, *, instance: str | None, trace_id: str) -> dict[str, Any]:
-    """The RFC 9457 members of `error` (SPEC §4.1)."""
+def problem_body(error: ApplicationError, *, instance: str, trace_id: str) -> dict[str, Any]:
+    """The RFC 9457 members of `error` (SPEC §4.1); `instance` is always a string, the request's path."""
     body: dict[str, Any] = {
         "type": f"/problems/{ProblemType.slug(error.reason_code)}",
         "title": error.title,
@@ -43,8 +44,17 @@ def problem_body(error: ApplicationError, *, instance: str | None, trace_id: str
     return body
 
 
+def problem_instance(request: HttpRequest | None, request_id: str | None) -> str:
+    """The problem's `instance`, always a string (SPEC §4.1): the request's path, or, where no request was read (a
+    DRF exception handler called without one, a request line gunicorn refused), the occurrence by request id."""
+    if request is not None and request.path:
+        return request.path
+    return f"urn:dpp:request:{request_id or uuid.uuid4().hex}"
+
+
 def problem_response(error: ApplicationError, request: HttpRequest | None) -> HttpResponse:
-    body = problem_body(error, instance=request.path if request is not None else None, trace_id=current_trace_id())
+    instance = problem_instance(request, request_id_var.get())
+    body = problem_body(error, instance=instance, trace_id=current_trace_id())
     response = HttpResponse(
         json.dumps(body, ensure_ascii=False), status=error.status, content_type=PROBLEM_CONTENT_TYPE
     )

@@ -103,14 +103,13 @@ def check(*, policy: str, identity: str, limit_per_min: int) -> RateDecision | N
     except redis.RedisError as exc:
         _warn_fail_open(type(exc).__name__)
         return RateDecision(policy, limit_per_min, limit_per_min, WINDOW_S, 0, allowed=True)
-    return RateDecision(
-        policy=policy,
-        limit=limit_per_min,
-        remaining=int(remaining),
-        reset_s=-(-int(reset_us) // 1_000_000),
-        retry_after_s=max(1, -(-int(retry_us) // 1_000_000)) if not allowed else 0,
-        allowed=bool(allowed),
-    )
+    if not allowed:
+        # Refused: Retry-After and the item's `t` are one number, the whole seconds (rounded up, at least 1)
+        # until this policy admits a request again (SPEC §4); "until the bucket is full" would tell a client
+        # to wait up to a whole window for a request it could make in one interval.
+        wait_s = max(1, -(-int(retry_us) // 1_000_000))
+        return RateDecision(policy, limit_per_min, 0, wait_s, wait_s, allowed=False)
+    return RateDecision(policy, limit_per_min, int(remaining), -(-int(reset_us) // 1_000_000), 0, allowed=True)
 
 
 def _rate_limited(decision: RateDecision) -> ApplicationError:

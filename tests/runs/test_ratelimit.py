@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
@@ -56,9 +57,9 @@ def _requests(owner: Persona, run_id: str) -> list[tuple[str, Any, int]]:
         ("submits", submit(c, body("decision", max_cost_usd="0.0100")), 202),
         ("submits", submit(c, body("nope", {})), 422),
         ("submits", submit(c, body(), key=""), 400),
-        ("submits", c.post(f"/v1/runs/{missing}/cancel"), 404),
-        ("submits", c.post(f"/v1/runs/{run_id}/cancel"), 200),
-        ("submits", c.post(f"/v1/runs/{run_id}/cancel"), 409),
+        ("reads", c.post(f"/v1/runs/{missing}/cancel"), 404),
+        ("reads", c.post(f"/v1/runs/{run_id}/cancel"), 200),
+        ("reads", c.post(f"/v1/runs/{run_id}/cancel"), 409),
     ]
 
 
@@ -108,12 +109,37 @@ def test_read_rate_limited() -> None:
     assert_rate_headers(response, "reads", 2)
 
 
-def test_cancel_counts_as_a_submit() -> None:
-    persona = persona_on_plan(make_plan("one-write", submits_per_min=1))
+def test_a_cancel_counts_against_reads_so_a_throttled_agent_can_stop_its_runs() -> None:
+    persona = persona_on_plan(make_plan("one-write", submits_per_min=1, reads_per_min=5))
     run_id = accepted(persona.client, body())["run_id"]
+    assert_problem(submit(persona.client, body()), 429, "RATE_LIMITED")  # the submits are spent …
     response = persona.client.post(f"/v1/runs/{run_id}/cancel")
-    assert_problem(response, 429, "RATE_LIMITED")
-    assert Run.objects.get(pk=run_id).status == "QUEUED"
+    assert response.status_code == 200, response.content  # … and the cancel still goes through
+    assert assert_rate_headers(response, "reads", 5)[0] == 4
+    assert Run.objects.get(pk=run_id).status == "CANCELED"
+
+
+def _exhaust_submits(persona: Persona, limit: int) -> Any:
+    """Submits (each refused cheaply, a body that is not JSON: every submit counts) until one is a 429."""
+    for _ in range(limit * 3):
+        response = submit(persona.client, raw="{")
+        if response.status_code == 429:
+            return response
+        assert response.status_code == 400, response.content
+    raise AssertionError(f"no 429 after {limit * 3} submits")
+
+
+def test_a_429s_retry_after_is_its_policys_t_and_waiting_it_out_is_enough() -> None:
+    limit = 30  # one request every 2 s: the test waits at most that
+    persona = persona_on_plan(make_plan("thirty-a-minute", submits_per_min=limit))
+    refused = _exhaust_submits(persona, limit)
+    assert_problem(refused, 429, "RATE_LIMITED")
+    retry_after = int(refused["Retry-After"])
+    assert refused["RateLimit"] == f'"submits";r=0;t={retry_after}'
+    assert 1 <= retry_after <= 2  # the seconds until the next request, not until the bucket is full (60)
+    time.sleep(retry_after)
+    admitted = submit(persona.client, raw="{")
+    assert admitted.status_code == 400, admitted.content  # past the rate limit: the body's own answer
 
 
 def test_redis_down_fails_open_and_counts_it(owner: Persona) -> None:
