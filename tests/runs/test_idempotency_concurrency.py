@@ -22,6 +22,7 @@ from rest_framework.test import APIClient
 from billing.models import LedgerTransaction
 from runs import services
 from runs.audit import full_audit
+from runs.charges import Ending
 from runs.models import Run
 from tests.conftest import USD, Persona, make_persona
 from tests.factories import submit
@@ -123,9 +124,8 @@ def test_a_reservation_racing_a_release_is_judged_on_the_balance_it_waited_for()
             with transaction.atomic():
                 done = services._finish(
                     Run.objects.get(pk=queued.pk),
+                    ending=Ending.CANCELED_BEFORE_START,
                     guard=Q(status="QUEUED"),
-                    status="CANCELED",
-                    charge_micros=0,
                     reason_code="CANCELED_BY_CLIENT",
                 )
                 assert done
