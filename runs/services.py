@@ -152,11 +152,8 @@ def _finish(
     detail: str = "",
     result: dict[str, Any] | None = None,
 ) -> bool:
-    """CAS the run to the status of its ending and post its SETTLE, charged as charge_for decides; False (and
-    nothing done) if the CAS lost."""
-    charge = charge_for(run=run, ending=ending, cost_micros=cost_micros)
-    status = ending.status
-    now = timezone.now()
+    """CAS the run to its ending's status and post its SETTLE (charge_for's charge); False, nothing done, if lost."""
+    charge, status, now = charge_for(run=run, ending=ending, cost_micros=cost_micros), ending.status, timezone.now()
     changes = {
         "status": status,
         "finalize_stage": FinalizeStage.COMMITTED,
