@@ -132,6 +132,7 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
                     "version",
                     "lease_expires",
                     "redriven",
+                    "redrive_count",
                 ),
             },
         ),
