@@ -129,6 +129,7 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
                     "version",
                     "lease_expires",
                     "redriven",
+                    "redrive_count",
                 ),
             },
         ),

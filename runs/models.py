@@ -82,6 +82,10 @@ class Run(models.Model):
     finalize_token = models.UUIDField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     published_at = models.DateTimeField(null=True, blank=True, help_text="Last time its task was published.")
+    # Re-publishes by the reaper so far: the n-th waits DPP_REDRIVE_AFTER_S × 2ⁿ after the last (reaper.services).
+    # A default in the database too: processes of the previous release insert runs without the column while a
+    # deploy rolls. No CHECK (>= 0): adding one would scan the whole table under its lock; only an F() + 1 writes it.
+    redrive_count = models.SmallIntegerField(default=0, db_default=0, help_text="Times the reaper re-published it.")
 
     reason_code = models.CharField(max_length=32, blank=True)
     error_detail = models.TextField(blank=True)

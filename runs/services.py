@@ -409,6 +409,10 @@ def run_expire_queued(*, run: Run) -> bool:
 
 
 def run_mark_published(*, run: Run) -> bool:
-    """Record a re-publish (CAS on the previous publish time, so two reapers do not both re-drive)."""
+    """Record a re-publish: its time, and one more in the run's count of re-drives (which sets when the next is
+    due). A CAS on both as `run` read them, so two reapers do not both re-drive."""
     previous = Q(published_at__isnull=True) if run.published_at is None else Q(published_at=run.published_at)
-    return Run.objects.filter(previous, pk=run.pk, status=RunStatus.QUEUED).update(published_at=timezone.now()) == 1
+    marked = Run.objects.filter(previous, pk=run.pk, status=RunStatus.QUEUED, redrive_count=run.redrive_count).update(
+        published_at=timezone.now(), redrive_count=F("redrive_count") + 1
+    )
+    return marked == 1

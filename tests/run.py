@@ -62,6 +62,7 @@ class Services:
     def __init__(self) -> None:
         self.cleanups: list[Callable[[], None]] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="dpp-test-services-"))
+        self.postgres_fast_restart: Callable[[], None] | None = None  # set by a throwaway PostgreSQL
 
     def database_url(self) -> str | None:
         if os.environ.get("DATABASE_URL"):
@@ -91,8 +92,11 @@ class Services:
 
         quiet([*prefix, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"])
         options = f"-p {port} -k {self.tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
-        quiet([*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", str(self.tmp / "pg.log"), "-w", "start"])
-        self.cleanups.append(lambda: quiet([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], check=False))
+        control = [*prefix, pg_ctl, "-D", str(data), "-l", str(self.tmp / "pg.log")]
+        quiet([*control, "-o", options, "-w", "start"])
+        self.cleanups.append(lambda: quiet([*control, "-m", "immediate", "stop"], check=False))
+        # `pg_ctl restart` reuses the options of the last start (postmaster.opts).
+        self.postgres_fast_restart = lambda: quiet([*control, "-m", "fast", "-w", "restart"])
         url = f"postgres://postgres@127.0.0.1:{port}/postgres"
         return url if _wait(lambda: _pg_accepts(url), 30) else None
 

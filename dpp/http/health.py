@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,12 +50,39 @@ def _check_broker() -> str:
     return UP
 
 
+# One filesystem block: what the smallest envelope needs. A folder that cannot take it (full, read-only, over
+# quota) cannot take a result either; found from outside: on a full disk runs ended FINALIZE_ABORTED while the
+# storage was reported up (os.access() only asks for permission, not for space).
+PROBE_BYTES = 4096
+
+
+def _local_folder_takes_a_write(location: Path) -> bool:
+    """Write PROBE_BYTES to a file of its own in `location`, flush them to the disk (a full disk may only say so
+    then), and remove it."""
+    probe = location / f".readyz-probe-{uuid.uuid4().hex}"  # one per request: readiness checks may overlap
+    try:
+        location.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:  # unbuffered: a refused write raises here, not in a close that would leave the file behind
+            written = os.write(descriptor, b"\0" * PROBE_BYTES)  # short of PROBE_BYTES: the last bytes left
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    except OSError as exc:
+        logger.error("readyz: the results folder %s takes no write: %s", location, exc)  # noqa: TRY400 - no stack
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+    if written < PROBE_BYTES:
+        logger.error("readyz: the results folder %s took %d of %d bytes", location, written, PROBE_BYTES)
+        return False
+    return True
+
+
 def _check_storage() -> str:
     storage = storages["results"]
     if isinstance(storage, FileSystemStorage):
-        location = Path(storage.location)
-        location.mkdir(parents=True, exist_ok=True)
-        return UP if os.access(location, os.W_OK) else DOWN
+        return UP if _local_folder_takes_a_write(Path(storage.location)) else DOWN
     # The bucket must exist (S3 says 404 for any key of a bucket that does not), and a HEAD of a key that does not
     # exist must be a 404 (exists() raises on a 403: without s3:ListBucket S3 hides what is missing, and the reaper
     # could not tell an envelope never uploaded from one it may not see; docs/decisions.md).

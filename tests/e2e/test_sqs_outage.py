@@ -1,4 +1,4 @@
-"""Audit F1: after a short SQS outage the worker consumes again by itself (config/kombu_sqs.py).
+"""Audit F1: after a short SQS outage the worker consumes again by itself (config/adapters/kombu_sqs.py).
 
 The worker reaches moto's SQS through a TCP relay in this process; the API, S3 and moto's state are untouched.
 A run executes while the relay is down (its SQS delete fails: "Couldn't ack"), and the worker's poll fails. With

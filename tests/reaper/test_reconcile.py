@@ -155,14 +155,26 @@ def test_a_fresh_claim_is_left_to_its_worker(tenant: Persona) -> None:
     assert Run.objects.get(pk=claimed.pk).finalize_stage == "CLAIMED"
 
 
-def test_queued_runs_are_redriven_once_per_interval(tenant: Persona) -> None:
+def test_queued_runs_are_redriven_with_a_doubling_delay(tenant: Persona) -> None:
     run = submit(tenant)
     assert reconcile_once().redriven == 0  # too young
     _age(run, created_at=61)
     assert reconcile_once().redriven == 1
     assert Run.objects.get(pk=run.pk).published_at is not None
     assert reconcile_once().redriven == 0  # just re-published
-    _age(run, published_at=61)
+    _age(run, created_at=3000, published_at=119)
+    assert reconcile_once().redriven == 0  # the second re-drive waits 2 × DPP_REDRIVE_AFTER_S
+    _age(run, created_at=3000, published_at=121)
+    assert reconcile_once().redriven == 1
+    _age(run, created_at=3000, published_at=239)
+    assert reconcile_once().redriven == 0  # the third, 4 ×
+    _age(run, created_at=3000, published_at=241)
+    assert reconcile_once().redriven == 1
+    assert Run.objects.get(pk=run.pk).redrive_count == 3
+    Run.objects.filter(pk=run.pk).update(redrive_count=40)  # far past the cap: every 15 minutes from then on
+    _age(run, created_at=3000, published_at=899)
+    assert reconcile_once().redriven == 0
+    _age(run, created_at=3000, published_at=901)
     assert reconcile_once().redriven == 1
 
 
@@ -191,11 +203,12 @@ def test_a_redrive_whose_publish_fails_is_reported_as_failed_not_as_a_lost_race(
     assert verdict.levelno == logging.ERROR
     assert verdict.getMessage() == f"reaper: redrive run {run.pk}: {PUBLISH_FAILED}"
     assert ids(cause) == ids(verdict) == (run.trace_id, str(run.pk))
-    # published_at stays bumped (operations.md §6): the next attempt waits DPP_REDRIVE_AFTER_S, then succeeds.
+    # published_at and redrive_count stay bumped (operations.md §6): the next attempt waits the next, doubled
+    # delay (2 × DPP_REDRIVE_AFTER_S), then succeeds.
     assert Run.objects.get(pk=run.pk).published_at is not None
     report = reconcile_once()
     assert (report.redriven, report.redrive_failed, report.actions) == (0, 0, [])
-    _age(run, published_at=61)
+    _age(run, published_at=121)
     report = reconcile_once()
     assert (report.redriven, report.redrive_failed) == (1, 0)
     assert report.actions[0]["outcome"] == "done"
