@@ -24,10 +24,11 @@ from billing.selectors import balances_get
 from billing.services import ledger_adjust, ledger_topup
 from dpp.models import ApiKey
 from dpp.services import api_key_issue
-from runs.models import RunStatus
-from tests.admin_support import bulk_topups, csv_rows, ensure_staff_groups, make_run, staff_client
-from tests.conftest import USD, Persona, Personas, make_persona
-from tests.factories import submit
+from tests.helpers.admin import csv_rows, ensure_staff_groups, staff_client
+from tests.helpers.bulk import bulk_topups
+from tests.helpers.money import USD
+from tests.helpers.personas import Persona, Personas, make_persona
+from tests.helpers.states import completed_run, failed_run, queued_run
 
 pytestmark = pytest.mark.django_db
 
@@ -108,7 +109,7 @@ def test_groups_exist_after_migrate_with_the_intended_permissions(db: None) -> N
 
 
 def test_finance_sees_tenants_with_balances_plan_and_status(finance: Client, personas: Personas) -> None:
-    make_run(personas.owner.tenant.pk, reserved_micros=250_000)  # 0.2500 held
+    queued_run(personas.owner, pack_type="decision", max_cost_usd="0.2500")  # 0.2500 held
     response = finance.get(reverse("admin:dpp_tenant_changelist"))
     assert response.status_code == 200
     html = response.content.decode()
@@ -246,7 +247,7 @@ def test_ops_sees_lists_but_cannot_top_up_or_adjust(ops: Client, owner: Persona)
 
 
 def test_finance_credits_a_refund_from_revenue(finance: Client, owner: Persona) -> None:
-    run = make_run(owner.tenant.pk, reserved_micros=50_000, status=RunStatus.COMPLETED, charge_micros=30_000)
+    run = completed_run(owner, pack_type="decision", max_cost_usd="0.0500", cost_micros=30_000)
     url = _topup_url(owner.tenant.pk, "adjust")
     data = {
         "direction": "credit",
@@ -324,7 +325,7 @@ def test_ledger_cannot_be_changed_or_deleted_from_the_admin(
 
 
 def test_transaction_page_shows_entries_and_deltas(finance: Client, owner: Persona) -> None:
-    run = make_run(owner.tenant.pk, reserved_micros=80_000, status=RunStatus.FAILED, charge_micros=5_000)
+    run = failed_run(owner, pack_type="decision", max_cost_usd="0.0800")  # the minimum fee: 0.0050
     settle = LedgerTransaction.objects.get(run_id=run.pk, kind=TXN.SETTLE)
     html = finance.get(reverse("admin:billing_ledgertransaction_change", args=[settle.pk])).content.decode()
     assert f"{owner.tenant.pk}/held" in html
@@ -364,7 +365,7 @@ def test_transactions_changelist_over_10000_rows_runs_few_queries(
 
 def test_transactions_changelist_filters(finance: Client, personas: Personas) -> None:
     owner, other = personas.owner.tenant, personas.other.tenant
-    run = make_run(owner.pk, reserved_micros=50_000)
+    run = queued_run(personas.owner, pack_type="decision", max_cost_usd="0.0500")
     url = reverse("admin:billing_ledgertransaction_changelist")
 
     def listed(params: dict[str, str]) -> set[int]:
@@ -395,7 +396,7 @@ def test_transactions_csv_export_for_a_date_range(finance: Client, personas: Per
     ledger_adjust(
         tenant=owner, amount_micros=-2 * USD, counterparty="FUNDING", actor="admin:alice", reason="=SUM(A1:A9)"
     )
-    run = make_run(owner.pk, reserved_micros=50_000, status=RunStatus.COMPLETED, charge_micros=11_000)
+    run = completed_run(personas.owner, pack_type="decision", max_cost_usd="0.0500", cost_micros=11_000)
     today = timezone.now().date()
 
     response = finance.get(
@@ -575,14 +576,14 @@ def test_double_click_on_topup_posts_once(advisory_lock: bool, monkeypatch: pyte
     barrier = threading.Barrier(4)
     statuses: list[int] = []
 
-    def submit() -> None:
+    def post_the_form() -> None:
         try:
             barrier.wait(timeout=10)
             statuses.append(alice.post(url, data).status_code)
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=submit) for _ in range(4)]
+    threads = [threading.Thread(target=post_the_form) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -626,7 +627,7 @@ def test_superuser_suspends_and_reactivates_a_tenant(client) -> None:
     from django.contrib.auth import get_user_model
 
     from dpp.models import Tenant
-    from tests.conftest import make_persona
+    from tests.helpers.personas import make_persona
 
     persona = make_persona()
     admin_user = get_user_model().objects.create_superuser("root-suspend", "r@example.com", "pw-123456789")
@@ -654,7 +655,7 @@ def test_an_account_page_says_whether_its_balance_equals_its_entries(finance: Cl
 
 
 def test_the_accounts_list_sums_every_balance_by_kind_and_says_whether_they_sum_to_zero(finance: Client) -> None:
-    submit(make_persona(plan="unlimited", credit_micros=10 * USD), max_cost_usd="0.2500")  # available → held
+    queued_run(make_persona(plan="unlimited", credit_micros=10 * USD), max_cost_usd="0.2500")  # available → held
     url = reverse("admin:billing_account_changelist")
     page = " ".join(finance.get(url).content.decode().split())
     assert (

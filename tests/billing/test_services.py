@@ -24,7 +24,8 @@ from billing.services import (
     tenant_onboard,
 )
 from dpp.http.errors import ApplicationError
-from tests.conftest import USD, Persona, make_persona, unique_tenant_id
+from tests.helpers.money import USD
+from tests.helpers.personas import Persona, make_persona, unique_tenant_id
 
 REVENUE = Account.platform_account_id("REVENUE")
 FUNDING = Account.platform_account_id("FUNDING")
@@ -415,7 +416,7 @@ def test_a_refused_reservation_cannot_be_committed_even_if_the_error_is_caught()
     from billing.selectors import balances_get
     from billing.services import ledger_reserve
     from dpp.http.errors import ApplicationError
-    from tests.conftest import make_persona
+    from tests.helpers.personas import make_persona
 
     persona = make_persona(credit_micros=10_000)
     with _transaction.atomic(), pytest.raises(ApplicationError, match="INSUFFICIENT_FUNDS"):

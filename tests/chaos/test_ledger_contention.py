@@ -21,8 +21,9 @@ from billing.selectors import plan_get
 from runs.models import Run
 from runs.services import run_accept, run_fail, run_lease
 from runs.submission import request_hash, submission_parse
-from tests.conftest import USD, make_persona
 from tests.e2e.harness import E2E, purge_queues
+from tests.helpers.money import USD
+from tests.helpers.personas import make_persona
 
 pytestmark = [*E2E, pytest.mark.chaos]
 

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from dpp import keys
 from dpp.models import ApiKey, Tenant
 from dpp.services import api_key_revoke
-from tests.conftest import Persona
+from tests.helpers.personas import Persona
 
 pytestmark = pytest.mark.django_db
 

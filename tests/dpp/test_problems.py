@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.conftest import Persona
+from tests.helpers.personas import Persona
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.dpp.urls")]
 

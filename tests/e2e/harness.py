@@ -32,7 +32,8 @@ from billing.models import Account, LedgerEntry, LedgerTransaction
 from reaper.services import reconcile_once
 from runs.audit import full_audit
 from runs.models import Run
-from tests.conftest import USD, make_persona
+from tests.helpers.money import USD
+from tests.helpers.personas import make_persona
 from tests.processes import (
     Process,
     celery_worker,

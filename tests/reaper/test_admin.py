@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from reaper.models import AuditFlag
-from tests.admin_support import ensure_staff_groups, staff_client
+from tests.helpers.admin import ensure_staff_groups, staff_client
 
 pytestmark = pytest.mark.django_db
 

@@ -26,8 +26,9 @@ from reaper.models import AuditFlag
 from reaper.services import PUBLISH_FAILED, ReconcileReport, _act, _redrive_one, reconcile_once
 from runs import results, services
 from runs.models import Run
-from tests.conftest import USD, Persona, make_persona
-from tests.factories import submit
+from tests.helpers.money import USD
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.states import queued_run
 from tests.runs.test_result_storage_outage import unreadable_storage
 from tests.runs.test_worker_log_ids import broker_down, ids
 
@@ -46,7 +47,7 @@ def _age(run: Run, **fields_ago: int) -> None:
 
 
 def _leased(tenant: Persona, *, max_cost_usd: str = "0.0500") -> services.Lease:
-    lease = services.run_lease(run_id=submit(tenant, max_cost_usd=max_cost_usd).pk)
+    lease = services.run_lease(run_id=queued_run(tenant, max_cost_usd=max_cost_usd).pk)
     assert lease is not None
     return lease
 
@@ -156,7 +157,7 @@ def test_a_fresh_claim_is_left_to_its_worker(tenant: Persona) -> None:
 
 
 def test_queued_runs_are_redriven_once_per_interval(tenant: Persona) -> None:
-    run = submit(tenant)
+    run = queued_run(tenant)
     assert reconcile_once().redriven == 0  # too young
     _age(run, created_at=61)
     assert reconcile_once().redriven == 1
@@ -173,7 +174,7 @@ def _reaper_actions(action: str) -> float:
 def test_a_redrive_whose_publish_fails_is_reported_as_failed_not_as_a_lost_race(
     tenant: Persona, caplog: pytest.LogCaptureFixture
 ) -> None:
-    run = submit(tenant)
+    run = queued_run(tenant)
     _age(run, created_at=61)
     failed_before = _reaper_actions("redrive_failed")
     out = io.StringIO()
@@ -202,7 +203,7 @@ def test_a_redrive_whose_publish_fails_is_reported_as_failed_not_as_a_lost_race(
 
 
 def test_the_loser_of_a_redrive_race_publishes_nothing(tenant: Persona) -> None:
-    run = submit(tenant)
+    run = queued_run(tenant)
     _age(run, created_at=61)
     stale = Run.objects.get(pk=run.pk)  # what a second reaper read before the first one re-drove the run
     assert reconcile_once().redriven == 1
@@ -213,7 +214,7 @@ def test_the_loser_of_a_redrive_race_publishes_nothing(tenant: Persona) -> None:
 
 
 def test_queued_runs_expire_after_the_queue_ttl_with_a_full_release(tenant: Persona) -> None:
-    run = submit(tenant, max_cost_usd="0.2000")
+    run = queued_run(tenant, max_cost_usd="0.2000")
     _age(run, created_at=3601)
     report = reconcile_once()
     assert (report.expired_queued, report.redriven) == (1, 0)
@@ -230,7 +231,7 @@ def test_queued_runs_expire_after_the_queue_ttl_with_a_full_release(tenant: Pers
 def test_dry_run_changes_nothing(tenant: Persona) -> None:
     lease = _leased(tenant)
     _age(lease.run, lease_expires_at=1)
-    queued = submit(tenant)
+    queued = queued_run(tenant)
     _age(queued, created_at=3601)
     report = reconcile_once(dry_run=True)
     assert (report.expired_leases, report.expired_queued) == (1, 1)
@@ -282,7 +283,7 @@ def test_pass_cost_does_not_grow_with_history(tenant: Persona) -> None:
 
     small = queries_of_a_pass()
     for _ in range(30):  # history: finished runs the reaper has nothing to do with
-        services.run_cancel(tenant=tenant.tenant, run_id=submit(tenant, max_cost_usd="0.0100").pk)
+        services.run_cancel(tenant=tenant.tenant, run_id=queued_run(tenant, max_cost_usd="0.0100").pk)
     _age_all_completed()
     assert queries_of_a_pass() == small
 
@@ -301,7 +302,7 @@ def _flags(kind: str) -> list[AuditFlag]:
 def test_terminal_run_without_settle_raises_one_flag_and_touches_no_money(
     tenant: Persona, caplog: pytest.LogCaptureFixture
 ) -> None:
-    run = submit(tenant)
+    run = queued_run(tenant)
     # Tampering no service can do: the run is marked COMPLETED directly, without its SETTLE.
     Run.objects.filter(pk=run.pk).update(
         status="COMPLETED",
@@ -326,7 +327,7 @@ def test_terminal_run_without_settle_raises_one_flag_and_touches_no_money(
 
 
 def test_settle_without_a_terminal_run_raises_a_flag(tenant: Persona) -> None:
-    run = submit(tenant, max_cost_usd="0.0100")
+    run = queued_run(tenant, max_cost_usd="0.0100")
     with transaction.atomic():
         ledger_settle(tenant_id=tenant.tenant.pk, run_id=run.pk, reserved_micros=10_000, charge_micros=0, trace_id="t")
     reconcile_once()
@@ -370,7 +371,7 @@ def test_a_run_whose_action_fails_is_flagged_and_the_pass_goes_on_with_the_other
 
 
 def test_reconcile_exits_1_with_its_full_report_when_a_run_could_not_be_finished(tenant: Persona) -> None:
-    run = submit(tenant)
+    run = queued_run(tenant)
     _age(run, created_at=61)
     out = io.StringIO()
     with broker_down(), pytest.raises(CommandError, match=r"1 run\(s\) could not be finished") as raised:
@@ -384,7 +385,7 @@ def test_reconcile_exits_1_with_its_full_report_when_a_run_could_not_be_finished
 
 
 def test_held_not_matching_open_reservations_raises_a_flag(tenant: Persona) -> None:
-    submit(tenant, max_cost_usd="0.0100")
+    queued_run(tenant, max_cost_usd="0.0100")
     Account.objects.filter(pk=f"{tenant.tenant.pk}/held").update(balance_micros=20_000)
     reconcile_once()
     flags = _flags(AuditFlag.Kind.HELD_MISMATCH)
@@ -393,7 +394,7 @@ def test_held_not_matching_open_reservations_raises_a_flag(tenant: Persona) -> N
 
 
 def test_reconcile_command_says_which_flag_it_raised(tenant: Persona) -> None:
-    submit(tenant, max_cost_usd="0.0100")
+    queued_run(tenant, max_cost_usd="0.0100")
     Account.objects.filter(pk=f"{tenant.tenant.pk}/held").update(balance_micros=20_000)
     out = io.StringIO()
     call_command("reconcile", stdout=out)
@@ -411,7 +412,7 @@ def test_reconcile_command_says_which_flag_it_raised(tenant: Persona) -> None:
 
 
 def test_a_resolved_flag_can_be_raised_again(tenant: Persona) -> None:
-    submit(tenant, max_cost_usd="0.0100")
+    queued_run(tenant, max_cost_usd="0.0100")
     Account.objects.filter(pk=f"{tenant.tenant.pk}/held").update(balance_micros=20_000)
     reconcile_once()
     AuditFlag.objects.update(resolved_at=timezone.now(), resolved_by="ops")
@@ -431,8 +432,8 @@ def test_the_oldest_queued_runs_age_is_a_gauge(tenant: Persona, client) -> None:
         return float(re.search(r"^dpp_runs_queued_oldest_age_seconds (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
 
     assert age() == 0.0
-    _age(submit(tenant), created_at=300)
-    submit(tenant)  # a newer one does not hide the oldest
+    _age(queued_run(tenant), created_at=300)
+    queued_run(tenant)  # a newer one does not hide the oldest
     assert 300 <= age() < 330
 
 

@@ -16,18 +16,12 @@ from dpp.http.pagination import encode_cursor
 from dpp.money import format_usd
 from runs import services
 from runs.models import Run
-from tests.conftest import USD, Persona, make_persona
-from tests.runs.conftest import (
-    DIAGNOSTIC_FAIL,
-    MONEY_RE,
-    accepted,
-    assert_problem,
-    balances,
-    body,
-    execute,
-    field_errors,
-    run_row,
-)
+from tests.helpers.api import accepted, body
+from tests.helpers.inputs import DIAGNOSTIC_FAIL
+from tests.helpers.money import MONEY_RE, USD, balances
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.problems import assert_problem, field_errors
+from tests.helpers.states import execute, run_row
 
 pytestmark = pytest.mark.django_db
 

@@ -17,18 +17,13 @@ from freezegun import freeze_time
 from billing.models import LedgerEntry
 from runs import results, services
 from runs.models import Run
-from tests.conftest import USD, Persona
-from tests.runs.conftest import (
-    DIAGNOSTIC_FAIL,
-    accepted,
-    assert_problem,
-    balances,
-    body,
-    close_thread_connection,
-    execute,
-    ledger_kinds,
-    run_row,
-)
+from tests.helpers.api import accepted, body
+from tests.helpers.db import close_thread_connection
+from tests.helpers.inputs import DIAGNOSTIC_FAIL
+from tests.helpers.money import USD, balances, ledger_kinds
+from tests.helpers.personas import Persona
+from tests.helpers.problems import assert_problem
+from tests.helpers.states import execute, run_row
 
 pytestmark = pytest.mark.django_db
 

@@ -12,18 +12,12 @@ from billing.models import Account, LedgerEntry
 from dpp.http.pagination import encode_cursor
 from runs import services
 from runs.models import Run
-from tests.conftest import USD, Persona, Personas, make_persona
-from tests.runs.conftest import (
-    DIAGNOSTIC_FAIL,
-    accepted,
-    assert_problem,
-    balances,
-    body,
-    execute,
-    field_errors,
-    run_row,
-    without_request_members,
-)
+from tests.helpers.api import accepted, body
+from tests.helpers.inputs import DIAGNOSTIC_FAIL
+from tests.helpers.money import USD, balances
+from tests.helpers.personas import Persona, Personas, make_persona
+from tests.helpers.problems import assert_problem, field_errors, without_request_members
+from tests.helpers.states import execute, run_row
 
 pytestmark = pytest.mark.django_db
 

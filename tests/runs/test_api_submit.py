@@ -14,23 +14,11 @@ from billing.services import ledger_topup, plan_assign
 from dpp.models import Tenant
 from dpp.money import format_usd
 from runs.models import Run
-from tests.conftest import USD, Persona, make_persona
-from tests.runs.conftest import (
-    DECISION_INPUTS,
-    DIAGNOSTIC_OK,
-    UUID4_RE,
-    accepted,
-    assert_problem,
-    assert_rate_headers,
-    balances,
-    body,
-    field_errors,
-    ledger_kinds,
-    make_plan,
-    new_key,
-    persona_on_plan,
-    submit,
-)
+from tests.helpers.api import UUID4_RE, accepted, assert_rate_headers, body, new_key, submit
+from tests.helpers.inputs import DECISION_INPUTS, DIAGNOSTIC_OK
+from tests.helpers.money import USD, balances, ledger_kinds
+from tests.helpers.personas import Persona, make_persona, make_plan, persona_on_plan
+from tests.helpers.problems import assert_problem, field_errors
 
 pytestmark = pytest.mark.django_db
 

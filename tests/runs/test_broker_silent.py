@@ -17,9 +17,9 @@ from rest_framework.test import APIClient
 
 from runs.dispatch import publish_run
 from runs.models import Run
-from tests.conftest import Persona, make_persona
-from tests.factories import submit
-from tests.runs.conftest import body, new_key
+from tests.helpers.api import body, new_key
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.states import queued_run
 from tests.runs.test_worker_log_ids import publishing_to
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -81,7 +81,7 @@ def tenant() -> Persona:
 
 
 def test_a_publish_to_a_silent_broker_fails_instead_of_waiting(tenant: Persona) -> None:
-    run = submit(tenant)
+    run = queued_run(tenant)
     with silent_broker():
         assert _answers(lambda: publish_run(run)) is False
 

@@ -23,9 +23,11 @@ from billing.models import LedgerTransaction
 from runs import services
 from runs.audit import full_audit
 from runs.models import Run
-from tests.conftest import USD, Persona, make_persona
-from tests.factories import submit
-from tests.runs.conftest import balances, body, close_thread_connection, new_key
+from tests.helpers.api import body, new_key
+from tests.helpers.db import close_thread_connection
+from tests.helpers.money import USD, balances
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.states import queued_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -115,7 +117,7 @@ def test_a_reservation_racing_a_release_is_judged_on_the_balance_it_waited_for()
     from outside as a 429 CONCURRENCY_LIMITED on a tenant far below its limit; the submit is now tried again and
     accepted, since the money is there."""
     persona = make_persona(plan="unlimited", credit_micros=50_000)
-    queued = submit(persona, max_cost_usd="0.0400")  # available 0.0100
+    queued = queued_run(persona, max_cost_usd="0.0400")  # available 0.0100
     locked, release = threading.Event(), threading.Event()
 
     def cancel_and_wait() -> None:  # the cancel's release (held → available), its commit held back

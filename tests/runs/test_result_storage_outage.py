@@ -29,10 +29,12 @@ from dpp.http.errors import DependencyUnavailableError
 from reaper.services import reconcile_once
 from runs import results, services
 from runs.models import Run
-from tests.admin_support import ensure_staff_groups, staff_client
-from tests.conftest import Persona, make_persona
+from tests.helpers.admin import ensure_staff_groups, staff_client
+from tests.helpers.api import accepted, body
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.problems import assert_problem
+from tests.helpers.states import execute, run_row
 from tests.processes import celery_worker, process_env
-from tests.runs.conftest import accepted, assert_problem, body, execute, run_row
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

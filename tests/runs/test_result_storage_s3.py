@@ -23,10 +23,12 @@ from dpp.http.errors import DependencyUnavailableError
 from reaper.services import reconcile_once
 from runs import results, services
 from runs.models import Run
-from tests.conftest import Persona, make_persona
 from tests.e2e.harness import REGION, S3_BUCKET, s3_results_storage
+from tests.helpers.api import accepted, body
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.problems import assert_problem
+from tests.helpers.states import execute, run_row
 from tests.processes import free_port, moto_server
-from tests.runs.conftest import accepted, assert_problem, body, execute, run_row
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Persona, Personas
-from tests.runs.conftest import assert_problem, body, new_key
+from tests.helpers.api import body, new_key
+from tests.helpers.personas import Persona, Personas
+from tests.helpers.problems import assert_problem
 
 pytestmark = pytest.mark.django_db
 

@@ -22,8 +22,8 @@ from runs import executor
 from runs.dispatch import publish_run
 from runs.models import Run
 from runs.tasks import execute_run
-from tests.conftest import Persona, make_persona
-from tests.factories import submit
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.states import queued_run
 from tests.processes import free_port
 from tests.runs.test_result_storage_outage import unreadable_storage
 
@@ -66,7 +66,7 @@ def tenant() -> Persona:
 def test_celery_logs_a_failed_execute_task_with_the_runs_ids(
     tenant: Persona, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = submit(tenant)
+    run = queued_run(tenant)
     monkeypatch.setattr(executor, "UPLOAD_RETRY_PAUSES_S", ())  # one upload attempt, no pauses
     # The pack succeeds; uploading its envelope fails, and the exception leaves the task function (as an S3
     # outage does): Celery's tracer logs it after run_execute's own log context has ended.
@@ -82,7 +82,7 @@ def test_celery_logs_a_failed_execute_task_with_the_runs_ids(
 
 
 def test_a_failed_publish_is_logged_with_the_runs_ids(tenant: Persona, caplog: pytest.LogCaptureFixture) -> None:
-    run = Run.objects.get(pk=submit(tenant).pk)
+    run = Run.objects.get(pk=queued_run(tenant).pk)
     bound_before = (trace_id_var.get(), run_id_var.get())
     with broker_down(), caplog.at_level(logging.ERROR, logger="dpp.runs.dispatch"):
         assert publish_run(run) is False
