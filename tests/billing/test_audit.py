@@ -8,7 +8,6 @@ import subprocess
 import sys
 import uuid
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +25,8 @@ from tests.helpers.corruption import corrupt_run, run_without_reserve, terminal_
 from tests.helpers.money import USD
 from tests.helpers.personas import Persona, make_persona
 from tests.helpers.states import canceled_run, completed_run, expired_run, failed_run, queued_run
+from tests.processes import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SPEC_KEYS = {"ok", "transactions", "entries", "accounts", "violations"}
 
 

@@ -24,11 +24,8 @@ from billing.services import (
     tenant_onboard,
 )
 from dpp.http.errors import ApplicationError
-from tests.helpers.money import USD
+from tests.helpers.money import FUNDING, REVENUE, USD
 from tests.helpers.personas import Persona, make_persona, unique_tenant_id
-
-REVENUE = Account.platform_account_id("REVENUE")
-FUNDING = Account.platform_account_id("FUNDING")
 
 
 def _legs(txn: LedgerTransaction) -> dict[str, int]:

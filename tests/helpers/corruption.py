@@ -6,6 +6,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from billing.models import Account
 from runs.models import FinalizeStage, MoneyState, Run, RunStatus
 from tests.helpers.bulk import queued_run_row
 
@@ -34,3 +35,9 @@ def run_without_reserve(*, tenant_id: str, reserved_micros: int) -> Run:
     run = queued_run_row(tenant_id=tenant_id, reserved_micros=reserved_micros)
     run.save(force_insert=True)
     return run
+
+
+def corrupt_held(*, tenant_id: str, balance_micros: int) -> None:
+    """The tenant's held balance rewritten with no entry behind it."""
+    held = Account.tenant_account_id(tenant_id, Account.Kind.HELD)
+    assert Account.objects.filter(pk=held).update(balance_micros=balance_micros) == 1

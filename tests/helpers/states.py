@@ -40,6 +40,11 @@ def ago(seconds: float) -> _freeze_time:
     return freeze_time(timezone.now() - timedelta(seconds=seconds), tick=True)
 
 
+def later(seconds: float) -> _freeze_time:
+    """The clock `seconds` ahead (and ticking): what runs inside it comes that much later."""
+    return freeze_time(timezone.now() + timedelta(seconds=seconds), tick=True)
+
+
 def queued_run(
     persona: Persona,
     *,
@@ -87,9 +92,9 @@ def claimed_run(persona: Persona, **submitted: Any) -> tuple[Run, Lease]:
     return claim(leased), leased
 
 
-def expired_lease(persona: Persona, **submitted: Any) -> Lease:
-    """Leased by a worker that then stopped heartbeating: its lease ran out a few seconds ago."""
-    with ago(settings.DPP_LEASE_S + 5):
+def expired_lease(persona: Persona, *, expired_for: float = 5, **submitted: Any) -> Lease:
+    """Leased by a worker that then stopped heartbeating: its lease ran out `expired_for` seconds ago."""
+    with ago(settings.DPP_LEASE_S + expired_for):
         return leased_run(persona, **submitted)
 
 

@@ -18,9 +18,9 @@ from rest_framework.test import APIClient
 from runs.dispatch import publish_run
 from runs.models import Run
 from tests.helpers.api import body, new_key
+from tests.helpers.outages import publishing_to
 from tests.helpers.personas import Persona, make_persona
 from tests.helpers.states import queued_run
-from tests.runs.test_worker_log_ids import publishing_to
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

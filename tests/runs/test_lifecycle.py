@@ -9,6 +9,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
@@ -19,7 +20,7 @@ from runs import executor, results, services
 from runs.models import FinalizeStage, MoneyState, Run, RunStatus
 from tests.helpers.money import USD
 from tests.helpers.personas import Persona, make_persona
-from tests.helpers.states import queued_run
+from tests.helpers.states import later, queued_run, store_envelope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,8 +91,8 @@ def test_heartbeat_with_a_wrong_token_or_after_expiry_is_lost(tenant: Persona) -
     lease = services.run_lease(run_id=queued_run(tenant).pk)
     assert lease is not None
     assert services.run_heartbeat(run_id=lease.run.pk, lease_token=uuid.uuid4()) == "LOST"
-    Run.objects.filter(pk=lease.run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert services.run_heartbeat(run_id=lease.run.pk, lease_token=lease.token) == "LOST"
+    with later(django_settings.DPP_LEASE_S + 1):
+        assert services.run_heartbeat(run_id=lease.run.pk, lease_token=lease.token) == "LOST"
 
 
 def test_the_heartbeat_thread_logs_a_lost_lease_under_the_runs_trace_id(
@@ -150,18 +151,9 @@ def test_claim_needs_the_lease_token_and_a_live_lease(tenant: Persona) -> None:
     lease = services.run_lease(run_id=queued_run(tenant).pk)
     assert lease is not None
     assert services.run_claim(run_id=lease.run.pk, lease_token=uuid.uuid4()) is None
-    Run.objects.filter(pk=lease.run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert services.run_claim(run_id=lease.run.pk, lease_token=lease.token) is None
+    with later(django_settings.DPP_LEASE_S + 1):
+        assert services.run_claim(run_id=lease.run.pk, lease_token=lease.token) is None
     assert Run.objects.get(pk=lease.run.pk).finalize_stage is None
-
-
-def _store(run: Run, cost: int) -> results.Envelope:
-    assert run.finalize_token is not None
-    key = results.envelope_key(run, run.finalize_token)
-    content = results.envelope_bytes(
-        run=run, finalize_token=run.finalize_token, data={"ok": True}, cost_micros=cost, finished_at=timezone.now()
-    )
-    return results.envelope_store(key=key, content=content, cost_micros=cost)
 
 
 def test_two_phase_finalize_commits_once_and_caps_the_charge(tenant: Persona) -> None:
@@ -170,7 +162,7 @@ def test_two_phase_finalize_commits_once_and_caps_the_charge(tenant: Persona) ->
     claimed = services.run_claim(run_id=lease.run.pk, lease_token=lease.token)
     assert claimed is not None
     assert claimed.finalize_stage == FinalizeStage.CLAIMED
-    stored = _store(claimed, cost=30_000)  # above the 0.0200 reservation
+    stored = store_envelope(claimed, cost_micros=30_000)  # above the 0.0200 reservation
     assert services.run_commit(run=claimed, stored=stored)
     assert not services.run_commit(run=claimed, stored=stored)
     run = Run.objects.get(pk=claimed.pk)

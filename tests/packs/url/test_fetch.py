@@ -16,7 +16,7 @@ import trustme
 from packs.base import PackError, PackInterrupted, UrlPolicy
 from packs.url import UrlPack
 from packs.url.client import FetchError
-from tests.packs.helpers import LOOPBACK_ONE, make_context
+from tests.helpers.packs import LOOPBACK_ONE, make_context
 from tests.packs.url.servers import (
     Canaries,
     FakeResolver,

@@ -9,7 +9,7 @@ from jsonschema import Draft202012Validator
 
 from packs.base import FieldError, UrlPolicy
 from packs.url import UrlPack, blocked_literal, byte_cap, price_micros
-from tests.packs.helpers import LOOPBACK_ONE
+from tests.helpers.packs import LOOPBACK_ONE
 from tests.packs.url.servers import FakeResolver
 
 PACK = UrlPack()
