@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
+from django.test import Client
 from rest_framework.test import APIClient
 
 from billing.bootstrap import ensure_platform_rows
@@ -14,6 +15,7 @@ from billing.selectors import plan_cache_clear
 from dpp.db.redis import get_redis
 from dpp.http.ratelimit import ANONYMOUS_POLICY, bucket_key
 from runs.results import results_folder_mark
+from tests.helpers.admin import ensure_staff_groups, staff_client
 from tests.helpers.personas import Persona, Personas, make_persona
 
 
@@ -70,3 +72,23 @@ def redis_client() -> object:
     client = get_redis()
     assert client is not None
     return client
+
+
+@pytest.fixture
+def finance(db: None) -> Client:
+    """An admin client of a staff user in the finance group (moves money, reads everything)."""
+    ensure_staff_groups()
+    return staff_client("alice", groups=["finance"])
+
+
+@pytest.fixture
+def ops(db: None) -> Client:
+    """An admin client of a staff user in the ops group (reads, runs the reaper)."""
+    ensure_staff_groups()
+    return staff_client("olga", groups=["ops"])
+
+
+@pytest.fixture
+def root(db: None) -> Client:
+    """An admin client of a superuser."""
+    return staff_client("root", superuser=True)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
-import threading
 import uuid
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, Permission
-from django.db import connection, connections
+from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
 from django.test import Client
 from django.urls import reverse
@@ -29,27 +28,11 @@ from tests.helpers.bulk import bulk_topups
 from tests.helpers.money import USD
 from tests.helpers.personas import Persona, Personas, make_persona
 from tests.helpers.states import completed_run, failed_run, queued_run
+from tests.helpers.threads import at_once
 
 pytestmark = pytest.mark.django_db
 
 TXN = LedgerTransaction.Kind
-
-
-@pytest.fixture
-def finance(db: None) -> Client:
-    ensure_staff_groups()
-    return staff_client("alice", groups=["finance"])
-
-
-@pytest.fixture
-def ops(db: None) -> Client:
-    ensure_staff_groups()
-    return staff_client("olga", groups=["ops"])
-
-
-@pytest.fixture
-def root(db: None) -> Client:
-    return staff_client("root", superuser=True)
 
 
 def _topup_url(tenant_id: str, action: str = "topup") -> str:
@@ -573,21 +556,12 @@ def test_double_click_on_topup_posts_once(advisory_lock: bool, monkeypatch: pyte
     tenant = make_persona(credit_micros=0).tenant
     url = _topup_url(tenant.pk)
     data = {"amount": "7.0000", "reason": "double click", "nonce": _nonce(alice, url)}
-    barrier = threading.Barrier(4)
     statuses: list[int] = []
 
     def post_the_form() -> None:
-        try:
-            barrier.wait(timeout=10)
-            statuses.append(alice.post(url, data).status_code)
-        finally:
-            connections.close_all()
+        statuses.append(alice.post(url, data).status_code)
 
-    threads = [threading.Thread(target=post_the_form) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    assert at_once([post_the_form] * 4) == []
     assert statuses == [302] * 4
     assert LedgerTransaction.objects.filter(tenant=tenant, kind=TXN.TOPUP).count() == 1
     assert balances_get(tenant_id=tenant.pk).available_micros == 7 * USD

@@ -129,13 +129,16 @@ def completed_run(persona: Persona, *, cost_micros: int, **submitted: Any) -> Ru
     return commit(claimed, store_envelope(claimed, cost_micros=cost_micros))
 
 
+def fail(leased: Lease, *, reason_code: str = "PACK_FAILED", detail: str = "the pack failed") -> Run:
+    """The worker ends a started run that produced no result: FAILED with the minimum fee."""
+    assert run_fail(run=leased.run, lease_token=leased.token, reason_code=reason_code, detail=detail)
+    return leased.run
+
+
 def failed_run(
     persona: Persona, *, reason_code: str = "PACK_FAILED", detail: str = "the pack failed", **submitted: Any
 ) -> Run:
-    """Started, then ended by its worker without a result: FAILED with the minimum fee."""
-    leased = leased_run(persona, **submitted)
-    assert run_fail(run=leased.run, lease_token=leased.token, reason_code=reason_code, detail=detail)
-    return leased.run
+    return fail(leased_run(persona, **submitted), reason_code=reason_code, detail=detail)
 
 
 def cancel(persona: Persona, run: Run) -> Run:

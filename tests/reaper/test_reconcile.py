@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import re
-import threading
 import uuid
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from tests.helpers.states import (
     stale_claim,
     store_envelope,
 )
+from tests.helpers.threads import at_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -220,20 +220,11 @@ def test_run_option_restricts_the_pass(tenant: Persona) -> None:
 def test_many_reapers_at_once_settle_each_run_exactly_once(tenant: Persona) -> None:
     leases = [expired_lease(tenant, max_cost_usd="0.0100") for _ in range(10)]
     totals: list[int] = []
-    barrier = threading.Barrier(4)
 
     def reap() -> None:
-        barrier.wait()
-        try:
-            totals.append(reconcile_once().expired_leases)
-        finally:
-            connection.close()
+        totals.append(reconcile_once().expired_leases)
 
-    threads = [threading.Thread(target=reap) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert at_once([reap] * 4) == []
     assert sum(totals) == 10
     assert LedgerTransaction.objects.filter(kind="SETTLE", run_id__in=[lease.run.pk for lease in leases]).count() == 10
     balances = balances_get(tenant_id=tenant.tenant.pk)

@@ -22,7 +22,7 @@ from django.utils import timezone
 from billing.models import LedgerTransaction
 from dpp.admin_tools import EstimatedCountPaginator
 from runs.models import MoneyState, Run, RunStatus
-from tests.helpers.admin import csv_rows, ensure_staff_groups, staff_client
+from tests.helpers.admin import csv_rows, staff_client
 from tests.helpers.api import accepted, body
 from tests.helpers.bulk import bulk_queued_runs
 from tests.helpers.inputs import DECISION_PRICE_MICROS, URL_INPUTS
@@ -33,17 +33,6 @@ from tests.helpers.states import canceled_run, completed_run, execute, expired_r
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "admin:runs_run_changelist"
-
-
-@pytest.fixture
-def finance(db: None) -> Client:
-    ensure_staff_groups()
-    return staff_client("alice", groups=["finance"])
-
-
-@pytest.fixture
-def root(db: None) -> Client:
-    return staff_client("root", superuser=True)
 
 
 def _listed(client: Client, params: dict[str, str]) -> set[str]:

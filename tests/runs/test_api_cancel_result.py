@@ -18,12 +18,12 @@ from billing.models import LedgerEntry
 from runs import results, services
 from runs.models import Run
 from tests.helpers.api import accepted, body
-from tests.helpers.db import close_thread_connection
 from tests.helpers.inputs import DIAGNOSTIC_FAIL
 from tests.helpers.money import USD, balances, ledger_kinds
 from tests.helpers.personas import Persona
 from tests.helpers.problems import assert_problem
 from tests.helpers.states import execute, run_row
+from tests.helpers.threads import close_thread_connection
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,6 @@ down, instead of holding a gunicorn thread forever (found from outside: no answe
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -17,7 +16,7 @@ from rest_framework.test import APIClient
 
 from runs.dispatch import publish_run
 from runs.models import Run
-from tests.helpers.api import body, new_key
+from tests.helpers.api import submit
 from tests.helpers.outages import publishing_to
 from tests.helpers.personas import Persona, make_persona
 from tests.helpers.states import queued_run
@@ -91,8 +90,7 @@ def test_a_submit_gets_its_receipt_and_the_run_waits_queued(tenant: Persona) -> 
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant.api_key}")
 
     def post() -> Any:
-        payload = json.dumps(body())
-        return client.post("/v1/runs", data=payload, content_type="application/json", HTTP_IDEMPOTENCY_KEY=new_key())
+        return submit(client)
 
     with silent_broker():
         response = _answers(post)

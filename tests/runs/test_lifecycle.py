@@ -21,6 +21,7 @@ from runs.models import FinalizeStage, MoneyState, Run, RunStatus
 from tests.helpers.money import USD
 from tests.helpers.personas import Persona, make_persona
 from tests.helpers.states import later, queued_run, store_envelope
+from tests.helpers.threads import at_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,20 +58,11 @@ def test_lease_is_a_compare_and_set(tenant: Persona) -> None:
 def test_concurrent_leases_have_exactly_one_winner(tenant: Persona) -> None:
     run = queued_run(tenant)
     winners: list[object] = []
-    barrier = threading.Barrier(8)
 
     def lease() -> None:
-        barrier.wait()
-        try:
-            winners.append(services.run_lease(run_id=run.pk))
-        finally:
-            connection.close()
+        winners.append(services.run_lease(run_id=run.pk))
 
-    threads = [threading.Thread(target=lease) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert at_once([lease] * 8) == []
     assert sum(1 for w in winners if w is not None) == 1
 
 
