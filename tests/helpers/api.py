@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from datetime import datetime
 from typing import Any
 
+from freezegun import freeze_time
 from rest_framework.test import APIClient
 
 from tests.helpers.inputs import DECISION_INPUTS, DIAGNOSTIC_OK
@@ -55,6 +57,12 @@ def accepted(client: APIClient, payload: Any = None, *, key: str | None = None) 
     assert response.status_code == 202, response.content
     receipt: dict[str, Any] = response.json()
     return receipt
+
+
+def accepted_at(client: APIClient, moment: str | datetime, payload: Any = None) -> str:
+    """A submit accepted with the clock at `moment` (its created_at); its run id."""
+    with freeze_time(moment):
+        return str(accepted(client, payload)["run_id"])
 
 
 def assert_rate_headers(response: Any, policy: str, limit: int) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from dpp.http.pagination import encode_cursor
 from dpp.money import format_usd
 from runs import services
 from runs.models import Run
-from tests.helpers.api import accepted, body
+from tests.helpers.api import accepted, accepted_at, body
 from tests.helpers.inputs import DIAGNOSTIC_FAIL
 from tests.helpers.money import MONEY_RE, REVENUE, USD, balances
 from tests.helpers.personas import Persona, make_persona
@@ -155,8 +155,7 @@ def test_ledger_bad_parameters(owner: Persona, params: dict[str, str], field: st
 
 
 def _accepted_at(persona: Persona, moment: str, **kwargs: Any) -> str:
-    with freeze_time(moment):
-        return str(accepted(persona.client, body(**kwargs))["run_id"])
+    return accepted_at(persona.client, moment, body(**kwargs))
 
 
 def _usage_from_the_ledger(persona: Persona) -> list[dict[str, Any]]:
