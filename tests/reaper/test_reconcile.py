@@ -14,14 +14,13 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from billing.models import LedgerTransaction
 from billing.selectors import balances_get
 from billing.services import ledger_settle
 from reaper.models import AuditFlag
-from reaper.services import PUBLISH_FAILED, ReconcileReport, _act, _redrive_one, reconcile_once
+from reaper.services import PUBLISH_FAILED, ReconcileReport, _act, _redrive_one, audit_flag_resolve, reconcile_once
 from runs import results
 from runs.models import Run
 from tests.helpers.corruption import corrupt_held, terminal_without_settle
@@ -360,7 +359,8 @@ def test_a_resolved_flag_can_be_raised_again(tenant: Persona) -> None:
     queued_run(tenant, max_cost_usd="0.0100")
     corrupt_held(tenant_id=tenant.tenant.pk, balance_micros=20_000)
     reconcile_once()
-    AuditFlag.objects.update(resolved_at=timezone.now(), resolved_by="ops")
+    flag_ids = list(AuditFlag.objects.values_list("pk", flat=True))
+    assert audit_flag_resolve(flag_ids=flag_ids, actor="ops", note="mended") == 1
     assert reconcile_once().audit_flags == 1
     assert AuditFlag.objects.count() == 2
 
