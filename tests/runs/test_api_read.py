@@ -17,7 +17,7 @@ from tests.helpers.inputs import DIAGNOSTIC_FAIL
 from tests.helpers.money import USD, balances
 from tests.helpers.personas import Persona, Personas, make_persona
 from tests.helpers.problems import assert_problem, field_errors, without_request_members
-from tests.helpers.states import execute, run_row
+from tests.helpers.states import execute, lease, run_row
 
 pytestmark = pytest.mark.django_db
 
@@ -65,8 +65,7 @@ def test_queued_run(unlimited: Persona) -> None:
 
 def test_processing_run(unlimited: Persona) -> None:
     receipt = accepted(unlimited.client, body())
-    lease = services.run_lease(run_id=uuid.UUID(receipt["run_id"]))
-    assert lease is not None
+    lease(run_row(receipt["run_id"]))
     run, response = get_run(unlimited, receipt["run_id"])
     assert (run["status"], run["money_state"], run["cost"]["used_usd"]) == ("PROCESSING", "RESERVED", None)
     assert run["result"] is None
