@@ -1,25 +1,22 @@
-"""Shared fixtures: real PostgreSQL and Redis (never mocked), tenants with keys and money, API clients."""
+"""Shared fixtures: real PostgreSQL and Redis (never mocked), tenants with keys and money, API clients.
+
+Fixtures only: what they are made with lives in tests/helpers/."""
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
-
 import pytest
 from django.db import connection
+from django.test import Client
 from rest_framework.test import APIClient
 
 from billing.bootstrap import ensure_platform_rows
 from billing.models import Account, Plan
 from billing.selectors import plan_cache_clear
-from billing.services import ledger_topup, tenant_onboard
 from dpp.db.redis import get_redis
 from dpp.http.ratelimit import ANONYMOUS_POLICY, bucket_key
-from dpp.models import Tenant
-from dpp.services import api_key_issue
 from runs.results import results_folder_mark
-
-USD = 1_000_000
+from tests.helpers.admin import ensure_staff_groups, staff_client
+from tests.helpers.personas import Persona, Personas, make_persona
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -51,35 +48,6 @@ def _full_anonymous_bucket() -> None:
         client.delete(bucket_key(ANONYMOUS_POLICY, "127.0.0.1"))
 
 
-@dataclass
-class Persona:
-    tenant: Tenant
-    api_key: str
-    client: APIClient
-
-
-def unique_tenant_id(prefix: str = "t") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def make_persona(*, plan: str = "starter", credit_micros: int = 10 * USD, prefix: str = "t") -> Persona:
-    """A tenant on `plan` with `credit_micros` available and an API client authenticated as it."""
-    tenant = tenant_onboard(tenant_id=unique_tenant_id(prefix), plan_code=plan, actor="test")
-    if credit_micros:
-        ledger_topup(tenant=tenant, amount_micros=credit_micros, actor="test", reason="test credit")
-    issued = api_key_issue(tenant=tenant, label="test")
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
-    return Persona(tenant=tenant, api_key=issued.secret, client=client)
-
-
-@dataclass
-class Personas:
-    owner: Persona  # the tenant whose resources a test looks at
-    other: Persona  # a second paying tenant: must never see the owner's resources
-    outsider: Persona  # a tenant with no money and no runs
-
-
 @pytest.fixture
 def personas(db: None) -> Personas:
     return Personas(
@@ -104,3 +72,23 @@ def redis_client() -> object:
     client = get_redis()
     assert client is not None
     return client
+
+
+@pytest.fixture
+def finance(db: None) -> Client:
+    """An admin client of a staff user in the finance group (moves money, reads everything)."""
+    ensure_staff_groups()
+    return staff_client("alice", groups=["finance"])
+
+
+@pytest.fixture
+def ops(db: None) -> Client:
+    """An admin client of a staff user in the ops group (reads, runs the reaper)."""
+    ensure_staff_groups()
+    return staff_client("olga", groups=["ops"])
+
+
+@pytest.fixture
+def root(db: None) -> Client:
+    """An admin client of a superuser."""
+    return staff_client("root", superuser=True)

@@ -14,7 +14,6 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,11 +22,10 @@ import yaml
 from django.conf import settings
 
 from config.env import LIBRARY_VARS, READ
+from tests.processes import PROCFILE, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-PROCFILE = ROOT / "Procfile"
 README = ROOT / "README.md"
 ENV_SECTION = "### Environment variables"
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import threading
 import uuid
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, Permission
-from django.db import connection, connections
+from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
 from django.test import Client
 from django.urls import reverse
@@ -23,31 +22,16 @@ from billing.selectors import balances_get
 from billing.services import ledger_adjust, ledger_topup
 from dpp.models import ApiKey
 from dpp.services import api_key_issue
-from runs.models import RunStatus
-from tests.admin_support import bulk_topups, csv_rows, ensure_staff_groups, make_run, staff_client
-from tests.conftest import USD, Persona, Personas, make_persona
-from tests.factories import submit
+from tests.helpers.admin import csv_rows, ensure_staff_groups, staff_client
+from tests.helpers.bulk import bulk_topups
+from tests.helpers.money import USD
+from tests.helpers.personas import Persona, Personas, make_persona
+from tests.helpers.states import completed_run, failed_run, queued_run
+from tests.helpers.threads import at_once
 
 pytestmark = pytest.mark.django_db
 
 TXN = LedgerTransaction.Kind
-
-
-@pytest.fixture
-def finance(db: None) -> Client:
-    ensure_staff_groups()
-    return staff_client("alice", groups=["finance"])
-
-
-@pytest.fixture
-def ops(db: None) -> Client:
-    ensure_staff_groups()
-    return staff_client("olga", groups=["ops"])
-
-
-@pytest.fixture
-def root(db: None) -> Client:
-    return staff_client("root", superuser=True)
 
 
 def _topup_url(tenant_id: str, action: str = "topup") -> str:
@@ -107,7 +91,7 @@ def test_groups_exist_after_migrate_with_the_intended_permissions(db: None) -> N
 
 
 def test_finance_sees_tenants_with_balances_plan_and_status(finance: Client, personas: Personas) -> None:
-    make_run(personas.owner.tenant.pk, reserved_micros=250_000)  # 0.2500 held
+    queued_run(personas.owner, pack_type="decision", max_cost_usd="0.2500")  # 0.2500 held
     response = finance.get(reverse("admin:dpp_tenant_changelist"))
     assert response.status_code == 200
     html = response.content.decode()
@@ -245,7 +229,7 @@ def test_ops_sees_lists_but_cannot_top_up_or_adjust(ops: Client, owner: Persona)
 
 
 def test_finance_credits_a_refund_from_revenue(finance: Client, owner: Persona) -> None:
-    run = make_run(owner.tenant.pk, reserved_micros=50_000, status=RunStatus.COMPLETED, charge_micros=30_000)
+    run = completed_run(owner, pack_type="decision", max_cost_usd="0.0500", cost_micros=30_000)
     url = _topup_url(owner.tenant.pk, "adjust")
     data = {
         "direction": "credit",
@@ -323,7 +307,7 @@ def test_ledger_cannot_be_changed_or_deleted_from_the_admin(
 
 
 def test_transaction_page_shows_entries_and_deltas(finance: Client, owner: Persona) -> None:
-    run = make_run(owner.tenant.pk, reserved_micros=80_000, status=RunStatus.FAILED, charge_micros=5_000)
+    run = failed_run(owner, pack_type="decision", max_cost_usd="0.0800")  # the minimum fee: 0.0050
     settle = LedgerTransaction.objects.get(run_id=run.pk, kind=TXN.SETTLE)
     html = finance.get(reverse("admin:billing_ledgertransaction_change", args=[settle.pk])).content.decode()
     assert f"{owner.tenant.pk}/held" in html
@@ -363,7 +347,7 @@ def test_transactions_changelist_over_10000_rows_runs_few_queries(
 
 def test_transactions_changelist_filters(finance: Client, personas: Personas) -> None:
     owner, other = personas.owner.tenant, personas.other.tenant
-    run = make_run(owner.pk, reserved_micros=50_000)
+    run = queued_run(personas.owner, pack_type="decision", max_cost_usd="0.0500")
     url = reverse("admin:billing_ledgertransaction_changelist")
 
     def listed(params: dict[str, str]) -> set[int]:
@@ -394,7 +378,7 @@ def test_transactions_csv_export_for_a_date_range(finance: Client, personas: Per
     ledger_adjust(
         tenant=owner, amount_micros=-2 * USD, counterparty="FUNDING", actor="admin:alice", reason="=SUM(A1:A9)"
     )
-    run = make_run(owner.pk, reserved_micros=50_000, status=RunStatus.COMPLETED, charge_micros=11_000)
+    run = completed_run(personas.owner, pack_type="decision", max_cost_usd="0.0500", cost_micros=11_000)
     today = timezone.now().date()
 
     response = finance.get(
@@ -571,21 +555,12 @@ def test_double_click_on_topup_posts_once(advisory_lock: bool, monkeypatch: pyte
     tenant = make_persona(credit_micros=0).tenant
     url = _topup_url(tenant.pk)
     data = {"amount": "7.0000", "reason": "double click", "nonce": _nonce(alice, url)}
-    barrier = threading.Barrier(4)
     statuses: list[int] = []
 
-    def submit() -> None:
-        try:
-            barrier.wait(timeout=10)
-            statuses.append(alice.post(url, data).status_code)
-        finally:
-            connections.close_all()
+    def post_the_form() -> None:
+        statuses.append(alice.post(url, data).status_code)
 
-    threads = [threading.Thread(target=submit) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    assert at_once([post_the_form] * 4) == []
     assert statuses == [302] * 4
     assert LedgerTransaction.objects.filter(tenant=tenant, kind=TXN.TOPUP).count() == 1
     assert balances_get(tenant_id=tenant.pk).available_micros == 7 * USD
@@ -625,7 +600,7 @@ def test_superuser_suspends_and_reactivates_a_tenant(client) -> None:
     from django.contrib.auth import get_user_model
 
     from dpp.models import Tenant
-    from tests.conftest import make_persona
+    from tests.helpers.personas import make_persona
 
     persona = make_persona()
     admin_user = get_user_model().objects.create_superuser("root-suspend", "r@example.com", "pw-123456789")
@@ -653,7 +628,7 @@ def test_an_account_page_says_whether_its_balance_equals_its_entries(finance: Cl
 
 
 def test_the_accounts_list_sums_every_balance_by_kind_and_says_whether_they_sum_to_zero(finance: Client) -> None:
-    submit(make_persona(plan="unlimited", credit_micros=10 * USD), max_cost_usd="0.2500")  # available → held
+    queued_run(make_persona(plan="unlimited", credit_micros=10 * USD), max_cost_usd="0.2500")  # available → held
     url = reverse("admin:billing_account_changelist")
     page = " ".join(finance.get(url).content.decode().split())
     assert (

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import uuid
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,11 +20,13 @@ from billing.audit import EXAMPLES_PER_INVARIANT, LEDGER_INVARIANTS, ledger_audi
 from billing.models import Account, LedgerEntry, LedgerTransaction
 from billing.services import ledger_adjust, ledger_reserve, ledger_settle
 from runs.audit import RUN_INVARIANTS, full_audit, run_audit
-from runs.models import Run, RunStatus
-from tests.billing.conftest import finish_run, open_run
-from tests.conftest import USD, Persona, make_persona
+from runs.models import Run
+from tests.helpers.corruption import corrupt_run, run_without_reserve, terminal_without_settle
+from tests.helpers.money import USD
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.states import canceled_run, completed_run, expired_run, failed_run, queued_run
+from tests.processes import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SPEC_KEYS = {"ok", "transactions", "entries", "accounts", "violations"}
 
 
@@ -49,11 +50,11 @@ def _available(tenant_id: str) -> str:
 
 def _busy_ledger(owner: Persona, other: Persona) -> None:
     """Every kind of movement: open runs, runs settled with charge 0, partial and full, adjustments both ways."""
-    open_run(tenant_id=owner.tenant.pk, reserved_micros=USD)
-    finish_run(open_run(tenant_id=owner.tenant.pk, reserved_micros=50_000), charge_micros=0, status=RunStatus.CANCELED)
-    finish_run(open_run(tenant_id=owner.tenant.pk, reserved_micros=50_000), charge_micros=11_000)
-    finish_run(open_run(tenant_id=other.tenant.pk, reserved_micros=30_000), charge_micros=30_000)
-    finish_run(open_run(tenant_id=other.tenant.pk, reserved_micros=500_000), charge_micros=10_000, status="FAILED")
+    queued_run(owner, pack_type="decision", max_cost_usd="1.0000")
+    canceled_run(owner, pack_type="decision", max_cost_usd="0.0500")
+    completed_run(owner, pack_type="decision", max_cost_usd="0.0500", cost_micros=11_000)
+    completed_run(other, pack_type="decision", max_cost_usd="0.0300", cost_micros=30_000)
+    failed_run(other, pack_type="decision", max_cost_usd="0.5000")  # the minimum fee: 0.0100
     ledger_adjust(tenant=owner.tenant, amount_micros=5_000, counterparty="REVENUE", actor="fin", reason="goodwill")
     ledger_adjust(tenant=other.tenant, amount_micros=-2_500, counterparty="FUNDING", actor="fin", reason="chargeback")
 
@@ -248,7 +249,7 @@ class TestTamperedLedger:
 @pytest.mark.django_db
 class TestRunSide:
     def test_terminal_run_without_settle(self, owner: Persona) -> None:
-        run = finish_run(open_run(tenant_id=owner.tenant.pk, reserved_micros=50_000), charge_micros=5_000, settle=False)
+        run = terminal_without_settle(queued_run(owner, pack_type="decision"), charge_micros=5_000)
         assert ledger_audit().ok  # the ledger alone cannot know: a RESERVE without SETTLE is an open reservation
         report = full_audit()
         assert report.violation_counts == {"terminal_run_without_settle": 1, "held_equals_open_runs": 1}
@@ -260,7 +261,7 @@ class TestRunSide:
         assert "terminal_run_without_settle" in {v["invariant"] for v in body["violations"]}
 
     def test_settle_of_a_run_that_is_not_terminal(self, owner: Persona) -> None:
-        run = open_run(tenant_id=owner.tenant.pk, reserved_micros=50_000)
+        run = queued_run(owner, pack_type="decision", max_cost_usd="0.0500")
         with transaction.atomic():
             ledger_settle(tenant_id=run.tenant_id, run_id=run.pk, reserved_micros=50_000, charge_micros=0, trace_id="t")
         assert ledger_audit().ok
@@ -286,15 +287,15 @@ class TestRunSide:
         assert by_invariant["reserve_without_run"].subject == str(reserved)
 
     def test_run_without_its_reserve(self, owner: Persona) -> None:
-        run = open_run(tenant_id=owner.tenant.pk, reserved_micros=70_000, reserve=False)
+        run = run_without_reserve(tenant_id=owner.tenant.pk, reserved_micros=70_000)
         violations = run_audit()
         assert {v.invariant for v in violations} == {"run_reserve_mismatch", "held_equals_open_runs"}
         (finding,) = [v for v in violations if v.invariant == "run_reserve_mismatch"]
         assert finding.detail == f"run {run.pk} of {owner.tenant.pk} reserves 0.0700 USD but has no RESERVE"
 
     def test_run_whose_reserve_differs(self, owner: Persona) -> None:
-        run = open_run(tenant_id=owner.tenant.pk, reserved_micros=70_000)
-        Run.objects.filter(pk=run.pk).update(reserved_micros=80_000)
+        run = queued_run(owner, pack_type="decision", max_cost_usd="0.0700")
+        corrupt_run(run, reserved_micros=80_000)
         violations = run_audit()
         assert {v.invariant for v in violations} == {"run_reserve_mismatch", "held_equals_open_runs"}
         (finding,) = [v for v in violations if v.invariant == "run_reserve_mismatch"]
@@ -302,8 +303,8 @@ class TestRunSide:
         assert finding.detail.endswith("holds 0.0700 USD")
 
     def test_run_charge_differs_from_its_settle(self, owner: Persona) -> None:
-        run = finish_run(open_run(tenant_id=owner.tenant.pk, reserved_micros=70_000), charge_micros=20_000)
-        Run.objects.filter(pk=run.pk).update(charged_micros=30_000)
+        run = completed_run(owner, pack_type="decision", max_cost_usd="0.0700", cost_micros=20_000)
+        corrupt_run(run, charged_micros=30_000)
         violations = run_audit()
         assert [v.invariant for v in violations] == ["run_charge_mismatch"]
         assert violations[0].detail == (
@@ -316,16 +317,11 @@ class TestRunSide:
 
     def test_the_run_services_leave_a_clean_audit(self) -> None:
         """Runs accepted, canceled, expired and failed by runs.services: ledger and runs agree."""
-        from runs.services import run_cancel, run_expire_queued, run_fail, run_lease
-        from tests.factories import submit
-
         persona = make_persona(plan="unlimited")
-        canceled, expired, failed, _open = (submit(persona) for _ in range(4))
-        run_cancel(tenant=persona.tenant, run_id=canceled.pk)
-        assert run_expire_queued(run=expired)
-        lease = run_lease(run_id=failed.pk)
-        assert lease is not None
-        assert run_fail(run=lease.run, lease_token=lease.token, reason_code="PACK_FAILED", detail="test")
+        canceled_run(persona)
+        expired_run(persona)
+        failed_run(persona, detail="test")
+        queued_run(persona)
         report = full_audit()
         assert report.ok, report.violations
         assert report.transactions == 1 + 4 + 3  # TOPUP, 4 RESERVE, 3 SETTLE

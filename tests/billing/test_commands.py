@@ -20,7 +20,8 @@ from billing.services import MAX_MANUAL_MICROS
 from dpp.models import ApiKey, Tenant
 from dpp.money import format_usd
 from runs.submission import IDEMPOTENCY_KEY_RE
-from tests.conftest import USD, Persona, unique_tenant_id
+from tests.helpers.money import USD
+from tests.helpers.personas import Persona, unique_tenant_id
 
 pytestmark = pytest.mark.django_db
 

@@ -26,10 +26,9 @@ from billing.services import (
     tenant_onboard,
 )
 from dpp.http.errors import ApplicationError
-from tests.conftest import USD, Persona, make_persona, unique_tenant_id
-
-REVENUE = Account.platform_account_id("REVENUE")
-FUNDING = Account.platform_account_id("FUNDING")
+from tests.helpers.money import FUNDING, REVENUE, USD
+from tests.helpers.personas import Persona, make_persona, unique_tenant_id
+from tests.helpers.threads import at_once
 
 
 def _legs(txn: LedgerTransaction) -> dict[str, int]:
@@ -281,29 +280,6 @@ class TestPlanAssign:
 # --- races: real threads, each with its own PostgreSQL connection ----------------------------------------------
 
 
-def _in_threads(targets: list[Callable[[], None]]) -> list[BaseException]:
-    """Start every target at once (a barrier), each thread closing its own connection; the errors they raised."""
-    barrier = threading.Barrier(len(targets))
-    errors: list[BaseException] = []
-
-    def run(target: Callable[[], None]) -> None:
-        try:
-            barrier.wait(timeout=30)
-            target()
-        except BaseException as exc:  # handed to the test thread, which asserts on it
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(target,)) for target in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-        assert not thread.is_alive(), "a thread hung (deadlock?)"
-    return errors
-
-
 @pytest.mark.django_db
 class TestManualPost:
     """What a person posts (the admin's forms, the `topup` command): validated, and once per trace id."""
@@ -404,7 +380,7 @@ class TestConcurrency:
 
             return assign
 
-        assert _in_threads([change(code) for code in codes]) == []
+        assert at_once([change(code) for code in codes]) == []
         history = TenantPlan.objects.filter(tenant=owner.tenant)
         assert history.count() == 1 + len(codes)  # onboarding, then every change, none lost
         assert history.filter(ended_at__isnull=True).count() == 1
@@ -431,7 +407,7 @@ class TestConcurrency:
         reader_errors: list[BaseException] = []
         reader = threading.Thread(target=_read_then_close, args=(read, reader_errors))
         reader.start()
-        errors = _in_threads([reserve] * 50)
+        errors = at_once([reserve] * 50)
         writers_done.set()
         reader.join(timeout=60)
 
@@ -463,7 +439,7 @@ class TestConcurrency:
         def topup() -> None:
             ledger_topup(tenant=owner.tenant, amount_micros=USD, actor="test", reason="race")
 
-        errors = _in_threads([settle(*run) for run in runs] + [topup] * 5)
+        errors = at_once([settle(*run) for run in runs] + [topup] * 5)
 
         assert errors == []  # no deadlock, no lost update
         charged = sum(charge for _, _, charge in runs)
@@ -494,7 +470,7 @@ def test_a_refused_reservation_cannot_be_committed_even_if_the_error_is_caught()
     from billing.selectors import balances_get
     from billing.services import ledger_reserve
     from dpp.http.errors import ApplicationError
-    from tests.conftest import make_persona
+    from tests.helpers.personas import make_persona
 
     persona = make_persona(credit_micros=10_000)
     with _transaction.atomic(), pytest.raises(ApplicationError, match="INSUFFICIENT_FUNDS"):

@@ -13,7 +13,8 @@ from django.db import IntegrityError, connection, transaction
 
 from billing.models import Account, LedgerEntry, LedgerTransaction
 from billing.services import ledger_reserve, ledger_settle, ledger_topup
-from tests.conftest import USD, Persona, make_persona
+from tests.helpers.money import USD
+from tests.helpers.personas import Persona, make_persona
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

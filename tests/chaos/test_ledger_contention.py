@@ -12,24 +12,23 @@ import collections
 import queue
 import threading
 import time
-import uuid
+from typing import Any
 
 import pytest
 from django.db import connection
 
-from billing.selectors import plan_get
 from runs.models import Run
-from runs.services import run_accept, run_fail, run_lease
-from runs.submission import request_hash, submission_parse
-from tests.conftest import USD, make_persona
 from tests.e2e.harness import E2E, purge_queues
+from tests.helpers.money import USD
+from tests.helpers.personas import make_persona
+from tests.helpers.states import fail, lease, queued_run
 
 pytestmark = [*E2E, pytest.mark.chaos]
 
-BODY = {
-    "pack_type": "diagnostic",
+HOT_RUN: dict[str, Any] = {
     "inputs": {"sleep_ms": 0, "cost_usd": "0.0010"},
-    "reservation": {"max_cost_usd": "0.0100", "timebox_sec": 30},
+    "max_cost_usd": "0.0100",
+    "timebox_sec": 30,
 }
 SECONDS = 6.0
 THREADS = 4
@@ -37,24 +36,15 @@ THREADS = 4
 
 def test_concurrent_accepts_and_settles_of_one_tenant_never_deadlock() -> None:
     persona = make_persona(plan="unlimited", credit_micros=100 * USD, prefix="hot")
-    tenant, plan = persona.tenant, plan_get(tenant_id=persona.tenant.pk)
-    digest = request_hash(BODY)
-    accepted: queue.Queue[uuid.UUID] = queue.Queue()
+    accepted: queue.Queue[Run] = queue.Queue()
     errors: collections.Counter[str] = collections.Counter()
     stop = time.monotonic() + SECONDS
 
     def accept() -> None:  # what POST /v1/runs does
         try:
             while time.monotonic() < stop:
-                submission = submission_parse(
-                    body=BODY,
-                    idempotency_key=f"hot-{uuid.uuid4().hex}",
-                    request_hash=digest,
-                    plan=plan,
-                    default_trace_id=uuid.uuid4().hex,
-                )
                 try:
-                    accepted.put(run_accept(tenant=tenant, plan=plan, submission=submission).run.pk)
+                    accepted.put(queued_run(persona, **HOT_RUN))
                 except Exception as exc:
                     errors[f"accept: {str(exc).splitlines()[0]}"] += 1
         finally:
@@ -64,13 +54,11 @@ def test_concurrent_accepts_and_settles_of_one_tenant_never_deadlock() -> None:
         try:
             while time.monotonic() < stop or not accepted.empty():
                 try:
-                    run_id = accepted.get(timeout=0.2)
+                    run = accepted.get(timeout=0.2)
                 except queue.Empty:
                     continue
                 try:
-                    lease = run_lease(run_id=run_id)
-                    assert lease is not None
-                    run_fail(run=lease.run, lease_token=lease.token, reason_code="PACK_FAILED", detail="hot path")
+                    fail(lease(run), detail="hot path")
                 except Exception as exc:
                     errors[f"settle: {str(exc).splitlines()[0]}"] += 1
         finally:
@@ -84,7 +72,7 @@ def test_concurrent_accepts_and_settles_of_one_tenant_never_deadlock() -> None:
         thread.join(60)
     purge_queues()  # the tasks run_accept published
 
-    runs = Run.objects.filter(tenant=tenant)
+    runs = Run.objects.filter(tenant=persona.tenant)
     assert runs.count() > 20, "the threads hardly ran"
     assert dict(errors) == {}, f"{sum(errors.values())} statements failed under contention: {dict(errors)}"
     assert runs.exclude(status="FAILED").count() == 0

@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.test import Client
 from django.urls import NoReverseMatch, reverse
 
-from tests.admin_support import staff_client
+from tests.helpers.admin import staff_client
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ from rest_framework.test import APIClient
 
 from dpp import keys
 from dpp.models import ApiKey, Tenant
-from dpp.services import api_key_revoke
-from tests.conftest import Persona
+from dpp.services import api_key_revoke, tenant_set_status
+from tests.helpers.personas import Persona
 
 pytestmark = pytest.mark.django_db
 
@@ -74,7 +74,7 @@ def test_revoked_key(owner: Persona) -> None:
 
 
 def test_suspended_tenant(owner: Persona) -> None:
-    Tenant.objects.filter(pk=owner.tenant.pk).update(status=Tenant.Status.SUSPENDED)
+    assert tenant_set_status(tenant=owner.tenant, status=Tenant.Status.SUSPENDED, actor="test")
     _problem(owner.client.get("/v1/account"), 403, "TENANT_SUSPENDED")
 
 

@@ -13,8 +13,8 @@ from billing.selectors import balances_get
 from billing.services import ledger_reserve, ledger_settle, ledger_topup
 from config.adapters.django_hot import RowReader, hot_cursor
 from runs.models import Run
-from tests.conftest import Persona
-from tests.factories import queued_run_row
+from tests.helpers.bulk import queued_run_row
+from tests.helpers.personas import Persona
 
 pytestmark = pytest.mark.django_db
 

@@ -21,11 +21,11 @@ from dpp.money import (
     parse_max_cost,
     parse_usd,
 )
+from tests.helpers.money import USD
 
-MICROS = 1_000_000
 # 12 whole digits: beyond that an amount in micros no longer fits PostgreSQL's BIGINT (9.2e18).
 WHOLE_DIGITS = 12
-granular = st.integers(min_value=0, max_value=10**WHOLE_DIGITS * MICROS - 1).map(lambda m: m - m % GRANULE_MICROS)
+granular = st.integers(min_value=0, max_value=10**WHOLE_DIGITS * USD - 1).map(lambda m: m - m % GRANULE_MICROS)
 ascii_digits = st.text(alphabet="0123456789", min_size=1, max_size=WHOLE_DIGITS)
 
 
@@ -41,7 +41,7 @@ def _refused(value: Any, reason: str, parse: Any = parse_usd) -> ApplicationErro
 
 def _oracle_micros(text: str) -> int:
     """The value of a valid money string by exact rational arithmetic (no float, no code shared with money.py)."""
-    return int(Fraction(text) * MICROS)
+    return int(Fraction(text) * USD)
 
 
 # --- format and parse ----------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def test_field_name_is_reported() -> None:
 @example(MAX_COST_MICROS + 100)
 def test_max_cost_is_more_than_zero_and_at_most_10000(micros: int) -> None:
     text = format_usd(micros)
-    if 0 < micros <= 10_000 * MICROS:
+    if 0 < micros <= 10_000 * USD:
         assert parse_max_cost(text) == micros
     else:
         _refused(text, "INVALID_MONEY", parse=parse_max_cost)

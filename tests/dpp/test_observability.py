@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from dpp.observability import ContextFilter, JsonFormatter, log_context
-from tests.conftest import Persona
+from tests.helpers.personas import Persona
 
 
 def _format(record: logging.LogRecord) -> dict:

@@ -13,7 +13,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from config.adapters.postgresql.base import DatabaseWrapper
 from tests import processes
-from tests.conftest import Persona
+from tests.helpers.personas import Persona
 from tests.processes import gunicorn
 
 pytestmark = pytest.mark.django_db(transaction=True)  # autocommit: the connection sits idle between statements

@@ -7,18 +7,17 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.conftest import Persona
+from tests.helpers.personas import Persona
+from tests.helpers.problems import PROBLEM_MEMBERS
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.dpp.urls")]
-
-MEMBERS = {"type", "title", "status", "detail", "instance", "reason_code", "trace_id"}
 
 
 def assert_problem(response, status: int, reason: str) -> dict:
     assert response.status_code == status, response.content
     assert response["Content-Type"] == "application/problem+json"
     body = json.loads(response.content)
-    assert body.keys() >= MEMBERS
+    assert body.keys() >= PROBLEM_MEMBERS
     assert body["status"] == status
     assert body["reason_code"] == reason
     assert body["type"] == "/problems/" + reason.lower().replace("_", "-")

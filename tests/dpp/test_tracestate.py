@@ -17,8 +17,8 @@ from dpp.http.problems import problem_response
 from dpp.observability import tracestate_from_headers, tracestate_var
 from runs.dispatch import publish_run
 from runs.tasks import execute_run
-from tests.conftest import make_persona
-from tests.factories import submit
+from tests.helpers.personas import make_persona
+from tests.helpers.states import queued_run as submit
 
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 STATE = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"

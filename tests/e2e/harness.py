@@ -31,8 +31,10 @@ from django.db.models import Sum
 from billing.models import Account, LedgerEntry, LedgerTransaction
 from reaper.services import reconcile_once
 from runs.audit import full_audit
-from runs.models import Run
-from tests.conftest import USD, make_persona
+from runs.models import TERMINAL_STATUSES, Run
+from tests.helpers.api import body
+from tests.helpers.money import USD
+from tests.helpers.personas import make_persona
 from tests.processes import (
     Process,
     celery_worker,
@@ -50,7 +52,7 @@ FAST_TIMINGS = {
     "DPP_REAPER_INTERVAL_S": "1",
     "DPP_BROKER_POLLING_INTERVAL_MS": "100",
 }
-TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
+TERMINAL = frozenset(TERMINAL_STATUSES)
 S3_BUCKET = "dpp-e2e-results"
 REGION = "us-east-1"
 
@@ -87,10 +89,9 @@ class Api:
         return f"{self.base_url}{path}"
 
     def submit(self, pack_type: str, inputs: dict[str, Any], max_cost_usd: str, timebox_sec: int = 30) -> str:
-        reservation: dict[str, Any] = {"max_cost_usd": max_cost_usd, "timebox_sec": timebox_sec}
-        body: dict[str, Any] = {"pack_type": pack_type, "inputs": inputs, "reservation": reservation}
+        payload = body(pack_type, inputs, max_cost_usd=max_cost_usd, timebox_sec=timebox_sec)
         response = self.session.post(
-            self.url("/v1/runs"), json=body, headers={"Idempotency-Key": f"e2e-{uuid.uuid4().hex}"}, timeout=10
+            self.url("/v1/runs"), json=payload, headers={"Idempotency-Key": f"e2e-{uuid.uuid4().hex}"}, timeout=10
         )
         assert response.status_code == 202, response.text
         return str(response.json()["run_id"])

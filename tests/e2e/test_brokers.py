@@ -19,23 +19,9 @@ import requests
 
 from dpp.money import minimum_fee
 from tests.e2e.harness import E2E, Api, Stack, assert_money_balanced, embedded_stack, redis_stack, sqs_stack, usd_micros
+from tests.helpers.inputs import DECISION_INPUTS, DECISION_PRICE_MICROS
 
 pytestmark = [*E2E]
-
-DECISION_INPUTS: dict[str, Any] = {
-    "question": "Which supplier?",
-    "options": ["acme", "globex", "initech"],
-    "criteria": [
-        {"name": "price", "weight": 2, "direction": "cost"},
-        {"name": "quality", "weight": 1, "direction": "benefit"},
-    ],
-    "scores": {
-        "acme": {"price": 10, "quality": 9},
-        "globex": {"price": 30, "quality": 5},
-        "initech": {"price": 20, "quality": 1},
-    },
-}
-DECISION_PRICE = 5_000 + 100 * 3 * 2
 
 
 @pytest.fixture(params=["sqs", "redis", "embedded"])
@@ -104,16 +90,16 @@ def test_pipeline_charges_exactly_on_each_broker(stack: Stack) -> None:
     assert fail["cost"]["used_usd"] == fail["cost"]["minimum_fee_usd"] == "0.0050"
     assert fail["result"] is None
     assert (capped["status"], capped["cost"]["used_usd"]) == ("COMPLETED", "0.0500")
-    assert (decision["status"], usd_micros(decision["cost"]["used_usd"])) == ("COMPLETED", DECISION_PRICE)
+    assert (decision["status"], usd_micros(decision["cost"]["used_usd"])) == ("COMPLETED", DECISION_PRICE_MICROS)
 
     for body in (ok, capped, decision):
         content = _download_result(stack, api, body)
         if body is decision:
             data = json.loads(content)["data"]
-            assert data["winner"] == "acme"
-            assert [row["option"] for row in data["ranking"]] == ["acme", "initech", "globex"]
+            assert data["winner"] == "C"
+            assert [row["option"] for row in data["ranking"]] == ["C", "A", "B"]
         else:
             assert json.loads(content)["data"]["outcome"] == "succeed"
 
-    charged = 12_300 + minimum_fee(50_000) + 50_000 + DECISION_PRICE
+    charged = 12_300 + minimum_fee(50_000) + 50_000 + DECISION_PRICE_MICROS
     assert_money_balanced(stack, tenant, charged)

@@ -9,23 +9,19 @@ at exactly its cost, with one SETTLE each, and the reaper raised no audit flag.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from typing import Any
 
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
-from freezegun import freeze_time
 
 from reaper.models import AuditFlag
 from reaper.services import reconcile_once
 from reaper.tasks import reconcile
-from runs import services
 from runs.models import Run
-from tests.billing.conftest import finish_run, open_run
-from tests.conftest import USD, make_persona
 from tests.e2e.harness import E2E, assert_money_balanced, fast_env, purge_queues, redis_stack, settles_of
-from tests.factories import submit
+from tests.helpers.money import USD
+from tests.helpers.personas import make_persona
+from tests.helpers.states import ago, completed_run, expired_lease, queued_run
 from tests.processes import celery_beat, celery_worker
 
 pytestmark = [*E2E]
@@ -80,11 +76,12 @@ def _rows_read_from(table: str, queries: list[dict[str, str]]) -> int:
 def test_a_reaper_pass_reads_no_settled_history() -> None:
     """SPEC §3.3: a pass costs what it acts on, not the size of history — old SETTLEs must not be read."""
     persona = make_persona(plan="unlimited", credit_micros=100 * USD, prefix="history")
-    with freeze_time(timezone.now() - timedelta(hours=2)):
+    with ago(2 * 3600):
         for _ in range(OLD_RUNS):
-            finish_run(open_run(tenant_id=persona.tenant.pk, reserved_micros=10_000), charge_micros=1_000)
+            completed_run(persona, max_cost_usd="0.0100", cost_micros=1_000)
     for _ in range(RECENT_RUNS):  # what the pass must look at: runs settled in its window
-        finish_run(open_run(tenant_id=persona.tenant.pk, reserved_micros=10_000), charge_micros=1_000)
+        completed_run(persona, max_cost_usd="0.0100", cost_micros=1_000)
+    purge_queues()  # the tasks run_accept published: no worker of this test consumes them
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE runs_run; ANALYZE billing_ledgertransaction")
     with CaptureQueriesContext(connection) as captured:
@@ -102,10 +99,8 @@ def test_a_reaper_pass_is_not_held_behind_a_backlog_of_runs() -> None:
     env = fast_env(DPP_STORAGE="local")
     purge_queues()
     tenant = make_persona(plan="unlimited", credit_micros=10 * USD)
-    orphan = services.run_lease(run_id=submit(tenant).pk)  # its worker "died": leased, never finished
-    assert orphan is not None
-    Run.objects.filter(pk=orphan.run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=5))
-    backlog = [submit(tenant, inputs={"sleep_ms": 500, "cost_usd": "0.0010"}).pk for _ in range(20)]
+    orphan = expired_lease(tenant)  # its worker "died": leased, never finished
+    backlog = [queued_run(tenant, inputs={"sleep_ms": 500, "cost_usd": "0.0010"}).pk for _ in range(20)]
     with celery_worker(env, concurrency=1, name="backlogged"):
         reconcile.apply_async()  # what beat sends: routed to the reaper's queue
         deadline = time.monotonic() + 60

@@ -25,9 +25,10 @@ from prometheus_client import REGISTRY
 from billing.models import LedgerTransaction
 from reaper.services import REDRIVE_ATTEMPT_LABELS, reconcile_once, redrive_delays
 from runs.models import Run, RunStatus
-from tests.conftest import USD, make_persona
 from tests.e2e.harness import E2E, purge_queues
-from tests.factories import submit
+from tests.helpers.money import USD
+from tests.helpers.personas import make_persona
+from tests.helpers.states import queued_run as submit
 from tests.processes import celery_worker, process_env, wait_until
 
 pytestmark = [*E2E]

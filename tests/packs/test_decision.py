@@ -12,12 +12,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from packs.base import FieldError, PackError, PackInterrupted, UrlPolicy
+from packs.base import FieldError, PackError, PackInterrupted
 from packs.decision import DecisionPack, Problem, topsis_scores, weighted_sum_scores
-from tests.packs.helpers import make_context
+from tests.helpers.packs import POLICY, make_context
 
 PACK = DecisionPack()
-POLICY = UrlPolicy()
 
 
 def inputs(

@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 
-from packs.base import FieldError, PackError, PackInterrupted, UrlPolicy
+from packs.base import FieldError, PackError, PackInterrupted
 from packs.diagnostic import DiagnosticPack
-from tests.packs.helpers import make_context
+from tests.helpers.packs import POLICY, make_context
 
 PACK = DiagnosticPack()
-POLICY = UrlPolicy()
 
 
 @pytest.mark.parametrize(

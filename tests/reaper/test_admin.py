@@ -13,24 +13,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from reaper.models import AuditFlag
-from tests.admin_support import ensure_staff_groups, staff_client
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "admin:reaper_auditflag_changelist"
 Kind = AuditFlag.Kind
-
-
-@pytest.fixture
-def ops(db: None) -> Client:
-    ensure_staff_groups()
-    return staff_client("olga", groups=["ops"])
-
-
-@pytest.fixture
-def finance(db: None) -> Client:
-    ensure_staff_groups()
-    return staff_client("alice", groups=["finance"])
 
 
 @pytest.fixture

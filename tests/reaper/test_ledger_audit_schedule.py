@@ -13,8 +13,9 @@ from config.celery import app, beat_schedule
 from reaper.models import AuditFlag
 from reaper.tasks import audit_ledger
 from runs.audit import full_audit
-from tests.conftest import USD, make_persona
-from tests.factories import submit
+from tests.helpers.money import USD
+from tests.helpers.personas import make_persona
+from tests.helpers.states import queued_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,14 +25,14 @@ def _ledger_flags() -> dict[str, str]:
 
 
 def test_a_clean_ledger_raises_nothing() -> None:
-    submit(make_persona(plan="unlimited", credit_micros=1 * USD))
+    queued_run(make_persona(plan="unlimited", credit_micros=1 * USD))
     assert audit_ledger() == {"audit_flags": 0}
     assert _ledger_flags() == {}
 
 
 def test_each_violated_invariant_raises_one_flag_once(caplog: pytest.LogCaptureFixture) -> None:
     persona = make_persona(plan="unlimited", credit_micros=1 * USD)
-    submit(persona)
+    queued_run(persona)
     with connection.cursor() as cursor:  # what no service can do: a stored balance drifts from its entries
         cursor.execute(
             "UPDATE billing_account SET balance_micros = balance_micros + 100 WHERE id = %s",

@@ -6,9 +6,7 @@ import io
 import json
 import logging
 import re
-import threading
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,20 +14,33 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from billing.models import Account, LedgerTransaction
+from billing.models import LedgerTransaction
 from billing.selectors import balances_get
 from billing.services import ledger_settle
 from reaper.models import AuditFlag
-from reaper.services import PUBLISH_FAILED, ReconcileReport, _act, _redrive_one, reconcile_once
-from runs import results, services
+from reaper.services import PUBLISH_FAILED, ReconcileReport, _act, _redrive_one, audit_flag_resolve, reconcile_once
+from runs import results
 from runs.models import Run
-from tests.conftest import USD, Persona, make_persona
-from tests.factories import submit
-from tests.runs.test_result_storage_outage import unreadable_storage
-from tests.runs.test_worker_log_ids import broker_down, ids
+from tests.helpers.corruption import corrupt_held, terminal_without_settle
+from tests.helpers.logs import ids
+from tests.helpers.money import USD
+from tests.helpers.outages import broker_down, unreadable_storage
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.states import (
+    ago,
+    cancel,
+    canceled_run,
+    claimed_run,
+    expired_lease,
+    later,
+    leased_run,
+    queued_run,
+    stale_claim,
+    store_envelope,
+)
+from tests.helpers.threads import at_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,32 +50,12 @@ def tenant() -> Persona:
     return make_persona(plan="unlimited", credit_micros=1 * USD)
 
 
-def _age(run: Run, **fields_ago: int) -> None:
-    """Move the run's timestamps into the past (seconds ago)."""
-    now = timezone.now()
-    Run.objects.filter(pk=run.pk).update(**{f: now - timedelta(seconds=s) for f, s in fields_ago.items()})
-
-
-def _leased(tenant: Persona, *, max_cost_usd: str = "0.0500") -> services.Lease:
-    lease = services.run_lease(run_id=submit(tenant, max_cost_usd=max_cost_usd).pk)
-    assert lease is not None
-    return lease
-
-
-def _claimed(tenant: Persona, *, max_cost_usd: str = "0.0500") -> tuple[Run, services.Lease]:
-    lease = _leased(tenant, max_cost_usd=max_cost_usd)
-    claimed = services.run_claim(run_id=lease.run.pk, lease_token=lease.token)
-    assert claimed is not None
-    return claimed, lease
-
-
 def _settle_count(run: Run) -> int:
     return LedgerTransaction.objects.filter(run_id=run.pk, kind="SETTLE").count()
 
 
 def test_expired_lease_fails_with_worker_timeout_and_the_minimum_fee(tenant: Persona) -> None:
-    lease = _leased(tenant, max_cost_usd="0.0500")
-    _age(lease.run, lease_expires_at=1)
+    lease = expired_lease(tenant, max_cost_usd="0.0500")
     report = reconcile_once()
     assert report.expired_leases == 1
     run = Run.objects.get(pk=lease.run.pk)
@@ -74,62 +65,44 @@ def test_expired_lease_fails_with_worker_timeout_and_the_minimum_fee(tenant: Per
 
 
 def test_expired_lease_of_a_cancel_requested_run_ends_canceled(tenant: Persona) -> None:
-    lease = _leased(tenant)
-    services.run_cancel(tenant=tenant.tenant, run_id=lease.run.pk)
-    _age(lease.run, lease_expires_at=1)
+    lease = expired_lease(tenant)
+    cancel(tenant, lease.run)
     reconcile_once()
     run = Run.objects.get(pk=lease.run.pk)
     assert (run.status, run.reason_code, run.charged_micros) == ("CANCELED", "CANCELED_BY_CLIENT", 5_000)
 
 
 def test_a_live_lease_is_left_alone(tenant: Persona) -> None:
-    lease = _leased(tenant)
+    lease = leased_run(tenant)
     assert reconcile_once().expired_leases == 0
     assert Run.objects.get(pk=lease.run.pk).status == "PROCESSING"
 
 
 def test_stale_claim_with_a_valid_envelope_rolls_forward_at_the_envelope_cost(tenant: Persona) -> None:
-    claimed, _ = _claimed(tenant, max_cost_usd="0.0500")
-    assert claimed.finalize_token is not None
-    key = results.envelope_key(claimed, claimed.finalize_token)
-    content = results.envelope_bytes(
-        run=claimed,
-        finalize_token=claimed.finalize_token,
-        data={"x": 1},
-        cost_micros=12_300,
-        finished_at=timezone.now(),
-    )
-    results.envelope_store(key=key, content=content, cost_micros=12_300)
-    _age(claimed, claimed_at=121)
+    claimed, _ = stale_claim(tenant, max_cost_usd="0.0500")
+    stored = store_envelope(claimed, cost_micros=12_300, data={"x": 1})
     report = reconcile_once()
     assert (report.rolled_forward, report.rolled_back) == (1, 0)
     run = Run.objects.get(pk=claimed.pk)
-    assert (run.status, run.charged_micros, run.result_key) == ("COMPLETED", 12_300, key)
-    assert run.result_bytes == len(content)
+    assert (run.status, run.charged_micros, run.result_key) == ("COMPLETED", 12_300, stored.key)
+    assert run.result_bytes == stored.size
 
 
 def test_roll_forward_caps_the_envelope_cost_at_the_reservation(tenant: Persona) -> None:
-    claimed, _ = _claimed(tenant, max_cost_usd="0.0100")
-    assert claimed.finalize_token is not None
-    key = results.envelope_key(claimed, claimed.finalize_token)
-    content = results.envelope_bytes(
-        run=claimed, finalize_token=claimed.finalize_token, data={}, cost_micros=99_900, finished_at=timezone.now()
-    )
-    results.envelope_store(key=key, content=content, cost_micros=99_900)
-    _age(claimed, claimed_at=121)
+    claimed, _ = stale_claim(tenant, max_cost_usd="0.0100")
+    store_envelope(claimed, cost_micros=99_900, data={})
     reconcile_once()
     assert Run.objects.get(pk=claimed.pk).charged_micros == 10_000
 
 
 @pytest.mark.parametrize("envelope", [None, b"{not json", b'{"run_id": "someone-else"}'])
 def test_stale_claim_without_a_valid_envelope_rolls_back(tenant: Persona, envelope: bytes | None) -> None:
-    claimed, _ = _claimed(tenant)
+    claimed, _ = stale_claim(tenant)
     if envelope is not None:
         assert claimed.finalize_token is not None
         results.envelope_store(
             key=results.envelope_key(claimed, claimed.finalize_token), content=envelope, cost_micros=0
         )
-    _age(claimed, claimed_at=121)
     report = reconcile_once()
     assert (report.rolled_forward, report.rolled_back) == (0, 1)
     run = Run.objects.get(pk=claimed.pk)
@@ -139,8 +112,7 @@ def test_stale_claim_without_a_valid_envelope_rolls_back(tenant: Persona, envelo
 def test_an_unreadable_envelope_is_logged_with_the_claims_ids(
     tenant: Persona, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    claimed, _ = _claimed(tenant)
-    _age(claimed, claimed_at=121)
+    claimed, _ = stale_claim(tenant)
     with unreadable_storage(tmp_path), caplog.at_level(logging.ERROR, logger="dpp.runs.results"):
         assert reconcile_once().storage_unavailable == 1
     [line] = [r for r in caplog.records if r.name == "dpp.runs.results"]
@@ -149,33 +121,33 @@ def test_an_unreadable_envelope_is_logged_with_the_claims_ids(
 
 
 def test_a_fresh_claim_is_left_to_its_worker(tenant: Persona) -> None:
-    claimed, _ = _claimed(tenant)
+    claimed, _ = claimed_run(tenant)
     report = reconcile_once()
     assert (report.rolled_forward, report.rolled_back) == (0, 0)
     assert Run.objects.get(pk=claimed.pk).finalize_stage == "CLAIMED"
 
 
 def test_queued_runs_are_redriven_with_a_doubling_delay(tenant: Persona) -> None:
-    run = submit(tenant)
+    run = queued_run(tenant)
     assert reconcile_once().redriven == 0  # too young
-    _age(run, created_at=61)
-    assert reconcile_once().redriven == 1
-    assert Run.objects.get(pk=run.pk).published_at is not None
-    assert reconcile_once().redriven == 0  # just re-published
-    _age(run, created_at=3000, published_at=119)
-    assert reconcile_once().redriven == 0  # the second re-drive waits 2 × DPP_REDRIVE_AFTER_S
-    _age(run, created_at=3000, published_at=121)
-    assert reconcile_once().redriven == 1
-    _age(run, created_at=3000, published_at=239)
-    assert reconcile_once().redriven == 0  # the third, 4 ×
-    _age(run, created_at=3000, published_at=241)
-    assert reconcile_once().redriven == 1
+    with later(61):
+        assert reconcile_once().redriven == 1
+        assert Run.objects.get(pk=run.pk).published_at is not None
+        assert reconcile_once().redriven == 0  # just re-published
+    with later(61 + 119):
+        assert reconcile_once().redriven == 0  # the second re-drive waits 2 × DPP_REDRIVE_AFTER_S
+    with later(61 + 121):
+        assert reconcile_once().redriven == 1
+    with later(182 + 239):
+        assert reconcile_once().redriven == 0  # the third, 4 ×
+    with later(182 + 241):
+        assert reconcile_once().redriven == 1
     assert Run.objects.get(pk=run.pk).redrive_count == 3
-    Run.objects.filter(pk=run.pk).update(redrive_count=40)  # far past the cap: every 15 minutes from then on
-    _age(run, created_at=3000, published_at=899)
-    assert reconcile_once().redriven == 0
-    _age(run, created_at=3000, published_at=901)
-    assert reconcile_once().redriven == 1
+    Run.objects.filter(pk=run.pk).update(redrive_count=40)  # corruption: far past the cap, every 15 minutes
+    with later(423 + 899):
+        assert reconcile_once().redriven == 0
+    with later(423 + 901):
+        assert reconcile_once().redriven == 1
 
 
 def _reaper_actions(action: str) -> float:
@@ -185,8 +157,8 @@ def _reaper_actions(action: str) -> float:
 def test_a_redrive_whose_publish_fails_is_reported_as_failed_not_as_a_lost_race(
     tenant: Persona, caplog: pytest.LogCaptureFixture
 ) -> None:
-    run = submit(tenant)
-    _age(run, created_at=61)
+    with ago(61):
+        run = queued_run(tenant)
     failed_before = _reaper_actions("redrive_failed")
     out = io.StringIO()
     with broker_down(), caplog.at_level(logging.WARNING), pytest.raises(CommandError):
@@ -208,15 +180,15 @@ def test_a_redrive_whose_publish_fails_is_reported_as_failed_not_as_a_lost_race(
     assert Run.objects.get(pk=run.pk).published_at is not None
     report = reconcile_once()
     assert (report.redriven, report.redrive_failed, report.actions) == (0, 0, [])
-    _age(run, published_at=121)
-    report = reconcile_once()
+    with later(121):
+        report = reconcile_once()
     assert (report.redriven, report.redrive_failed) == (1, 0)
     assert report.actions[0]["outcome"] == "done"
 
 
 def test_the_loser_of_a_redrive_race_publishes_nothing(tenant: Persona) -> None:
-    run = submit(tenant)
-    _age(run, created_at=61)
+    with ago(61):
+        run = queued_run(tenant)
     stale = Run.objects.get(pk=run.pk)  # what a second reaper read before the first one re-drove the run
     assert reconcile_once().redriven == 1
     report = ReconcileReport(dry_run=False)
@@ -226,8 +198,8 @@ def test_the_loser_of_a_redrive_race_publishes_nothing(tenant: Persona) -> None:
 
 
 def test_queued_runs_expire_after_the_queue_ttl_with_a_full_release(tenant: Persona) -> None:
-    run = submit(tenant, max_cost_usd="0.2000")
-    _age(run, created_at=3601)
+    with ago(3601):
+        run = queued_run(tenant, max_cost_usd="0.2000")
     report = reconcile_once()
     assert (report.expired_queued, report.redriven) == (1, 0)
     run.refresh_from_db()
@@ -241,10 +213,9 @@ def test_queued_runs_expire_after_the_queue_ttl_with_a_full_release(tenant: Pers
 
 
 def test_dry_run_changes_nothing(tenant: Persona) -> None:
-    lease = _leased(tenant)
-    _age(lease.run, lease_expires_at=1)
-    queued = submit(tenant)
-    _age(queued, created_at=3601)
+    lease = expired_lease(tenant)
+    with ago(3601):
+        queued = queued_run(tenant)
     report = reconcile_once(dry_run=True)
     assert (report.expired_leases, report.expired_queued) == (1, 1)
     assert Run.objects.get(pk=lease.run.pk).status == "PROCESSING"
@@ -253,32 +224,19 @@ def test_dry_run_changes_nothing(tenant: Persona) -> None:
 
 
 def test_run_option_restricts_the_pass(tenant: Persona) -> None:
-    first, second = _leased(tenant), _leased(tenant)
-    _age(first.run, lease_expires_at=1)
-    _age(second.run, lease_expires_at=1)
+    first, second = expired_lease(tenant), expired_lease(tenant)
     assert reconcile_once(run_id=first.run.pk).expired_leases == 1
     assert Run.objects.get(pk=second.run.pk).status == "PROCESSING"
 
 
 def test_many_reapers_at_once_settle_each_run_exactly_once(tenant: Persona) -> None:
-    leases = [_leased(tenant, max_cost_usd="0.0100") for _ in range(10)]
-    for lease in leases:
-        _age(lease.run, lease_expires_at=1)
+    leases = [expired_lease(tenant, max_cost_usd="0.0100") for _ in range(10)]
     totals: list[int] = []
-    barrier = threading.Barrier(4)
 
     def reap() -> None:
-        barrier.wait()
-        try:
-            totals.append(reconcile_once().expired_leases)
-        finally:
-            connection.close()
+        totals.append(reconcile_once().expired_leases)
 
-    threads = [threading.Thread(target=reap) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert at_once([reap] * 4) == []
     assert sum(totals) == 10
     assert LedgerTransaction.objects.filter(kind="SETTLE", run_id__in=[lease.run.pk for lease in leases]).count() == 10
     balances = balances_get(tenant_id=tenant.tenant.pk)
@@ -287,21 +245,16 @@ def test_many_reapers_at_once_settle_each_run_exactly_once(tenant: Persona) -> N
 
 def test_pass_cost_does_not_grow_with_history(tenant: Persona) -> None:
     def queries_of_a_pass() -> int:
-        lease = _leased(tenant, max_cost_usd="0.0100")
-        _age(lease.run, lease_expires_at=1)
+        expired_lease(tenant, max_cost_usd="0.0100")
         with CaptureQueriesContext(connection) as captured:
             assert reconcile_once().expired_leases == 1
         return len(captured.captured_queries)
 
-    small = queries_of_a_pass()
-    for _ in range(30):  # history: finished runs the reaper has nothing to do with
-        services.run_cancel(tenant=tenant.tenant, run_id=submit(tenant, max_cost_usd="0.0100").pk)
-    _age_all_completed()
+    with ago(2 * 86_400):
+        small = queries_of_a_pass()
+        for _ in range(30):  # history: finished runs the reaper has nothing to do with
+            canceled_run(tenant, max_cost_usd="0.0100")
     assert queries_of_a_pass() == small
-
-
-def _age_all_completed() -> None:
-    Run.objects.filter(completed_at__isnull=False).update(completed_at=timezone.now() - timedelta(days=2))
 
 
 # --- audit flags ----------------------------------------------------------------------------------------
@@ -314,15 +267,7 @@ def _flags(kind: str) -> list[AuditFlag]:
 def test_terminal_run_without_settle_raises_one_flag_and_touches_no_money(
     tenant: Persona, caplog: pytest.LogCaptureFixture
 ) -> None:
-    run = submit(tenant)
-    # Tampering no service can do: the run is marked COMPLETED directly, without its SETTLE.
-    Run.objects.filter(pk=run.pk).update(
-        status="COMPLETED",
-        finalize_stage="COMMITTED",
-        money_state="SETTLED",
-        charged_micros=100,
-        completed_at=timezone.now(),
-    )
+    run = terminal_without_settle(queued_run(tenant), charge_micros=100)
     before = balances_get(tenant_id=tenant.tenant.pk)
     with caplog.at_level(logging.CRITICAL, logger="dpp.reaper"):
         report = reconcile_once()
@@ -339,7 +284,7 @@ def test_terminal_run_without_settle_raises_one_flag_and_touches_no_money(
 
 
 def test_settle_without_a_terminal_run_raises_a_flag(tenant: Persona) -> None:
-    run = submit(tenant, max_cost_usd="0.0100")
+    run = queued_run(tenant, max_cost_usd="0.0100")
     with transaction.atomic():
         ledger_settle(tenant_id=tenant.tenant.pk, run_id=run.pk, reserved_micros=10_000, charge_micros=0, trace_id="t")
     reconcile_once()
@@ -351,13 +296,13 @@ def test_a_run_whose_action_fails_is_flagged_and_the_pass_goes_on_with_the_other
 ) -> None:
     """A state no rule explains (here a SETTLE posted for a run still PROCESSING) makes the run's action fail on
     the one-SETTLE-per-run constraint. That run is left as it was and flagged; the other stale runs are finished."""
-    broken, healthy = _leased(tenant, max_cost_usd="0.0100"), _leased(tenant, max_cost_usd="0.0100")
+    # The older expiry: the pass meets the broken run first.
+    broken = expired_lease(tenant, expired_for=20, max_cost_usd="0.0100")
+    healthy = expired_lease(tenant, expired_for=10, max_cost_usd="0.0100")
     with transaction.atomic():
         ledger_settle(
             tenant_id=tenant.tenant.pk, run_id=broken.run.pk, reserved_micros=10_000, charge_micros=0, trace_id="t"
         )
-    _age(broken.run, lease_expires_at=20)  # the older expiry: the pass meets the broken run first
-    _age(healthy.run, lease_expires_at=10)
     failed_before = _reaper_actions("expire_lease_failed")
     with caplog.at_level(logging.ERROR, logger="dpp.reaper"):
         report = reconcile_once()
@@ -383,8 +328,8 @@ def test_a_run_whose_action_fails_is_flagged_and_the_pass_goes_on_with_the_other
 
 
 def test_reconcile_exits_1_with_its_full_report_when_a_run_could_not_be_finished(tenant: Persona) -> None:
-    run = submit(tenant)
-    _age(run, created_at=61)
+    with ago(61):
+        queued_run(tenant)
     out = io.StringIO()
     with broker_down(), pytest.raises(CommandError, match=r"1 run\(s\) could not be finished") as raised:
         call_command("reconcile", "--json", stdout=out)
@@ -392,13 +337,13 @@ def test_reconcile_exits_1_with_its_full_report_when_a_run_could_not_be_finished
     payload = json.loads(out.getvalue())
     assert (payload["redrive_failed"], payload["actions_failed"]) == (1, 0)
     # With the broker back, a dry run has nothing it could not do: exit status 0.
-    _age(run, created_at=61, published_at=61)
-    call_command("reconcile", "--dry-run", stdout=io.StringIO())
+    with later(61):
+        call_command("reconcile", "--dry-run", stdout=io.StringIO())
 
 
 def test_held_not_matching_open_reservations_raises_a_flag(tenant: Persona) -> None:
-    submit(tenant, max_cost_usd="0.0100")
-    Account.objects.filter(pk=f"{tenant.tenant.pk}/held").update(balance_micros=20_000)
+    queued_run(tenant, max_cost_usd="0.0100")
+    corrupt_held(tenant_id=tenant.tenant.pk, balance_micros=20_000)
     reconcile_once()
     flags = _flags(AuditFlag.Kind.HELD_MISMATCH)
     assert [f.subject for f in flags] == [tenant.tenant.pk]
@@ -406,8 +351,8 @@ def test_held_not_matching_open_reservations_raises_a_flag(tenant: Persona) -> N
 
 
 def test_reconcile_command_says_which_flag_it_raised(tenant: Persona) -> None:
-    submit(tenant, max_cost_usd="0.0100")
-    Account.objects.filter(pk=f"{tenant.tenant.pk}/held").update(balance_micros=20_000)
+    queued_run(tenant, max_cost_usd="0.0100")
+    corrupt_held(tenant_id=tenant.tenant.pk, balance_micros=20_000)
     out = io.StringIO()
     call_command("reconcile", stdout=out)
     assert out.getvalue().splitlines()[1:] == [
@@ -424,10 +369,11 @@ def test_reconcile_command_says_which_flag_it_raised(tenant: Persona) -> None:
 
 
 def test_a_resolved_flag_can_be_raised_again(tenant: Persona) -> None:
-    submit(tenant, max_cost_usd="0.0100")
-    Account.objects.filter(pk=f"{tenant.tenant.pk}/held").update(balance_micros=20_000)
+    queued_run(tenant, max_cost_usd="0.0100")
+    corrupt_held(tenant_id=tenant.tenant.pk, balance_micros=20_000)
     reconcile_once()
-    AuditFlag.objects.update(resolved_at=timezone.now(), resolved_by="ops")
+    flag_ids = list(AuditFlag.objects.values_list("pk", flat=True))
+    assert audit_flag_resolve(flag_ids=flag_ids, actor="ops", note="mended") == 1
     assert reconcile_once().audit_flags == 1
     assert AuditFlag.objects.count() == 2
 
@@ -444,8 +390,9 @@ def test_the_oldest_queued_runs_age_is_a_gauge(tenant: Persona, client) -> None:
         return float(re.search(r"^dpp_runs_queued_oldest_age_seconds (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
 
     assert age() == 0.0
-    _age(submit(tenant), created_at=300)
-    submit(tenant)  # a newer one does not hide the oldest
+    with ago(300):
+        queued_run(tenant)
+    queued_run(tenant)  # a newer one does not hide the oldest
     assert 300 <= age() < 330
 
 
@@ -453,8 +400,7 @@ def test_the_oldest_queued_runs_age_is_a_gauge(tenant: Persona, client) -> None:
 
 
 def test_reconcile_command_json(tenant: Persona) -> None:
-    lease = _leased(tenant)
-    _age(lease.run, lease_expires_at=1)
+    lease = expired_lease(tenant)
     out = io.StringIO()
     call_command("reconcile", "--json", stdout=out)
     payload = json.loads(out.getvalue())
@@ -469,8 +415,7 @@ def test_reconcile_command_json(tenant: Persona) -> None:
 
 
 def test_reconcile_command_dry_run_and_single_run(tenant: Persona) -> None:
-    lease = _leased(tenant)
-    _age(lease.run, lease_expires_at=1)
+    lease = expired_lease(tenant)
     out = io.StringIO()
     call_command("reconcile", "--dry-run", "--run", str(lease.run.pk), stdout=out)
     assert out.getvalue().splitlines()[1:] == [f"  expire_lease run {lease.run.pk}: would do"]

@@ -22,24 +22,17 @@ from django.utils import timezone
 from billing.models import LedgerTransaction
 from dpp.admin_tools import EstimatedCountPaginator
 from runs.models import MoneyState, Run, RunStatus
-from tests.admin_support import bulk_queued_runs, csv_rows, ensure_staff_groups, make_run, staff_client
-from tests.conftest import USD, Persona, Personas
-from tests.runs.conftest import accepted, body, execute
+from tests.helpers.admin import csv_rows, staff_client
+from tests.helpers.api import accepted, body
+from tests.helpers.bulk import bulk_queued_runs
+from tests.helpers.inputs import DECISION_PRICE_MICROS, URL_INPUTS
+from tests.helpers.money import USD
+from tests.helpers.personas import Persona, Personas
+from tests.helpers.states import canceled_run, completed_run, execute, expired_run, failed_run, queued_run
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "admin:runs_run_changelist"
-
-
-@pytest.fixture
-def finance(db: None) -> Client:
-    ensure_staff_groups()
-    return staff_client("alice", groups=["finance"])
-
-
-@pytest.fixture
-def root(db: None) -> Client:
-    return staff_client("root", superuser=True)
 
 
 def _listed(client: Client, params: dict[str, str]) -> set[str]:
@@ -49,16 +42,7 @@ def _listed(client: Client, params: dict[str, str]) -> set[str]:
 
 
 def test_run_page_shows_money_ledger_timeline_error_and_result(finance: Client, owner: Persona) -> None:
-    run = make_run(
-        owner.tenant.pk,
-        reserved_micros=500_000,
-        status=RunStatus.FAILED,
-        charge_micros=10_000,
-        reason_code="PACK_FAILED",
-        error_detail="the pack said no",
-        result_key=f"results/{owner.tenant.pk}/x/y.json",
-        result_sha256="ab" * 32,
-    )
+    run = failed_run(owner, pack_type="decision", max_cost_usd="0.5000", detail="the pack said no")
     reserve = LedgerTransaction.objects.get(run_id=run.pk, kind="RESERVE")
     settle = LedgerTransaction.objects.get(run_id=run.pk, kind="SETTLE")
     response = finance.get(reverse("admin:runs_run_change", args=[run.pk]))
@@ -73,18 +57,20 @@ def test_run_page_shows_money_ledger_timeline_error_and_result(finance: Client, 
     assert f"{owner.tenant.pk}/available 0.4900" in html
     assert "PACK_FAILED" in html
     assert "the pack said no" in html
-    assert "ab" * 32 in html
-    assert run.result_key in html
     assert "Timeline" in html
     stored = Run.objects.get(pk=run.pk)
     for instant in (stored.created_at, stored.completed_at):  # to the millisecond, in UTC
         assert instant is not None
         assert instant.astimezone(dt.UTC).isoformat(timespec="milliseconds") in html
     assert 'name="_save"' not in html
+    completed = completed_run(owner, pack_type="decision", cost_micros=DECISION_PRICE_MICROS)  # only it has a result
+    completed_html = finance.get(reverse("admin:runs_run_change", args=[completed.pk])).content.decode()
+    assert completed.result_sha256 in completed_html
+    assert completed.result_key in completed_html
 
 
 def test_open_run_page_shows_nothing_released_yet(finance: Client, owner: Persona) -> None:
-    run = make_run(owner.tenant.pk, reserved_micros=50_000)
+    run = queued_run(owner, pack_type="decision", max_cost_usd="0.0500")
     html = finance.get(reverse("admin:runs_run_change", args=[run.pk])).content.decode()
     assert '<div class="readonly">0.0500</div>' in html
     assert html.count('<div class="readonly">—</div>') >= 2  # charged, released
@@ -94,7 +80,7 @@ def test_open_run_page_shows_nothing_released_yet(finance: Client, owner: Person
 @pytest.mark.parametrize("who", ["finance", "root"])
 def test_runs_cannot_be_added_changed_or_deleted(request: pytest.FixtureRequest, owner: Persona, who: str) -> None:
     client: Client = request.getfixturevalue(who)
-    run = make_run(owner.tenant.pk)
+    run = queued_run(owner, pack_type="decision")
     change = reverse("admin:runs_run_change", args=[run.pk])
     assert client.post(change, {"status__exact": "COMPLETED"}).status_code == 403
     assert client.get(reverse("admin:runs_run_delete", args=[run.pk])).status_code == 403
@@ -105,10 +91,10 @@ def test_runs_cannot_be_added_changed_or_deleted(request: pytest.FixtureRequest,
 
 
 def test_filters(finance: Client, personas: Personas) -> None:
-    owner, other = personas.owner.tenant.pk, personas.other.tenant.pk
-    queued = make_run(owner)
-    completed = make_run(owner, status=RunStatus.COMPLETED, charge_micros=20_000)
-    expired = make_run(other, status=RunStatus.EXPIRED, pack_type="url")
+    owner = personas.owner.tenant.pk
+    queued = queued_run(personas.owner, pack_type="decision")
+    completed = completed_run(personas.owner, pack_type="decision", cost_micros=20_000)
+    expired = expired_run(personas.other, pack_type="url", inputs=URL_INPUTS)
     assert _listed(finance, {"status__exact": "COMPLETED"}) == {str(completed.pk)}
     assert _listed(finance, {"money_state__exact": MoneyState.REFUNDED}) == {str(expired.pk)}
     assert _listed(finance, {"money_state__exact": MoneyState.RESERVED}) == {str(queued.pk)}
@@ -121,8 +107,8 @@ def test_filters(finance: Client, personas: Personas) -> None:
 
 
 def test_search_is_exact(finance: Client, owner: Persona) -> None:
-    run = make_run(owner.tenant.pk, idempotency_key="order-2024-0001", trace_id="trace-abc-123")
-    other = make_run(owner.tenant.pk)
+    run = queued_run(owner, pack_type="decision", key="order-2024-0001", trace_id="trace-abc-123")
+    other = queued_run(owner, pack_type="decision")
     assert _listed(finance, {"q": str(run.pk)}) == {str(run.pk)}
     assert _listed(finance, {"q": "order-2024-0001"}) == {str(run.pk)}
     assert _listed(finance, {"q": " trace-abc-123 "}) == {str(run.pk)}
@@ -177,9 +163,9 @@ def test_unfiltered_count_uses_the_planner_estimate_not_count(finance: Client, o
 
 def test_csv_export_of_the_filtered_changelist(finance: Client, personas: Personas) -> None:
     owner = personas.owner.tenant.pk
-    completed = make_run(owner, reserved_micros=50_000, status=RunStatus.COMPLETED, charge_micros=11_000)
-    make_run(owner, reserved_micros=70_000)  # QUEUED: filtered out
-    make_run(personas.other.tenant.pk, status=RunStatus.COMPLETED, charge_micros=5_000)  # other tenant
+    completed = completed_run(personas.owner, pack_type="decision", max_cost_usd="0.0500", cost_micros=11_000)
+    queued_run(personas.owner, pack_type="decision", max_cost_usd="0.0700")  # QUEUED: filtered out
+    completed_run(personas.other, pack_type="decision", cost_micros=5_600)  # other tenant
     changelist = finance.get(reverse(CHANGELIST), {"status__exact": "COMPLETED", "tenant": owner}).content.decode()
     export_url = reverse("admin:runs_run_export")
     assert f"{export_url}?status__exact=COMPLETED&amp;tenant={owner}" in changelist
@@ -206,7 +192,7 @@ def test_csv_export_of_the_filtered_changelist(finance: Client, personas: Person
 
 
 def test_run_ledger_links_back_to_the_run(finance: Client, owner: Persona) -> None:
-    run = make_run(owner.tenant.pk, status=RunStatus.CANCELED, charge_micros=0)
+    run = canceled_run(owner, pack_type="decision")
     settle = LedgerTransaction.objects.get(run_id=run.pk, kind="SETTLE")
     html = finance.get(reverse("admin:billing_ledgertransaction_change", args=[settle.pk])).content.decode()
     assert reverse("admin:runs_run_change", args=[run.pk]) in html
@@ -242,7 +228,7 @@ def test_result_of_a_run_that_does_not_exist(finance: Client, run_id: str) -> No
 
 
 def test_result_link_of_a_run_without_a_stored_result(finance: Client, owner: Persona) -> None:
-    run = make_run(owner.tenant.pk, status=RunStatus.FAILED, charge_micros=5_000)
+    run = failed_run(owner, pack_type="decision")  # the minimum fee: 0.0050
     assert "open the envelope" not in finance.get(reverse("admin:runs_run_change", args=[run.pk])).content.decode()
     response = finance.get(reverse("admin:runs_run_result", args=[run.pk]))
     assert response.status_code == 302
@@ -259,7 +245,7 @@ def test_result_envelope_needs_the_view_permission(owner: Persona) -> None:
 
 def test_head_of_the_csv_export_sends_its_headers_without_rows(finance: Client, personas: Personas) -> None:
     """Through the WSGI application as gunicorn calls it (the test client drops a HEAD's body by itself)."""
-    make_run(personas.owner.tenant.pk)
+    queued_run(personas.owner, pack_type="decision")
     environ = RequestFactory().head(reverse("admin:runs_run_export")).environ
     environ["HTTP_COOKIE"] = "; ".join(f"{name}={morsel.value}" for name, morsel in finance.cookies.items())
     started: list[tuple[str, dict[str, str]]] = []

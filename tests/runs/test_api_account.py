@@ -16,18 +16,12 @@ from dpp.http.pagination import encode_cursor
 from dpp.money import format_usd
 from runs import services
 from runs.models import Run
-from tests.conftest import USD, Persona, make_persona
-from tests.runs.conftest import (
-    DIAGNOSTIC_FAIL,
-    MONEY_RE,
-    accepted,
-    assert_problem,
-    balances,
-    body,
-    execute,
-    field_errors,
-    run_row,
-)
+from tests.helpers.api import accepted, accepted_at, body
+from tests.helpers.inputs import DIAGNOSTIC_FAIL
+from tests.helpers.money import MONEY_RE, REVENUE, USD, balances
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.problems import assert_problem, field_errors
+from tests.helpers.states import execute, expire_queued, fail, lease, run_row
 
 pytestmark = pytest.mark.django_db
 
@@ -66,12 +60,6 @@ def test_account(owner: Persona) -> None:
 # --- ledger ------------------------------------------------------------------------------------------------
 
 
-def _fail(run_id: str) -> None:
-    lease = services.run_lease(run_id=uuid.UUID(run_id))
-    assert lease is not None
-    assert services.run_fail(run=lease.run, lease_token=lease.token, reason_code="PACK_FAILED", detail="test")
-
-
 def _ledger(persona: Persona, **params: Any) -> dict[str, Any]:
     response = persona.client.get("/v1/ledger", params)
     assert response.status_code == 200, response.content
@@ -87,7 +75,7 @@ def _ledger(persona: Persona, **params: Any) -> dict[str, Any]:
 
 def test_ledger_items_signed_deltas_newest_first(unlimited: Persona) -> None:
     first = accepted(unlimited.client, body(max_cost_usd="0.0500"))["run_id"]
-    _fail(first)
+    fail(lease(run_row(first)), detail="test")
     second = accepted(unlimited.client, body(max_cost_usd="0.0200"))["run_id"]
     assert unlimited.client.post(f"/v1/runs/{second}/cancel").status_code == 200
     ledger_adjust(tenant=unlimited.tenant, amount_micros=5_000, counterparty="REVENUE", actor="fin", reason="goodwill")
@@ -161,15 +149,13 @@ def test_ledger_bad_parameters(owner: Persona, params: dict[str, str], field: st
 
 
 def _accepted_at(persona: Persona, moment: str, **kwargs: Any) -> str:
-    with freeze_time(moment):
-        return str(accepted(persona.client, body(**kwargs))["run_id"])
+    return accepted_at(persona.client, moment, body(**kwargs))
 
 
 def _usage_from_the_ledger(persona: Persona) -> list[dict[str, Any]]:
     """The expected usage computed from ledger rows alone: RESERVE legs by UTC day, SETTLE revenue legs and
     outcomes (the SETTLE's reason starts with the run's final status) attributed to their RESERVE's day."""
     held = Account.tenant_account_id(persona.tenant.pk, Account.Kind.HELD)
-    revenue = Account.platform_account_id(Account.Kind.REVENUE)
     day_of_run: dict[uuid.UUID, date] = {}
     days: dict[date, dict[str, Any]] = defaultdict(
         lambda: {"runs": 0, "completed": 0, "failed": 0, "canceled": 0, "expired": 0, "charged": 0, "reserved": 0}
@@ -186,7 +172,7 @@ def _usage_from_the_ledger(persona: Persona) -> list[dict[str, Any]]:
         assert txn.run_id is not None
         day = day_of_run[txn.run_id]
         days[day][txn.reason.split()[0].lower()] += 1
-        days[day]["charged"] += sum(e.amount_micros for e in txn.entries.all() if e.account_id == revenue)
+        days[day]["charged"] += sum(e.amount_micros for e in txn.entries.all() if e.account_id == REVENUE)
     return [
         {
             "date": day.isoformat(),
@@ -215,11 +201,10 @@ def test_usage_per_utc_day_agrees_exactly_with_the_ledger() -> None:
     assert execute(failed) == "failed:PACK_FAILED"
     assert execute(capped) == "completed"
     assert persona.client.post(f"/v1/runs/{canceled}/cancel").status_code == 200
-    assert services.run_expire_queued(run=run_row(expired))
-    lease = services.run_lease(run_id=uuid.UUID(canceled_started))
-    assert lease is not None
+    expire_queued(run_row(expired))
+    leased = lease(run_row(canceled_started))
     assert persona.client.post(f"/v1/runs/{canceled_started}/cancel").status_code == 202
-    assert services.run_cancel_started(run=run_row(canceled_started), lease_token=lease.token)
+    assert services.run_cancel_started(run=run_row(canceled_started), lease_token=leased.token)
 
     response = persona.client.get("/v1/usage", {"from": "2026-03-01", "to": "2026-03-04"})
     assert response.status_code == 200, response.content

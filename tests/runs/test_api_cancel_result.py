@@ -17,18 +17,13 @@ from freezegun import freeze_time
 from billing.models import LedgerEntry
 from runs import results, services
 from runs.models import Run
-from tests.conftest import USD, Persona
-from tests.runs.conftest import (
-    DIAGNOSTIC_FAIL,
-    accepted,
-    assert_problem,
-    balances,
-    body,
-    close_thread_connection,
-    execute,
-    ledger_kinds,
-    run_row,
-)
+from tests.helpers.api import accepted, body
+from tests.helpers.inputs import DIAGNOSTIC_FAIL
+from tests.helpers.money import USD, balances, ledger_kinds
+from tests.helpers.personas import Persona
+from tests.helpers.problems import assert_problem
+from tests.helpers.states import claim, execute, expire_queued, fail, lease, run_row
+from tests.helpers.threads import close_thread_connection
 
 pytestmark = pytest.mark.django_db
 
@@ -44,12 +39,6 @@ ENVELOPE_KEYS = {
     "trace_id",
     "data",
 }
-
-
-def _lease(run_id: str) -> services.Lease:
-    lease = services.run_lease(run_id=uuid.UUID(run_id))
-    assert lease is not None
-    return lease
 
 
 def _cancel(persona: Persona, run_id: str) -> Any:
@@ -85,7 +74,7 @@ def test_cancel_queued_is_200_canceled_with_a_full_release(unlimited: Persona) -
 
 def test_cancel_processing_is_202_then_the_worker_ends_it_canceled_with_the_minimum_fee(unlimited: Persona) -> None:
     run_id = accepted(unlimited.client, body(max_cost_usd="0.5000"))["run_id"]
-    lease = _lease(run_id)
+    leased = lease(run_row(run_id))
     response = _cancel(unlimited, run_id)
     assert response.status_code == 202, response.content
     run = response.json()
@@ -101,9 +90,9 @@ def test_cancel_processing_is_202_then_the_worker_ends_it_canceled_with_the_mini
     again = _cancel(unlimited, run_id)  # asking twice is harmless
     assert again.status_code == 202
     assert run_row(run_id).cancel_requested_at == requested_at
-    assert services.run_heartbeat(run_id=uuid.UUID(run_id), lease_token=lease.token) == "CANCEL_REQUESTED"
+    assert services.run_heartbeat(run_id=uuid.UUID(run_id), lease_token=leased.token) == "CANCEL_REQUESTED"
 
-    assert services.run_cancel_started(run=run_row(run_id), lease_token=lease.token)
+    assert services.run_cancel_started(run=run_row(run_id), lease_token=leased.token)
     polled = unlimited.client.get(f"/v1/runs/{run_id}")
     assert polled.json()["status"] == "CANCELED"
     assert polled.json()["money_state"] == "SETTLED"
@@ -118,8 +107,7 @@ def test_cancel_of_a_claimed_run_is_409_at_once_and_changes_nothing(unlimited: P
     """Its outcome is being committed (a claim refuses a run whose cancel was requested, so the claim won): it can
     no longer be canceled, whatever the retries. It was 503 UNAVAILABLE for as long as the claim lasted."""
     run_id = accepted(unlimited.client, body(max_cost_usd="0.5000"))["run_id"]
-    lease = _lease(run_id)
-    assert services.run_claim(run_id=lease.run.pk, lease_token=lease.token) is not None
+    claim(lease(run_row(run_id)))
     before, money = run_row(run_id), balances(unlimited)
     problem = assert_problem(_cancel(unlimited, run_id), 409, "RUN_TERMINAL")
     assert "is finishing" in problem["detail"]
@@ -166,10 +154,9 @@ def test_cancel_terminal_is_409_run_terminal_and_changes_nothing(unlimited: Pers
     if ending == "canceled":
         assert _cancel(unlimited, run_id).status_code == 200
     elif ending == "failed":
-        lease = _lease(run_id)
-        assert services.run_fail(run=lease.run, lease_token=lease.token, reason_code="PACK_FAILED", detail="x")
+        fail(lease(run_row(run_id)), detail="x")
     else:
-        assert services.run_expire_queued(run=run_row(run_id))
+        expire_queued(run_row(run_id))
     before, money = run_row(run_id), balances(unlimited)
     problem = assert_problem(_cancel(unlimited, run_id), 409, "RUN_TERMINAL")
     assert before.status in problem["detail"]
@@ -194,7 +181,7 @@ def test_cancel_completed_is_409(unlimited: Persona) -> None:
 def test_result_not_ready_while_a_result_may_still_come(unlimited: Persona, state: str) -> None:
     run_id = accepted(unlimited.client, body())["run_id"]
     if state == "processing":
-        _lease(run_id)
+        lease(run_row(run_id))
     problem = assert_problem(unlimited.client.get(f"/v1/runs/{run_id}/result"), 409, "RESULT_NOT_READY")
     assert problem["detail"] == "The run has not completed yet; poll it until it is COMPLETED."
     assert unlimited.client.get(f"/v1/runs/{run_id}").json()["meta"]["cancel_requested_at"] is None
@@ -205,12 +192,11 @@ def test_result_of_a_run_that_ended_without_one_is_run_terminal(unlimited: Perso
     """RESULT_NOT_READY would tell an agent to wait for a result that will never come."""
     run_id = accepted(unlimited.client, body())["run_id"]
     if state == "failed":
-        lease = _lease(run_id)
-        assert services.run_fail(run=lease.run, lease_token=lease.token, reason_code="PACK_FAILED", detail="x")
+        fail(lease(run_row(run_id)), detail="x")
     elif state == "canceled":
         assert _cancel(unlimited, run_id).status_code == 200
     elif state == "expired":
-        assert services.run_expire_queued(run=run_row(run_id))
+        expire_queued(run_row(run_id))
     problem = assert_problem(unlimited.client.get(f"/v1/runs/{run_id}/result"), 409, "RUN_TERMINAL")
     ended = {"failed": "FAILED", "canceled": "CANCELED", "expired": "EXPIRED"}[state]
     assert problem["detail"].startswith(f"The run ended {ended} (")

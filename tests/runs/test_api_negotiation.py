@@ -9,8 +9,10 @@ import uuid
 import pytest
 from django.test import Client
 
-from tests.conftest import Persona
-from tests.runs.conftest import accepted, assert_problem, body, execute, submit
+from tests.helpers.api import accepted, body, submit
+from tests.helpers.personas import Persona
+from tests.helpers.problems import assert_problem
+from tests.helpers.states import execute
 
 pytestmark = pytest.mark.django_db
 

@@ -7,23 +7,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from freezegun import freeze_time
 
 from billing.models import Account, LedgerEntry
 from dpp.http.pagination import encode_cursor
 from runs import services
-from runs.models import Run
-from tests.conftest import USD, Persona, Personas, make_persona
-from tests.runs.conftest import (
-    DIAGNOSTIC_FAIL,
-    accepted,
-    assert_problem,
-    balances,
-    body,
-    execute,
-    field_errors,
-    run_row,
-    without_request_members,
-)
+from tests.helpers.api import accepted, accepted_at, body
+from tests.helpers.inputs import DIAGNOSTIC_FAIL
+from tests.helpers.money import USD, balances
+from tests.helpers.personas import Persona, Personas, make_persona
+from tests.helpers.problems import assert_problem, field_errors, without_request_members
+from tests.helpers.states import execute, lease, run_row
 
 pytestmark = pytest.mark.django_db
 
@@ -71,8 +65,7 @@ def test_queued_run(unlimited: Persona) -> None:
 
 def test_processing_run(unlimited: Persona) -> None:
     receipt = accepted(unlimited.client, body())
-    lease = services.run_lease(run_id=uuid.UUID(receipt["run_id"]))
-    assert lease is not None
+    lease(run_row(receipt["run_id"]))
     run, response = get_run(unlimited, receipt["run_id"])
     assert (run["status"], run["money_state"], run["cost"]["used_usd"]) == ("PROCESSING", "RESERVED", None)
     assert run["result"] is None
@@ -210,8 +203,8 @@ def test_cursor_pagination_is_stable_while_new_runs_arrive(unlimited: Persona) -
 
 
 def test_cursor_breaks_ties_on_created_at_by_id(unlimited: Persona) -> None:
-    ids = _submit_many(unlimited, 5)
-    Run.objects.filter(pk__in=ids).update(created_at=datetime(2026, 5, 1, tzinfo=UTC))
+    with freeze_time(datetime(2026, 5, 1, tzinfo=UTC)):  # five runs created at the same instant
+        ids = _submit_many(unlimited, 5)
     seen: list[str] = []
     cursor = None
     for _ in range(6):
@@ -275,9 +268,7 @@ def test_filter_by_pack_type(unlimited: Persona) -> None:
 
 
 def test_filter_by_creation_time(unlimited: Persona) -> None:
-    ids = _submit_many(unlimited, 3)
-    for run_id, month in zip(ids, (1, 2, 3), strict=True):
-        Run.objects.filter(pk=run_id).update(created_at=datetime(2026, month, 1, tzinfo=UTC))
+    ids = [accepted_at(unlimited.client, datetime(2026, month, 1, tzinfo=UTC), body()) for month in (1, 2, 3)]
     jan, feb, mar = ids
 
     def listed(**params: str) -> list[str]:

@@ -13,24 +13,13 @@ from billing.models import LedgerTransaction
 from billing.services import ledger_topup, plan_assign
 from dpp.models import Tenant
 from dpp.money import format_usd
+from dpp.services import tenant_set_status
 from runs.models import Run
-from tests.conftest import USD, Persona, make_persona
-from tests.runs.conftest import (
-    DECISION_INPUTS,
-    DIAGNOSTIC_OK,
-    UUID4_RE,
-    accepted,
-    assert_problem,
-    assert_rate_headers,
-    balances,
-    body,
-    field_errors,
-    ledger_kinds,
-    make_plan,
-    new_key,
-    persona_on_plan,
-    submit,
-)
+from tests.helpers.api import UUID4_RE, accepted, assert_rate_headers, body, new_key, submit
+from tests.helpers.inputs import DECISION_INPUTS, DIAGNOSTIC_OK
+from tests.helpers.money import USD, balances, ledger_kinds
+from tests.helpers.personas import Persona, make_persona, make_plan, persona_on_plan
+from tests.helpers.problems import assert_problem, field_errors
 
 pytestmark = pytest.mark.django_db
 
@@ -307,7 +296,7 @@ def test_pack_not_allowed_on_starter(owner: Persona) -> None:
 
 
 def test_tenant_suspended(owner: Persona) -> None:
-    Tenant.objects.filter(pk=owner.tenant.pk).update(status=Tenant.Status.SUSPENDED)
+    assert tenant_set_status(tenant=owner.tenant, status=Tenant.Status.SUSPENDED, actor="test")
     refused = submit(owner.client, body("decision", max_cost_usd="0.0100"))
     assert_problem(refused, 403, "TENANT_SUSPENDED")
     assert_rate_headers(refused, "anonymous", 60)  # refused before the plan's limits apply: counted by address

@@ -5,7 +5,6 @@ down, instead of holding a gunicorn thread forever (found from outside: no answe
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -17,10 +16,10 @@ from rest_framework.test import APIClient
 
 from runs.dispatch import publish_run
 from runs.models import Run
-from tests.conftest import Persona, make_persona
-from tests.factories import submit
-from tests.runs.conftest import body, new_key
-from tests.runs.test_worker_log_ids import publishing_to
+from tests.helpers.api import submit
+from tests.helpers.outages import publishing_to
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.states import queued_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,7 +80,7 @@ def tenant() -> Persona:
 
 
 def test_a_publish_to_a_silent_broker_fails_instead_of_waiting(tenant: Persona) -> None:
-    run = submit(tenant)
+    run = queued_run(tenant)
     with silent_broker():
         assert _answers(lambda: publish_run(run)) is False
 
@@ -91,8 +90,7 @@ def test_a_submit_gets_its_receipt_and_the_run_waits_queued(tenant: Persona) -> 
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant.api_key}")
 
     def post() -> Any:
-        payload = json.dumps(body())
-        return client.post("/v1/runs", data=payload, content_type="application/json", HTTP_IDEMPOTENCY_KEY=new_key())
+        return submit(client)
 
     with silent_broker():
         response = _answers(post)

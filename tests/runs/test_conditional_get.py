@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Persona
-from tests.runs.conftest import accepted, assert_problem, assert_rate_headers, body, execute
+from tests.helpers.api import accepted, assert_rate_headers, body
+from tests.helpers.personas import Persona
+from tests.helpers.problems import assert_problem
+from tests.helpers.states import execute
 
 pytestmark = pytest.mark.django_db
 

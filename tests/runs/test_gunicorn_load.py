@@ -19,9 +19,10 @@ import requests
 from billing.models import LedgerTransaction
 from runs.audit import full_audit
 from runs.models import Run
-from tests.conftest import USD, Persona, make_persona
+from tests.helpers.api import body
+from tests.helpers.money import USD, balances
+from tests.helpers.personas import Persona, make_persona
 from tests.processes import gunicorn
-from tests.runs.conftest import balances, body
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

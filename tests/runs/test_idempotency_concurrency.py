@@ -24,9 +24,11 @@ from runs import services
 from runs.audit import full_audit
 from runs.charges import Ending
 from runs.models import Run
-from tests.conftest import USD, Persona, make_persona
-from tests.factories import submit
-from tests.runs.conftest import balances, body, close_thread_connection, new_key
+from tests.helpers.api import body, new_key, submit
+from tests.helpers.money import USD, balances
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.states import queued_run
+from tests.helpers.threads import close_thread_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,9 +44,7 @@ def _race(persona: Persona, keys: list[str], payload: dict[str, Any]) -> list[tu
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {persona.api_key}")
         try:
             barrier.wait(timeout=30)
-            response = client.post(
-                "/v1/runs", data=json.dumps(payload), content_type="application/json", HTTP_IDEMPOTENCY_KEY=key
-            )
+            response = submit(client, payload, key=key)
             return response.status_code, json.loads(response.content), response.get("Idempotent-Replayed") == "true"
         finally:
             close_thread_connection()
@@ -116,7 +116,7 @@ def test_a_reservation_racing_a_release_is_judged_on_the_balance_it_waited_for()
     from outside as a 429 CONCURRENCY_LIMITED on a tenant far below its limit; the submit is now tried again and
     accepted, since the money is there."""
     persona = make_persona(plan="unlimited", credit_micros=50_000)
-    queued = submit(persona, max_cost_usd="0.0400")  # available 0.0100
+    queued = queued_run(persona, max_cost_usd="0.0400")  # available 0.0100
     locked, release = threading.Event(), threading.Event()
 
     def cancel_and_wait() -> None:  # the cancel's release (held → available), its commit held back
@@ -138,10 +138,7 @@ def test_a_reservation_racing_a_release_is_judged_on_the_balance_it_waited_for()
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {persona.api_key}")
         try:
-            payload = json.dumps(body(max_cost_usd="0.0300"))  # more than 0.0100, less than the 0.0500 after it
-            response = client.post(
-                "/v1/runs", data=payload, content_type="application/json", HTTP_IDEMPOTENCY_KEY=new_key()
-            )
+            response = submit(client, body(max_cost_usd="0.0300"))  # more than 0.0100, less than the 0.0500 after it
             return response.status_code, json.loads(response.content)
         finally:
             close_thread_connection()

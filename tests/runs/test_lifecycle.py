@@ -9,6 +9,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
@@ -17,8 +18,10 @@ from billing.selectors import balances_get
 from dpp.observability import log_context
 from runs import executor, results, services
 from runs.models import FinalizeStage, MoneyState, Run, RunStatus
-from tests.conftest import USD, Persona, make_persona
-from tests.factories import submit
+from tests.helpers.money import USD
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.states import later, queued_run, store_envelope
+from tests.helpers.threads import at_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,7 +36,7 @@ def settles(run: Run) -> list[LedgerTransaction]:
 
 
 def test_accept_reserves_and_creates_a_queued_reserved_run(tenant: Persona) -> None:
-    run = submit(tenant, max_cost_usd="0.0500")
+    run = queued_run(tenant, max_cost_usd="0.0500")
     assert (run.status, run.money_state, run.finalize_stage, run.version) == ("QUEUED", "RESERVED", None, 0)
     assert run.reserved_micros == 50_000
     assert run.minimum_fee_micros == 5_000
@@ -43,7 +46,7 @@ def test_accept_reserves_and_creates_a_queued_reserved_run(tenant: Persona) -> N
 
 
 def test_lease_is_a_compare_and_set(tenant: Persona) -> None:
-    run = submit(tenant)
+    run = queued_run(tenant)
     first = services.run_lease(run_id=run.pk)
     assert first is not None
     assert first.run.status == RunStatus.PROCESSING
@@ -53,27 +56,18 @@ def test_lease_is_a_compare_and_set(tenant: Persona) -> None:
 
 
 def test_concurrent_leases_have_exactly_one_winner(tenant: Persona) -> None:
-    run = submit(tenant)
+    run = queued_run(tenant)
     winners: list[object] = []
-    barrier = threading.Barrier(8)
 
     def lease() -> None:
-        barrier.wait()
-        try:
-            winners.append(services.run_lease(run_id=run.pk))
-        finally:
-            connection.close()
+        winners.append(services.run_lease(run_id=run.pk))
 
-    threads = [threading.Thread(target=lease) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert at_once([lease] * 8) == []
     assert sum(1 for w in winners if w is not None) == 1
 
 
 def test_heartbeat_extends_the_lease_without_bumping_version(tenant: Persona, settings) -> None:
-    lease = services.run_lease(run_id=submit(tenant).pk)
+    lease = services.run_lease(run_id=queued_run(tenant).pk)
     assert lease is not None
     before = Run.objects.get(pk=lease.run.pk)
     time.sleep(0.01)
@@ -86,18 +80,18 @@ def test_heartbeat_extends_the_lease_without_bumping_version(tenant: Persona, se
 
 
 def test_heartbeat_with_a_wrong_token_or_after_expiry_is_lost(tenant: Persona) -> None:
-    lease = services.run_lease(run_id=submit(tenant).pk)
+    lease = services.run_lease(run_id=queued_run(tenant).pk)
     assert lease is not None
     assert services.run_heartbeat(run_id=lease.run.pk, lease_token=uuid.uuid4()) == "LOST"
-    Run.objects.filter(pk=lease.run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert services.run_heartbeat(run_id=lease.run.pk, lease_token=lease.token) == "LOST"
+    with later(django_settings.DPP_LEASE_S + 1):
+        assert services.run_heartbeat(run_id=lease.run.pk, lease_token=lease.token) == "LOST"
 
 
 def test_the_heartbeat_thread_logs_a_lost_lease_under_the_runs_trace_id(
     tenant: Persona, settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings.DPP_LEASE_S = 0.3  # a beat every 0.1 s
-    lease = services.run_lease(run_id=submit(tenant).pk)
+    lease = services.run_lease(run_id=queued_run(tenant).pk)
     assert lease is not None
     with (
         caplog.at_level(logging.WARNING, logger="dpp.runs.executor"),
@@ -110,7 +104,7 @@ def test_the_heartbeat_thread_logs_a_lost_lease_under_the_runs_trace_id(
 
 
 def test_heartbeat_reports_a_cancel_request(tenant: Persona) -> None:
-    lease = services.run_lease(run_id=submit(tenant).pk)
+    lease = services.run_lease(run_id=queued_run(tenant).pk)
     assert lease is not None
     outcome = services.run_cancel(tenant=tenant.tenant, run_id=lease.run.pk)
     assert outcome.pending
@@ -118,7 +112,7 @@ def test_heartbeat_reports_a_cancel_request(tenant: Persona) -> None:
 
 
 def test_worker_failure_charges_the_minimum_fee_once(tenant: Persona) -> None:
-    lease = services.run_lease(run_id=submit(tenant, max_cost_usd="0.5000").pk)
+    lease = services.run_lease(run_id=queued_run(tenant, max_cost_usd="0.5000").pk)
     assert lease is not None
     assert services.run_fail(run=lease.run, lease_token=lease.token, reason_code="PACK_FAILED", detail="x")
     # the same transition again, with the stale version, loses and posts nothing
@@ -137,7 +131,7 @@ def test_worker_failure_charges_the_minimum_fee_once(tenant: Persona) -> None:
 
 def test_a_failure_whose_detail_holds_a_nul_character_still_settles(tenant: Persona) -> None:
     """A pack's error detail may quote what a server sent; PostgreSQL's text cannot store U+0000."""
-    lease = services.run_lease(run_id=submit(tenant, max_cost_usd="0.5000").pk)
+    lease = services.run_lease(run_id=queued_run(tenant, max_cost_usd="0.5000").pk)
     assert lease is not None
     assert services.run_fail(run=lease.run, lease_token=lease.token, reason_code="FETCH_FAILED", detail="bad\x00byte")
     run = Run.objects.get(pk=lease.run.pk)
@@ -146,30 +140,21 @@ def test_a_failure_whose_detail_holds_a_nul_character_still_settles(tenant: Pers
 
 
 def test_claim_needs_the_lease_token_and_a_live_lease(tenant: Persona) -> None:
-    lease = services.run_lease(run_id=submit(tenant).pk)
+    lease = services.run_lease(run_id=queued_run(tenant).pk)
     assert lease is not None
     assert services.run_claim(run_id=lease.run.pk, lease_token=uuid.uuid4()) is None
-    Run.objects.filter(pk=lease.run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert services.run_claim(run_id=lease.run.pk, lease_token=lease.token) is None
+    with later(django_settings.DPP_LEASE_S + 1):
+        assert services.run_claim(run_id=lease.run.pk, lease_token=lease.token) is None
     assert Run.objects.get(pk=lease.run.pk).finalize_stage is None
 
 
-def _store(run: Run, cost: int) -> results.Envelope:
-    assert run.finalize_token is not None
-    key = results.envelope_key(run, run.finalize_token)
-    content = results.envelope_bytes(
-        run=run, finalize_token=run.finalize_token, data={"ok": True}, cost_micros=cost, finished_at=timezone.now()
-    )
-    return results.envelope_store(key=key, content=content, cost_micros=cost)
-
-
 def test_two_phase_finalize_commits_once_and_caps_the_charge(tenant: Persona) -> None:
-    lease = services.run_lease(run_id=submit(tenant, max_cost_usd="0.0200").pk)
+    lease = services.run_lease(run_id=queued_run(tenant, max_cost_usd="0.0200").pk)
     assert lease is not None
     claimed = services.run_claim(run_id=lease.run.pk, lease_token=lease.token)
     assert claimed is not None
     assert claimed.finalize_stage == FinalizeStage.CLAIMED
-    stored = _store(claimed, cost=30_000)  # above the 0.0200 reservation
+    stored = store_envelope(claimed, cost_micros=30_000)  # above the 0.0200 reservation
     assert services.run_commit(run=claimed, stored=stored)
     assert not services.run_commit(run=claimed, stored=stored)
     run = Run.objects.get(pk=claimed.pk)
@@ -185,7 +170,7 @@ def test_two_phase_finalize_commits_once_and_caps_the_charge(tenant: Persona) ->
 
 
 def test_cancel_queued_releases_everything(tenant: Persona) -> None:
-    run = submit(tenant, max_cost_usd="0.1000")
+    run = queued_run(tenant, max_cost_usd="0.1000")
     outcome = services.run_cancel(tenant=tenant.tenant, run_id=run.pk)
     assert not outcome.pending
     assert (outcome.run.status, outcome.run.money_state, outcome.run.charged_micros) == ("CANCELED", "REFUNDED", 0)
@@ -195,7 +180,7 @@ def test_cancel_queued_releases_everything(tenant: Persona) -> None:
 
 
 def test_cancel_of_another_tenants_run_is_not_found(tenant: Persona) -> None:
-    run = submit(tenant)
+    run = queued_run(tenant)
     stranger = make_persona()
     with pytest.raises(Exception, match="NOT_FOUND"):
         services.run_cancel(tenant=stranger.tenant, run_id=run.pk)
@@ -206,7 +191,7 @@ def test_cancel_of_another_tenants_run_is_not_found(tenant: Persona) -> None:
 
 
 def test_execute_success(tenant: Persona) -> None:
-    run = submit(tenant, inputs={"sleep_ms": 0, "cost_usd": "0.0300"}, max_cost_usd="0.0500")
+    run = queued_run(tenant, inputs={"sleep_ms": 0, "cost_usd": "0.0300"}, max_cost_usd="0.0500")
     assert executor.run_execute(run_id=run.pk) == "completed"
     assert executor.run_execute(run_id=run.pk) == "not-leased"  # a second delivery does nothing
     run.refresh_from_db()
@@ -218,14 +203,14 @@ def test_execute_success(tenant: Persona) -> None:
 
 
 def test_execute_pack_failure_charges_the_minimum_fee(tenant: Persona) -> None:
-    run = submit(tenant, inputs={"outcome": "fail"}, max_cost_usd="0.0500")
+    run = queued_run(tenant, inputs={"outcome": "fail"}, max_cost_usd="0.0500")
     assert executor.run_execute(run_id=run.pk) == "failed:PACK_FAILED"
     run.refresh_from_db()
     assert (run.status, run.reason_code, run.charged_micros) == ("FAILED", "PACK_FAILED", 5_000)
 
 
 def test_execute_over_the_timebox_fails_with_the_minimum_fee(tenant: Persona) -> None:
-    run = submit(tenant, inputs={"sleep_ms": 3_000}, timebox_sec=1)
+    run = queued_run(tenant, inputs={"sleep_ms": 3_000}, timebox_sec=1)
     started = time.monotonic()
     assert executor.run_execute(run_id=run.pk) == "failed:TIMEBOX_EXCEEDED"
     assert time.monotonic() - started < 2.5  # stopped at the timebox, not after the full sleep
@@ -257,7 +242,7 @@ def _wait_status(run_id: uuid.UUID, status: str, timeout: float = 10) -> None:
 
 def test_cancel_while_processing_stops_the_worker_at_its_heartbeat(tenant: Persona, settings) -> None:
     settings.DPP_LEASE_S = 3  # heartbeat every second
-    run = submit(tenant, inputs={"sleep_ms": 20_000}, max_cost_usd="0.0500")
+    run = queued_run(tenant, inputs={"sleep_ms": 20_000}, max_cost_usd="0.0500")
     thread, outcome = _run_in_thread(run.pk)
     _wait_status(run.pk, "PROCESSING")
     started = time.monotonic()
@@ -271,7 +256,7 @@ def test_cancel_while_processing_stops_the_worker_at_its_heartbeat(tenant: Perso
 
 def test_a_worker_that_lost_its_lease_finalizes_nothing(tenant: Persona, settings) -> None:
     settings.DPP_LEASE_S = 3
-    run = submit(tenant, inputs={"sleep_ms": 20_000})
+    run = queued_run(tenant, inputs={"sleep_ms": 20_000})
     thread, outcome = _run_in_thread(run.pk)
     _wait_status(run.pk, "PROCESSING")
     # The reaper decides the worker is gone: the lease expires and the run is finished without it.

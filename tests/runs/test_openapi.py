@@ -27,9 +27,10 @@ from dpp.http.errors import ApplicationError
 from dpp.money import parse_max_cost
 from runs.serializers import MONEY_PATTERN
 from runs.urls import urlpatterns as runs_urls
-from tests.conftest import USD, make_persona
+from tests.helpers.money import USD
+from tests.helpers.personas import make_persona
+from tests.helpers.problems import PROBLEM_MEMBERS
 from tests.processes import gunicorn
-from tests.runs.conftest import PROBLEM_MEMBERS
 
 PROBLEM = "application/problem+json"
 SUBMIT = ("POST", "/v1/runs")

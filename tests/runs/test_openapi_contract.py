@@ -14,8 +14,9 @@ from jsonschema import Draft202012Validator
 from dpp.http.errors import PROBLEMS
 from packs.registry import all_packs
 from runs.openapi import pack_request_schemas
-from tests.conftest import Persona, make_persona
-from tests.runs.conftest import execute, submit
+from tests.helpers.api import submit
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.states import execute
 
 pytestmark = pytest.mark.django_db
 PROBLEM = "application/problem+json"

@@ -16,8 +16,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tests.conftest import Persona
-from tests.runs.conftest import accepted, body, new_key, submit
+from tests.helpers.api import accepted, body, new_key, submit
+from tests.helpers.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

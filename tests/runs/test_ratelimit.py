@@ -15,16 +15,9 @@ from django.test import Client, RequestFactory, override_settings
 
 from dpp.http.ratelimit import anonymous_limited
 from runs.models import Run
-from tests.conftest import Persona, make_persona
-from tests.runs.conftest import (
-    accepted,
-    assert_problem,
-    assert_rate_headers,
-    body,
-    make_plan,
-    persona_on_plan,
-    submit,
-)
+from tests.helpers.api import accepted, assert_rate_headers, body, submit
+from tests.helpers.personas import Persona, make_persona, make_plan, persona_on_plan
+from tests.helpers.problems import assert_problem
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,6 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,46 +22,25 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 from django.urls import reverse
-from django.utils import timezone
 
 from dpp.http.errors import DependencyUnavailableError
 from reaper.services import reconcile_once
-from runs import results, services
+from runs import results
 from runs.models import Run
-from tests.admin_support import ensure_staff_groups, staff_client
-from tests.conftest import Persona, make_persona
+from tests.helpers.admin import ensure_staff_groups, staff_client
+from tests.helpers.api import accepted, body
+from tests.helpers.outages import unreadable_storage
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.problems import assert_problem
+from tests.helpers.states import execute, run_row, stale_claim, store_envelope
 from tests.processes import celery_worker, process_env
-from tests.runs.conftest import accepted, assert_problem, body, execute, run_row
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@contextlib.contextmanager
-def unreadable_storage(tmp_path: Path) -> Iterator[None]:
-    """The results storage under a path whose parent is a regular file: every read fails with an OSError that
-    is not "no such file" (as a lost mount, a permission change or an outage would)."""
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
-    configured = cast(dict[str, Any], settings.STORAGES["results"])
-    broken = {**configured, "OPTIONS": {**configured["OPTIONS"], "location": str(blocker / "results")}}
-    with override_settings(STORAGES={**settings.STORAGES, "results": broken}):
-        yield
-
-
 def _stale_claim_with_a_valid_envelope(tenant: Persona, *, cost_micros: int) -> Run:
-    run = Run.objects.get(pk=accepted(tenant.client, body(max_cost_usd="0.5000"))["run_id"])
-    lease = services.run_lease(run_id=run.pk)
-    assert lease is not None
-    claimed = services.run_claim(run_id=run.pk, lease_token=lease.token)
-    assert claimed is not None
-    assert claimed.finalize_token is not None
-    content = results.envelope_bytes(
-        run=claimed, finalize_token=claimed.finalize_token, data={}, cost_micros=cost_micros, finished_at=timezone.now()
-    )
-    results.envelope_store(
-        key=results.envelope_key(claimed, claimed.finalize_token), content=content, cost_micros=cost_micros
-    )
-    Run.objects.filter(pk=run.pk).update(claimed_at=timezone.now() - timedelta(seconds=3600))
+    claimed, _ = stale_claim(tenant, max_cost_usd="0.5000")
+    store_envelope(claimed, cost_micros=cost_micros, data={})
     return claimed
 
 

@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import boto3
 import pytest
 from django.conf import settings
 from django.test import Client, override_settings
-from django.utils import timezone
 
 from dpp.http.errors import DependencyUnavailableError
 from reaper.services import reconcile_once
-from runs import results, services
-from runs.models import Run
-from tests.conftest import Persona, make_persona
+from runs import results
 from tests.e2e.harness import REGION, S3_BUCKET, s3_results_storage
+from tests.helpers.api import accepted, body
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.problems import assert_problem
+from tests.helpers.states import execute, run_row, stale_claim
 from tests.processes import free_port, moto_server
-from tests.runs.conftest import accepted, assert_problem, body, execute, run_row
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,20 +109,9 @@ def _no_retries() -> Any:
     return Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=2)
 
 
-def _stale_claim(tenant: Persona) -> Run:
-    """A run claimed by a worker that died before uploading its envelope."""
-    run = Run.objects.get(pk=accepted(tenant.client, body(max_cost_usd="0.5000"))["run_id"])
-    lease = services.run_lease(run_id=run.pk)
-    assert lease is not None
-    claimed = services.run_claim(run_id=run.pk, lease_token=lease.token)
-    assert claimed is not None
-    Run.objects.filter(pk=run.pk).update(claimed_at=timezone.now() - timedelta(seconds=3600))
-    return claimed
-
-
 def test_the_reaper_rolls_back_a_missing_envelope_only_when_the_bucket_is_there(endpoint: str, tenant: Persona) -> None:
     with s3_storage(endpoint) as client:
-        claimed = _stale_claim(tenant)
+        claimed, _ = stale_claim(tenant, max_cost_usd="0.5000")  # its worker died before uploading the envelope
         _drop_bucket(client)
         report = reconcile_once()
         assert (report.rolled_back, report.storage_unavailable) == (0, 1)

@@ -4,25 +4,21 @@ result — carries the run's trace id in `X-Trace-Id` and in its log lines, also
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from typing import Any
 
 import pytest
 
-from tests.conftest import Persona, Personas
-from tests.runs.conftest import assert_problem, body, new_key
+from tests.helpers.api import body, new_key, submit
+from tests.helpers.personas import Persona, Personas
+from tests.helpers.problems import assert_problem
 
 pytestmark = pytest.mark.django_db
 
 
 def _post(persona: Persona, payload: dict[str, Any], key: str, trace_header: str | None = None) -> Any:
-    headers: dict[str, Any] = {
-        "HTTP_IDEMPOTENCY_KEY": key,
-        **({"HTTP_X_TRACE_ID": trace_header} if trace_header else {}),
-    }
-    return persona.client.post("/v1/runs", data=json.dumps(payload), content_type="application/json", **headers)
+    return submit(persona.client, payload, key=key, **({"HTTP_X_TRACE_ID": trace_header} if trace_header else {}))
 
 
 def _access_line(caplog: pytest.LogCaptureFixture) -> logging.LogRecord:

@@ -8,54 +8,22 @@ really refuses connections (the app's broker URL points at a port nobody listens
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from celery import current_app
 
 from dpp.observability import run_id_var, trace_id_var
 from runs import executor
 from runs.dispatch import publish_run
 from runs.models import Run
 from runs.tasks import execute_run
-from tests.conftest import Persona, make_persona
-from tests.factories import submit
-from tests.processes import free_port
-from tests.runs.test_result_storage_outage import unreadable_storage
+from tests.helpers.logs import ids
+from tests.helpers.outages import broker_down, unreadable_storage
+from tests.helpers.personas import Persona, make_persona
+from tests.helpers.states import queued_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@contextlib.contextmanager
-def broker_down() -> Iterator[None]:
-    """The app publishes to a port just freed, so every publish meets a real "connection refused"."""
-    with publishing_to(f"redis://127.0.0.1:{free_port()}/0"):
-        yield
-
-
-@contextlib.contextmanager
-def publishing_to(url: str) -> Iterator[None]:
-    """The app publishes to `url`. The write URL is the app's setting for publishing (CELERY_BROKER_URL in the
-    environment would win over `broker_url`); the connection and producer pools are dropped so that it is used, and
-    all is put back afterwards."""
-    assert "CELERY_BROKER_WRITE_URL" not in os.environ  # it would win over the app's setting
-    app = current_app._get_current_object()
-    saved = (app.conf.get("broker_write_url"), app._pool, app.amqp._producer_pool)
-    app.conf.broker_write_url = url
-    app._pool = app.amqp._producer_pool = None
-    try:
-        yield
-    finally:
-        app.conf.broker_write_url, app._pool, app.amqp._producer_pool = saved
-
-
-def ids(record: logging.LogRecord) -> tuple[str | None, str | None]:
-    """(trace_id, run_id) of a log record, as the JSON formatter writes them (set by dpp's ContextFilter)."""
-    return getattr(record, "trace_id", None), getattr(record, "run_id", None)
 
 
 @pytest.fixture
@@ -66,7 +34,7 @@ def tenant() -> Persona:
 def test_celery_logs_a_failed_execute_task_with_the_runs_ids(
     tenant: Persona, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = submit(tenant)
+    run = queued_run(tenant)
     monkeypatch.setattr(executor, "UPLOAD_RETRY_PAUSES_S", ())  # one upload attempt, no pauses
     # The pack succeeds; uploading its envelope fails, and the exception leaves the task function (as an S3
     # outage does): Celery's tracer logs it after run_execute's own log context has ended.
@@ -82,7 +50,7 @@ def test_celery_logs_a_failed_execute_task_with_the_runs_ids(
 
 
 def test_a_failed_publish_is_logged_with_the_runs_ids(tenant: Persona, caplog: pytest.LogCaptureFixture) -> None:
-    run = Run.objects.get(pk=submit(tenant).pk)
+    run = Run.objects.get(pk=queued_run(tenant).pk)
     bound_before = (trace_id_var.get(), run_id_var.get())
     with broker_down(), caplog.at_level(logging.ERROR, logger="dpp.runs.dispatch"):
         assert publish_run(run) is False

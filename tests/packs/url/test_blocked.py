@@ -12,7 +12,7 @@ import pytest
 from packs.base import PackError, UrlPolicy
 from packs.url import UrlPack, pack
 from packs.url import client as url_client
-from tests.packs.helpers import LOOPBACK_ONE, make_context
+from tests.helpers.packs import LOOPBACK_ONE, make_context
 from tests.packs.url.servers import CANARY_BODY, Canaries, FakeResolver
 
 # Host literals (as written in the URL) that must be refused, without any DNS.

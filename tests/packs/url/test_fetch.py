@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -16,7 +17,7 @@ import trustme
 from packs.base import PackError, PackInterrupted, UrlPolicy
 from packs.url import UrlPack
 from packs.url.client import FetchError
-from tests.packs.helpers import LOOPBACK_ONE, make_context
+from tests.helpers.packs import LOOPBACK_ONE, make_context
 from tests.packs.url.servers import (
     Canaries,
     FakeResolver,
@@ -121,12 +122,19 @@ def https_origin(servers: Callable[..., Server], tls_ca: tuple[trustme.CA, str])
     return origin, sni
 
 
+def _tls_policy(
+    tls_ca: tuple[trustme.CA, str], names: dict[str, list[str] | list[list[str]]] | None = None, **more: Any
+) -> UrlPolicy:
+    """The loopback allowed, the test CA trusted, and `names` resolved by a fake resolver (none: the real one)."""
+    resolver = None if names is None else FakeResolver(names)
+    return UrlPolicy(extra_allowed_networks=LOOPBACK_ONE, resolver=resolver, ca_file=tls_ca[1], **more)
+
+
 def test_https_by_name_verifies_the_certificate_for_the_name(
     https_origin: tuple[Server, list[str | None]], tls_ca: tuple[trustme.CA, str]
 ) -> None:
     origin, sni = https_origin
-    resolver = FakeResolver({"secure.test": ["127.0.0.1"]})
-    policy = UrlPolicy(extra_allowed_networks=LOOPBACK_ONE, resolver=resolver, ca_file=tls_ca[1])
+    policy = _tls_policy(tls_ca, {"secure.test": ["127.0.0.1"]})
 
     data = run(f"https://secure.test:{origin.port}/doc", policy)
 
@@ -143,7 +151,7 @@ def test_https_to_an_ip_literal_checks_the_ip_in_the_certificate(
     https_origin: tuple[Server, list[str | None]], tls_ca: tuple[trustme.CA, str]
 ) -> None:
     origin, sni = https_origin
-    policy = UrlPolicy(extra_allowed_networks=LOOPBACK_ONE, ca_file=tls_ca[1])
+    policy = _tls_policy(tls_ca)
 
     data = run(f"https://127.0.0.1:{origin.port}/", policy)
 
@@ -155,8 +163,7 @@ def test_https_certificate_for_another_name_fails(
     https_origin: tuple[Server, list[str | None]], tls_ca: tuple[trustme.CA, str]
 ) -> None:
     origin, _ = https_origin
-    resolver = FakeResolver({"other.test": ["127.0.0.1"]})
-    policy = UrlPolicy(extra_allowed_networks=LOOPBACK_ONE, resolver=resolver, ca_file=tls_ca[1])
+    policy = _tls_policy(tls_ca, {"other.test": ["127.0.0.1"]})
 
     error = fetch_error(f"https://other.test:{origin.port}/", policy)
 
@@ -288,17 +295,17 @@ def test_redirect_from_https_to_http_is_refused_unless_http_is_allowed(
     plain = servers(default=respond(200, b"plain"))
     origin, _ = https_origin
     origin.default = redirect(plain.url("/downgraded"))
-    resolver = FakeResolver({"secure.test": ["127.0.0.1"]})
+    names: dict[str, list[str] | list[list[str]]] = {"secure.test": ["127.0.0.1"]}
     url = f"https://secure.test:{origin.port}/"
 
-    error = fetch_error(url, UrlPolicy(extra_allowed_networks=LOOPBACK_ONE, resolver=resolver, ca_file=tls_ca[1]))
+    error = fetch_error(url, _tls_policy(tls_ca, names))
     assert error.reason_code == "FETCH_FAILED"
     assert "http is not allowed" in error.detail
     assert isinstance(error, FetchError)
     assert error.redirect_chain == [{"url": url, "status": 302}]
     assert plain.seen == []
 
-    allowed = UrlPolicy(allow_http=True, extra_allowed_networks=LOOPBACK_ONE, resolver=resolver, ca_file=tls_ca[1])
+    allowed = _tls_policy(tls_ca, names, allow_http=True)
     assert run(url, allowed)["text"] == "plain"
     assert plain.paths == ["/downgraded"]
 

@@ -9,7 +9,7 @@ from jsonschema import Draft202012Validator
 
 from packs.base import FieldError, UrlPolicy
 from packs.url import UrlPack, blocked_literal, byte_cap, price_micros
-from tests.packs.helpers import LOOPBACK_ONE
+from tests.helpers.packs import LOOPBACK_ONE
 from tests.packs.url.servers import FakeResolver
 
 PACK = UrlPack()
@@ -38,39 +38,27 @@ def test_valid_urls(url: str) -> None:
     assert PACK.validate({"url": url}, policy=HTTPS_ONLY) == []
 
 
+def _url_refused(url: str, message: str, policy: UrlPolicy = HTTPS_ONLY) -> tuple[Any, UrlPolicy, list[FieldError]]:
+    return {"url": url}, policy, [FieldError("inputs.url", message)]
+
+
+CREDENTIALS = "credentials in the URL are refused"
+UNSAFE_CHARACTERS = "URL contains whitespace, control characters or a backslash"
+
+
 @pytest.mark.parametrize(
     ("inputs", "policy", "expected"),
     [
-        ({"url": "http://example.com/"}, HTTPS_ONLY, [FieldError("inputs.url", "http is not allowed: https only")]),
-        (
-            {"url": "ftp://example.com/"},
-            HTTP_ALLOWED,
-            [FieldError("inputs.url", "must match ^[Hh][Tt][Tt][Pp][Ss]?://")],
-        ),
-        (
-            {"url": "https://user:pw@example.com/"},
-            HTTPS_ONLY,
-            [FieldError("inputs.url", "credentials in the URL are refused")],
-        ),
-        (
-            {"url": "https://user@example.com/"},
-            HTTPS_ONLY,
-            [FieldError("inputs.url", "credentials in the URL are refused")],
-        ),
-        (
-            {"url": "https://exa mple.com/"},
-            HTTPS_ONLY,
-            [FieldError("inputs.url", "URL contains whitespace, control characters or a backslash")],
-        ),
-        (
-            {"url": "https://evil.com\\@127.0.0.1/"},
-            HTTPS_ONLY,
-            [FieldError("inputs.url", "URL contains whitespace, control characters or a backslash")],
-        ),
-        ({"url": "https://:443/"}, HTTPS_ONLY, [FieldError("inputs.url", "URL has no host")]),
-        ({"url": "https://example.com:0/"}, HTTPS_ONLY, [FieldError("inputs.url", "port 0 is not a valid port")]),
-        ({"url": "https://ex%41mple.com/"}, HTTPS_ONLY, [FieldError("inputs.url", "invalid host name")]),
-        ({"url": "https://" + "a" * 2041}, HTTPS_ONLY, [FieldError("inputs.url", "must be at most 2048 characters")]),
+        _url_refused("http://example.com/", "http is not allowed: https only"),
+        _url_refused("ftp://example.com/", "must match ^[Hh][Tt][Tt][Pp][Ss]?://", HTTP_ALLOWED),
+        _url_refused("https://user:pw@example.com/", CREDENTIALS),
+        _url_refused("https://user@example.com/", CREDENTIALS),
+        _url_refused("https://exa mple.com/", UNSAFE_CHARACTERS),
+        _url_refused("https://evil.com\\@127.0.0.1/", UNSAFE_CHARACTERS),
+        _url_refused("https://:443/", "URL has no host"),
+        _url_refused("https://example.com:0/", "port 0 is not a valid port"),
+        _url_refused("https://ex%41mple.com/", "invalid host name"),
+        _url_refused("https://" + "a" * 2041, "must be at most 2048 characters"),
         ({"url": "https://example.com", "max_bytes": 0}, HTTPS_ONLY, [FieldError("inputs.max_bytes", "must be >= 1")]),
         (
             {"url": "https://example.com", "max_bytes": 10_485_761},

@@ -1,4 +1,4 @@
-"""Test helpers shared by the pack tests (no Django, no database)."""
+"""What the pack tests run packs with (no Django, no database): a context and the URL policies."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from packs.base import PackContext, UrlPolicy
 
 # Tests reach their local servers on 127.0.0.1 only; every other address keeps production's rule.
 LOOPBACK_ONE = (ip_network("127.0.0.1/32"),)
+POLICY = UrlPolicy()  # production's: https only, public addresses only
 
 
 def make_context(
