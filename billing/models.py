@@ -1,8 +1,12 @@
 """The money of DPP: a double-entry ledger in PostgreSQL (SPEC §2).
 
 Accounts: per tenant `AVAILABLE` and `HELD`; platform-wide `REVENUE` and `FUNDING` (the outside world, may be
-negative). An account's id is its natural key (`<tenant>/available`, `@revenue`), so a service can write an
-entry without first reading the account.
+negative), each kept in `PLATFORM_SHARDS` shard accounts (`@revenue/00` … `@revenue/15`, SPEC §12): a settle
+posts to the shard its run id picks, a top-up or an adjustment to the one its tenant picks, so no row is locked
+by every run. The platform's revenue is the sum of its shards. An account's id is its natural key
+(`<tenant>/available`, `@revenue/07`), so a service can write an entry without first reading the account.
+A platform account without a shard (`@revenue`, `@funding`) is the one account of its kind from before the
+sharding (migration 0009): kept, with its entries and balance, and never written again (docs/decisions.md).
 
 A `LedgerTransaction` is a set of `LedgerEntry` rows whose signed amounts sum to exactly zero; an entry adds
 its amount to its account's balance. Every transaction is written in one database transaction together with
@@ -23,6 +27,10 @@ All amounts are int micros, multiples of 100 (CHECK constraints).
 
 from __future__ import annotations
 
+import uuid
+import zlib
+
+from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Mod
@@ -33,6 +41,20 @@ from dpp.models import Tenant
 from dpp.money import format_usd
 
 PLATFORM_PREFIX = "@"
+# Shard accounts per platform kind (rows created by migration 0009). `DPP_PLATFORM_SHARDS` (1 … this) says
+# over how many of them new movements spread: 1 forces every movement onto shard 00, the one hot row of before
+# (bench/hot_rows.py measures the difference).
+PLATFORM_SHARDS = 16
+
+
+def platform_shard(key: uuid.UUID | str) -> int:
+    """The shard a movement posts to: from a run id (its random low bits) or a tenant id (a CRC of it).
+
+    A tenant's own top-ups and adjustments already take turns on its account rows, so giving them all one
+    funding shard adds no lock that is not there anyway."""
+    spread = max(1, min(int(settings.DPP_PLATFORM_SHARDS), PLATFORM_SHARDS))
+    value = key.int if isinstance(key, uuid.UUID) else zlib.crc32(key.encode())
+    return value % spread
 
 
 class Plan(models.Model):
@@ -108,6 +130,8 @@ class Account(models.Model):
     # HELD only: how many reservations it holds (RESERVE without SETTLE), moved in the same UPDATE as the
     # balance, so a plan's concurrency limit is checked under the row lock the reservation takes anyway.
     open_reservations = models.PositiveIntegerField(default=0)
+    # Platform accounts only: which of the kind's PLATFORM_SHARDS accounts this is (NULL: the pre-shard account).
+    shard = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -119,9 +143,13 @@ class Account(models.Model):
                 name="billing_one_account_per_kind",
             ),
             models.UniqueConstraint(
-                fields=["kind"],
+                fields=["kind", "shard"],
                 condition=Q(tenant__isnull=True),
-                name="billing_one_platform_account_per_kind",
+                name="billing_one_platform_account_per_shard",
+            ),
+            models.CheckConstraint(
+                condition=Q(shard__isnull=True) | (Q(tenant__isnull=True) & Q(shard__lt=PLATFORM_SHARDS)),
+                name="billing_shard_of_platform",
             ),
             models.CheckConstraint(
                 condition=(Q(tenant__isnull=False) & Q(kind__in=["AVAILABLE", "HELD"]))
@@ -146,7 +174,17 @@ class Account(models.Model):
         return f"{tenant_id}/{kind.lower()}"
 
     @staticmethod
-    def platform_account_id(kind: str) -> str:
+    def platform_account_id(kind: str, shard: int) -> str:
+        return f"{PLATFORM_PREFIX}{kind.lower()}/{shard:02d}"
+
+    @staticmethod
+    def platform_account_for(kind: str, key: uuid.UUID | str) -> str:
+        """The shard account of `kind` that a movement keyed by `key` (a run id, a tenant id) posts to."""
+        return Account.platform_account_id(kind, platform_shard(key))
+
+    @staticmethod
+    def platform_prefix(kind: str) -> str:
+        """What every account of a platform kind's id starts with (its shards and the pre-shard account)."""
         return f"{PLATFORM_PREFIX}{kind.lower()}"
 
 

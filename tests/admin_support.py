@@ -30,7 +30,6 @@ from runs.models import TERMINAL_STATUSES, FinalizeStage, MoneyState, Run, RunSt
 from tests.factories import queued_run_row
 
 AVAILABLE, HELD = Account.Kind.AVAILABLE, Account.Kind.HELD
-FUNDING = Account.platform_account_id(Account.Kind.FUNDING)
 
 
 def ensure_staff_groups() -> None:
@@ -133,7 +132,8 @@ def _bulk_post(kind: str, tenant_id: str, legs: dict[str, int], count: int, run_
 
 def bulk_topups(tenant_id: str, count: int, amount_micros: int) -> None:
     """`count` balanced TOPUP transactions (funding → available) and the balances they move."""
-    legs = {FUNDING: -amount_micros, Account.tenant_account_id(tenant_id, AVAILABLE): amount_micros}
+    funding = Account.platform_account_for(Account.Kind.FUNDING, tenant_id)  # the shard ledger_topup would pick
+    legs = {funding: -amount_micros, Account.tenant_account_id(tenant_id, AVAILABLE): amount_micros}
     _bulk_post(LedgerTransaction.Kind.TOPUP, tenant_id, legs, count, None)
 
 

@@ -26,8 +26,8 @@ from billing.services import (
 from dpp.http.errors import ApplicationError
 from tests.conftest import USD, Persona, make_persona, unique_tenant_id
 
-REVENUE = Account.platform_account_id("REVENUE")
-FUNDING = Account.platform_account_id("FUNDING")
+REVENUE = "REVENUE"
+FUNDING = "FUNDING"
 
 
 def _legs(txn: LedgerTransaction) -> dict[str, int]:
@@ -35,6 +35,9 @@ def _legs(txn: LedgerTransaction) -> dict[str, int]:
 
 
 def _balance(account_id: str) -> int:
+    """An account's balance; for a platform kind (REVENUE, FUNDING), the sum of its shards."""
+    if account_id in Account.PLATFORM_KINDS:
+        return sum(Account.objects.filter(kind=account_id).values_list("balance_micros", flat=True))
     return Account.objects.values_list("balance_micros", flat=True).get(pk=account_id)
 
 
@@ -77,7 +80,7 @@ class TestOnboardAndTopup:
         available, _ = _ids(owner.tenant.pk)
         assert txn.kind == "TOPUP"
         assert (txn.actor, txn.reason, txn.run_id) == ("finance:ann", "invoice 7", None)
-        assert _legs(txn) == {FUNDING: -2_500_000, available: 2_500_000}
+        assert _legs(txn) == {Account.platform_account_for(FUNDING, owner.tenant.pk): -2_500_000, available: 2_500_000}
         assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD + 2_500_000
         assert _balance(FUNDING) == funding_before - 2_500_000
         assert _balance(FUNDING) < 0  # the outside world: negative by design
@@ -151,7 +154,7 @@ class TestReserveAndSettle:
         revenue_before = _balance(REVENUE)
         txn = _settle(owner.tenant.pk, run_id, 50_000, 11_000)
         available, held = _ids(owner.tenant.pk)
-        assert _legs(txn) == {held: -50_000, available: 39_000, REVENUE: 11_000}
+        assert _legs(txn) == {held: -50_000, available: 39_000, Account.platform_account_for(REVENUE, run_id): 11_000}
         balances = balances_get(tenant_id=owner.tenant.pk)
         assert (balances.available_micros, balances.held_micros) == (10 * USD - 11_000, 0)
         assert _balance(REVENUE) == revenue_before + 11_000
@@ -160,7 +163,8 @@ class TestReserveAndSettle:
         run_id, _ = _reserve(owner.tenant.pk, 50_000)
         txn = _settle(owner.tenant.pk, run_id, 50_000, 50_000)
         _, held = _ids(owner.tenant.pk)
-        assert _legs(txn) == {held: -50_000, REVENUE: 50_000}  # no zero entry on available
+        revenue = Account.platform_account_for(REVENUE, run_id)
+        assert _legs(txn) == {held: -50_000, revenue: 50_000}  # no zero entry on available
         assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD - 50_000
         assert ledger_audit().ok
 
@@ -205,7 +209,7 @@ class TestAdjust:
     @pytest.mark.parametrize("counterparty", ["REVENUE", "FUNDING"])
     @pytest.mark.parametrize("amount", [30_000, -30_000])
     def test_adjust_both_directions_and_counterparties(self, owner: Persona, counterparty: str, amount: int) -> None:
-        platform = Account.platform_account_id(counterparty)
+        platform = Account.platform_account_for(counterparty, owner.tenant.pk)
         platform_before = _balance(platform)
         txn = ledger_adjust(
             tenant=owner.tenant, amount_micros=amount, counterparty=counterparty, actor="finance:bo", reason="fix"

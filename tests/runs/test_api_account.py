@@ -169,7 +169,7 @@ def _usage_from_the_ledger(persona: Persona) -> list[dict[str, Any]]:
     """The expected usage computed from ledger rows alone: RESERVE legs by UTC day, SETTLE revenue legs and
     outcomes (the SETTLE's reason starts with the run's final status) attributed to their RESERVE's day."""
     held = Account.tenant_account_id(persona.tenant.pk, Account.Kind.HELD)
-    revenue = Account.platform_account_id(Account.Kind.REVENUE)
+    revenue = Account.platform_prefix(Account.Kind.REVENUE)  # any of its shards
     day_of_run: dict[uuid.UUID, date] = {}
     days: dict[date, dict[str, Any]] = defaultdict(
         lambda: {"runs": 0, "completed": 0, "failed": 0, "canceled": 0, "expired": 0, "charged": 0, "reserved": 0}
@@ -186,7 +186,7 @@ def _usage_from_the_ledger(persona: Persona) -> list[dict[str, Any]]:
         assert txn.run_id is not None
         day = day_of_run[txn.run_id]
         days[day][txn.reason.split()[0].lower()] += 1
-        days[day]["charged"] += sum(e.amount_micros for e in txn.entries.all() if e.account_id == revenue)
+        days[day]["charged"] += sum(e.amount_micros for e in txn.entries.all() if e.account_id.startswith(revenue))
     return [
         {
             "date": day.isoformat(),
