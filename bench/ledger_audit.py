@@ -6,8 +6,9 @@ What it does:
 1. creates a fresh PostgreSQL database (`dpp_bench_ledger`, on the server of BENCH_ADMIN_URL, default
    postgres://postgres@127.0.0.1:5432/postgres) and migrates it;
 2. seeds it with set-based SQL (INSERT … SELECT generate_series, no Python loop): per tenant its accounts and a
-   TOPUP; per run a Run row, a RESERVE (2 entries) and, for 99 runs in 100, a SETTLE — charge 0 (2 entries),
-   partial (3 entries) or full (2 entries), in turn — the other runs stay QUEUED with their money held;
+   TOPUP (from funding shard i % 16); per run a Run row, a RESERVE (2 entries) and, for 99 runs in 100, a SETTLE
+   — charge 0 (2 entries), partial (3 entries) or full (2 entries), in turn, charged to revenue shard r % 16 —
+   the other runs stay QUEUED with their money held;
    the balances are then set to the sums of their entries, and each held account's count of open reservations to
    its tenant's runs still RESERVED. The two balance triggers (billing_entry_balanced,
    billing_transaction_balanced) are DISABLED while loading, because a deferred per-row trigger over millions of
@@ -80,7 +81,8 @@ SEED_SQL = [
        ORDER BY 1""",
     """INSERT INTO billing_ledgerentry (transaction_id, account_id, amount_micros)
        SELECT id, account_id, amount FROM (
-           SELECT i AS id, '@funding' AS account_id, -%(topup)s::bigint AS amount, 1 AS leg
+           SELECT i AS id, '@funding/' || lpad((i %% 16)::text, 2, '0') AS account_id, -%(topup)s::bigint AS amount,
+                  1 AS leg
              FROM generate_series(1, %(tenants)s) i
            UNION ALL
            SELECT i, 'bench-' || lpad(i::text, 6, '0') || '/available', %(topup)s::bigint, 2
@@ -95,7 +97,8 @@ SEED_SQL = [
              FROM bench_runs
             CROSS JOIN LATERAL (VALUES (tenant_id || '/held', -reserved, 1),
                                        (tenant_id || '/available', reserved - charge, 2),
-                                       ('@revenue', charge, 3)) leg(account_id, amount, n)
+                                       ('@revenue/' || lpad((r %% 16)::text, 2, '0'), charge, 3))
+                                       leg(account_id, amount, n)
             WHERE charge IS NOT NULL
        ) legs
        WHERE amount <> 0
