@@ -52,6 +52,7 @@ class AuditReport:
     entries: int
     accounts: int
     violations: list[Violation] = field(default_factory=list)  # at most EXAMPLES_PER_INVARIANT per invariant
+    checkpoint: dict[str, Any] = field(default_factory=dict)  # incremental audits: the watermarks it went between
     violation_counts: dict[str, int] = field(default_factory=dict)  # invariant → total number of violations
     seconds: dict[str, float] = field(default_factory=dict)  # each working table, each invariant, "total"
 
@@ -75,6 +76,7 @@ class AuditReport:
             "violation_counts": self.violation_counts,
             "audit_seconds": round(self.seconds.get("total", 0.0), 3),
             "seconds": {step: round(seconds, 3) for step, seconds in self.seconds.items()},
+            **({"checkpoint": self.checkpoint} if self.checkpoint else {}),
         }
 
 
@@ -120,20 +122,21 @@ class WorkTable:
 # Per kind the amount is MAX (NULL when absent), not SUM: a by-value aggregate, several times cheaper than
 # SUM(bigint)'s 128-bit state; a transaction has at most one entry per account — a second one shows as `legs` >
 # the kinds present, a shape violation. `total` is the exact SUM of all the entries.
-TXN_LEGS = WorkTable(
-    "audit_txn_legs",
-    """
-SELECT t.id AS transaction_id, t.kind AS kind, t.tenant_id AS tenant_id, t.run_id AS run_id,
+TXN_LEG_COLUMNS = """t.id AS transaction_id, t.kind AS kind, t.tenant_id AS tenant_id, t.run_id AS run_id,
        COUNT(e.id) AS legs,
        COALESCE(SUM(e.amount_micros), 0) AS total,
        MAX(e.amount_micros) FILTER (WHERE e.account_id = t.tenant_id || '/available') AS available,
        MAX(e.amount_micros) FILTER (WHERE e.account_id = t.tenant_id || '/held') AS held,
        MAX(e.amount_micros) FILTER (WHERE e.account_id LIKE '@revenue%') AS revenue,
-       MAX(e.amount_micros) FILTER (WHERE e.account_id LIKE '@funding%') AS funding
+       MAX(e.amount_micros) FILTER (WHERE e.account_id LIKE '@funding%') AS funding"""
+TXN_LEGS = WorkTable(
+    "audit_txn_legs",
+    f"""
+SELECT {TXN_LEG_COLUMNS}
   FROM billing_ledgertransaction t
   LEFT JOIN billing_ledgerentry e ON e.transaction_id = t.id
  GROUP BY t.id
-""",
+""",  # noqa: S608 - constants
     analyze=False,  # only ever scanned: ANALYZE would cost more than it saves
 )
 
@@ -176,13 +179,17 @@ def _drop(cursor: CursorWrapper, tables: Sequence[WorkTable]) -> None:
 
 @contextmanager
 def audit_snapshot(
-    tables: Sequence[WorkTable] = (), *, seconds: dict[str, float] | None = None
+    tables: Sequence[WorkTable] = (),
+    *,
+    seconds: dict[str, float] | None = None,
+    ledger_tables: Sequence[WorkTable] = LEDGER_TABLES,
 ) -> Iterator[CursorWrapper]:
     """A cursor on one consistent snapshot of the database, with the ledger's working tables and `tables` built.
 
-    `seconds`, if given, receives how long each table took to build.
+    `seconds`, if given, receives how long each table took to build. `ledger_tables`: the working tables of the
+    whole ledger, or (the incremental audit) of what was written since its checkpoint.
     """
-    tables = (*LEDGER_TABLES, *tables)
+    tables = (*ledger_tables, *tables)
     seconds = {} if seconds is None else seconds
     outermost = not connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:

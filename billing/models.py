@@ -262,3 +262,41 @@ class LedgerEntry(models.Model):
     def __str__(self) -> str:
         sign = "+" if self.amount_micros > 0 else ""  # a leg's direction, in the admin's money format
         return f"{self.account_id} {sign}{format_usd(self.amount_micros)}"
+
+
+class AuditCheckpoint(models.Model):
+    """How far the incremental ledger audit has summed the ledger: every transaction with id ≤ `watermark` and
+    every entry with id ≤ `entry_watermark` (an entry appended later to an old transaction is still new).
+
+    Written by `billing.audit.ledger_audit_incremental` (the hourly audit), one row per audit; the newest is in
+    force. The watermark is only ever a transaction id that no open database transaction can still commit below
+    (docs/decisions.md, "The incremental audit")."""
+
+    watermark = models.BigIntegerField()
+    entry_watermark = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    transactions_checked = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ("-id",)
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(watermark__gte=0, entry_watermark__gte=0), name="billing_checkpoint_watermark"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"ledger audited up to transaction {self.watermark}"
+
+
+class AccountCheckpoint(models.Model):
+    """An account's sums over the transactions up to the newest `AuditCheckpoint`'s watermark: its entries, and
+    (held accounts) its open reservations — RESERVEs without their SETTLE — in number and in micros."""
+
+    account = models.OneToOneField(Account, primary_key=True, on_delete=models.CASCADE, related_name="checkpoint")
+    entries_micros = models.BigIntegerField(default=0)
+    open_reservations = models.BigIntegerField(default=0)
+    open_micros = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: {self.entries_micros}"
