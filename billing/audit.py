@@ -122,13 +122,14 @@ class WorkTable:
 # Per kind the amount is MAX (NULL when absent), not SUM: a by-value aggregate, several times cheaper than
 # SUM(bigint)'s 128-bit state; a transaction has at most one entry per account — a second one shows as `legs` >
 # the kinds present, a shape violation. `total` is the exact SUM of all the entries.
-TXN_LEG_COLUMNS = """t.id AS transaction_id, t.kind AS kind, t.tenant_id AS tenant_id, t.run_id AS run_id,
-       COUNT(e.id) AS legs,
+TXN_KEY_COLUMNS = "t.id AS transaction_id, t.kind AS kind, t.tenant_id AS tenant_id, t.run_id AS run_id"
+TXN_LEG_AGGREGATES = """COUNT(e.id) AS legs,
        COALESCE(SUM(e.amount_micros), 0) AS total,
        MAX(e.amount_micros) FILTER (WHERE e.account_id = t.tenant_id || '/available') AS available,
        MAX(e.amount_micros) FILTER (WHERE e.account_id = t.tenant_id || '/held') AS held,
        MAX(e.amount_micros) FILTER (WHERE e.account_id LIKE '@revenue%') AS revenue,
        MAX(e.amount_micros) FILTER (WHERE e.account_id LIKE '@funding%') AS funding"""
+TXN_LEG_COLUMNS = f"{TXN_KEY_COLUMNS},\n       {TXN_LEG_AGGREGATES}"
 TXN_LEGS = WorkTable(
     "audit_txn_legs",
     f"""

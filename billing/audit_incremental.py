@@ -32,6 +32,8 @@ from django.db.backends.utils import CursorWrapper
 from billing.audit import (
     LEDGER_CHECKS,
     RUN_LEGS,
+    TXN_KEY_COLUMNS,
+    TXN_LEG_AGGREGATES,
     TXN_LEG_COLUMNS,
     AuditReport,
     Check,
@@ -96,31 +98,35 @@ SELECT {TXN_LEG_COLUMNS}, TRUE AS is_new
  GROUP BY t.id"""  # noqa: S608 - constants
     # What is new (its own table, analyzed, so that the planner knows how few rows the joins below start from):
     # the transactions after the watermark, those with an entry after the entry watermark, and every other
-    # transaction of the runs they touch (through the unique index of RESERVE and SETTLE per run).
+    # transaction of the runs they touch (through the unique index of RESERVE and SETTLE per run). Each join is a
+    # LATERAL lookup by an indexed key: a few thousand index probes, where a hash join would scan the history.
     fresh = WorkTable(
         "audit_fresh",
         f"""
 SELECT id, run_id FROM billing_ledgertransaction WHERE id > {old_txn:d}
 UNION
-SELECT id, run_id FROM billing_ledgertransaction
- WHERE id IN (SELECT transaction_id FROM billing_ledgerentry WHERE id > {old_entry:d})""",  # noqa: S608
+SELECT t.id, t.run_id
+  FROM (SELECT DISTINCT transaction_id FROM billing_ledgerentry WHERE id > {old_entry:d}) e
+ CROSS JOIN LATERAL (SELECT id, run_id FROM billing_ledgertransaction WHERE id = e.transaction_id) t""",  # noqa: S608
     )
     touched = WorkTable(
         "audit_touched",
         """
 SELECT id FROM audit_fresh
 UNION
-SELECT t.id FROM billing_ledgertransaction t
- WHERE t.kind IN ('RESERVE', 'SETTLE') AND t.run_id IN (SELECT run_id FROM audit_fresh WHERE run_id IS NOT NULL)""",
+SELECT t.id
+  FROM (SELECT DISTINCT run_id FROM audit_fresh WHERE run_id IS NOT NULL) f
+ CROSS JOIN LATERAL (SELECT id FROM billing_ledgertransaction
+                      WHERE run_id = f.run_id AND kind IN ('RESERVE', 'SETTLE')) t""",
     )
     txn_legs = WorkTable(
         "audit_txn_legs",
         f"""
-SELECT {TXN_LEG_COLUMNS}, t.id > {old_txn:d} AS is_new
+SELECT {TXN_KEY_COLUMNS}, legs.*, t.id > {old_txn:d} AS is_new
   FROM audit_touched x
-  JOIN billing_ledgertransaction t ON t.id = x.id
-  LEFT JOIN billing_ledgerentry e ON e.transaction_id = t.id
- GROUP BY t.id""",  # noqa: S608 - ints and constants
+ CROSS JOIN LATERAL (SELECT id, kind, tenant_id, run_id FROM billing_ledgertransaction WHERE id = x.id) t
+ CROSS JOIN LATERAL (SELECT {TXN_LEG_AGGREGATES}
+                       FROM billing_ledgerentry e WHERE e.transaction_id = t.id) legs""",  # noqa: S608
     )
     # Per account, its entries after the checkpoint: all of them, and those the next checkpoint will hold.
     entry_delta = WorkTable(
