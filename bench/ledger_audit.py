@@ -1,20 +1,27 @@
-"""Benchmark: `audit_ledger` on a ledger of 1M runs (SPEC §2.1, §6). Goal: ≤ 15 s.
+"""Benchmark: `audit_ledger` on a ledger of 1M runs (SPEC §2.1, §6), and the hourly incremental audit after
+10,000 more (§3.3). Goals: the full audit ≤ 15 s; the incremental one ≤ 5 % of the full one's time.
 
-    .venv/bin/python bench/ledger_audit.py [--runs 1000000] [--tenants 10000] [--repeat 2] [--keep | --reuse]
+    .venv/bin/python bench/ledger_audit.py [--runs 1000000] [--tenants 10000] [--new-runs 10000] [--repeat 2]
+                                           [--keep | --reuse]
 
 What it does:
 1. creates a fresh PostgreSQL database (`dpp_bench_ledger`, on the server of BENCH_ADMIN_URL, default
    postgres://postgres@127.0.0.1:5432/postgres) and migrates it;
 2. seeds it with set-based SQL (INSERT … SELECT generate_series, no Python loop): per tenant its accounts and a
-   TOPUP; per run a Run row, a RESERVE (2 entries) and, for 99 runs in 100, a SETTLE — charge 0 (2 entries),
-   partial (3 entries) or full (2 entries), in turn — the other runs stay QUEUED with their money held;
+   TOPUP (from funding shard i % 16); per run a Run row, a RESERVE (2 entries) and, for 99 runs in 100, a SETTLE
+   — charge 0 (2 entries), partial (3 entries) or full (2 entries), in turn, charged to revenue shard r % 16 —
+   the other runs stay QUEUED with their money held;
    the balances are then set to the sums of their entries, and each held account's count of open reservations to
    its tenant's runs still RESERVED. The two balance triggers (billing_entry_balanced,
    billing_transaction_balanced) are DISABLED while loading, because a deferred per-row trigger over millions of
    rows would dominate the load, and ENABLED again before the audit; foreign keys and CHECKs stay on;
 3. VACUUM ANALYZE, then times `manage.py audit_ledger --json` (call_command: the command's own code path),
-   prints its figures and ends with one line of JSON;
-4. drops the database (unless --keep).
+   prints its figures;
+4. the incremental audit (billing.audit_incremental, what beat runs hourly): a first one, which reads everything
+   and writes the first checkpoint; then `--new-runs` more runs are seeded the same way and the incremental audit
+   is timed again (it reads only those, and every account); then one account's balance is tampered with, the
+   incremental audit must name it, and the balance is put back. Ends with one line of JSON;
+5. drops the database (unless --keep).
 """
 
 from __future__ import annotations
@@ -33,18 +40,21 @@ sys.path.insert(0, str(ROOT))
 
 DB_NAME = "dpp_bench_ledger"
 GOAL_SECONDS = 15.0
+GOAL_INCREMENTAL_SHARE = 0.05  # of the full audit's time, in the same run
 TOPUP_MICROS = 1_000_000_000  # 1000 USD per tenant: every reservation fits
 
-# Run r (1..R) of tenant 1 + r % T: transaction ids T + 2r - 1 (RESERVE) and T + 2r (SETTLE); tenant i's TOPUP is i.
+# Run r (first..last: a first pass 1..R, then the new runs R+1..R+N) of tenant 1 + r % T: transaction ids
+# T + 2r - 1 (RESERVE) and T + 2r (SETTLE); tenant i's TOPUP is i.
 # reserved = 10_000 + (r % 50) × 1_000 micros; r % 100 = 0 → still QUEUED; else by r % 3: 0 → refunded (charge 0),
-# 1 → partial (charge = minimum fee of 5_000), 2 → full (charge = reserved).
+# 1 → partial (charge = minimum fee of 5_000), 2 → full (charge = reserved). The tenants, their accounts and
+# TOPUPs are written by the first pass only (first = 1); the balances move by the sums of the pass's entries.
 SEED_SQL = [
     """INSERT INTO dpp_tenant (id, name, status, created_at)
        SELECT 'bench-' || lpad(i::text, 6, '0'), 'bench tenant ' || i, 'ACTIVE', now()
-         FROM generate_series(1, %(tenants)s) i""",
+         FROM generate_series(1, %(tenants)s) i WHERE %(first)s = 1""",
     """INSERT INTO billing_account (id, tenant_id, kind, balance_micros, open_reservations, created_at)
        SELECT t.id || '/' || lower(k.kind), t.id, k.kind, 0, 0, now()
-         FROM dpp_tenant t CROSS JOIN (VALUES ('AVAILABLE'), ('HELD')) k(kind)""",
+         FROM dpp_tenant t CROSS JOIN (VALUES ('AVAILABLE'), ('HELD')) k(kind) WHERE %(first)s = 1""",
     """CREATE TEMPORARY TABLE bench_runs AS
        SELECT r,
               md5('bench-run-' || r)::uuid AS run_id,
@@ -54,8 +64,8 @@ SEED_SQL = [
                    WHEN r %% 3 = 0 THEN 0
                    WHEN r %% 3 = 1 THEN 5000
                    ELSE 10000 + (r %% 50) * 1000 END::bigint AS charge,
-              now() - make_interval(secs => (%(runs)s - r)) AS at
-         FROM generate_series(1, %(runs)s) r""",
+              now() - make_interval(secs => (%(last)s - r)) AS at
+         FROM generate_series(%(first)s, %(last)s) r""",
     """INSERT INTO runs_run (id, tenant_id, pack_type, profile_version, status, money_state, finalize_stage, version,
                              idempotency_key, request_hash, inputs, timebox_sec, trace_id, reserved_micros,
                              minimum_fee_micros, charged_micros, reason_code, error_detail, result_key, result_sha256,
@@ -71,7 +81,7 @@ SEED_SQL = [
     """INSERT INTO billing_ledgertransaction (id, kind, tenant_id, run_id, actor, reason, trace_id, created_at)
        SELECT id, 'TOPUP', 'bench-' || lpad(id::text, 6, '0'), NULL, 'bench', 'bench credit', '',
               now() - interval '400 days'
-         FROM generate_series(1, %(tenants)s) id
+         FROM generate_series(1, %(tenants)s) id WHERE %(first)s = 1
        UNION ALL
        SELECT %(tenants)s + 2 * r - 1, 'RESERVE', tenant_id, run_id, '', '', md5(r::text), at FROM bench_runs
        UNION ALL
@@ -80,11 +90,12 @@ SEED_SQL = [
        ORDER BY 1""",
     """INSERT INTO billing_ledgerentry (transaction_id, account_id, amount_micros)
        SELECT id, account_id, amount FROM (
-           SELECT i AS id, '@funding' AS account_id, -%(topup)s::bigint AS amount, 1 AS leg
-             FROM generate_series(1, %(tenants)s) i
+           SELECT i AS id, '@funding/' || lpad((i %% 16)::text, 2, '0') AS account_id, -%(topup)s::bigint AS amount,
+                  1 AS leg
+             FROM generate_series(1, %(tenants)s) i WHERE %(first)s = 1
            UNION ALL
            SELECT i, 'bench-' || lpad(i::text, 6, '0') || '/available', %(topup)s::bigint, 2
-             FROM generate_series(1, %(tenants)s) i
+             FROM generate_series(1, %(tenants)s) i WHERE %(first)s = 1
            UNION ALL
            SELECT %(tenants)s + 2 * r - 1, leg.account_id, leg.amount, leg.n
              FROM bench_runs
@@ -95,20 +106,23 @@ SEED_SQL = [
              FROM bench_runs
             CROSS JOIN LATERAL (VALUES (tenant_id || '/held', -reserved, 1),
                                        (tenant_id || '/available', reserved - charge, 2),
-                                       ('@revenue', charge, 3)) leg(account_id, amount, n)
+                                       ('@revenue/' || lpad((r %% 16)::text, 2, '0'), charge, 3))
+                                       leg(account_id, amount, n)
             WHERE charge IS NOT NULL
        ) legs
        WHERE amount <> 0
        ORDER BY id, leg""",
-    """UPDATE billing_account a SET balance_micros = s.total
-         FROM (SELECT account_id, SUM(amount_micros) AS total FROM billing_ledgerentry GROUP BY account_id) s
+    """UPDATE billing_account a SET balance_micros = a.balance_micros + s.total
+         FROM (SELECT account_id, SUM(amount_micros) AS total FROM billing_ledgerentry
+                WHERE transaction_id > %(floor)s GROUP BY account_id) s
         WHERE a.id = s.account_id""",
-    """UPDATE billing_account a SET open_reservations = s.open
-         FROM (SELECT tenant_id || '/held' AS id, COUNT(*) AS open FROM runs_run
-                WHERE money_state = 'RESERVED' GROUP BY tenant_id) s
+    """UPDATE billing_account a SET open_reservations = a.open_reservations + s.open
+         FROM (SELECT tenant_id || '/held' AS id, COUNT(*) AS open FROM bench_runs
+                WHERE charge IS NULL GROUP BY tenant_id) s
         WHERE a.id = s.id""",
     """SELECT setval(pg_get_serial_sequence('billing_ledgertransaction', 'id'),
                      (SELECT MAX(id) FROM billing_ledgertransaction))""",
+    """SELECT setval(pg_get_serial_sequence('billing_ledgerentry', 'id'), (SELECT MAX(id) FROM billing_ledgerentry))""",
     "DROP TABLE bench_runs",
 ]
 
@@ -149,10 +163,12 @@ def _set_triggers(cursor: Any, *, enabled: bool) -> None:
         cursor.execute(f"ALTER TABLE {table} {verb} TRIGGER {trigger}")
 
 
-def _seed(runs: int, tenants: int) -> dict[str, float]:
+def _seed(runs: int, tenants: int, *, first: int = 1) -> dict[str, float]:
+    """Runs `first` … `runs`; the first pass (first = 1) also the tenants, their accounts and credit."""
     from django.db import connection, transaction
 
-    params = {"runs": runs, "tenants": tenants, "topup": TOPUP_MICROS}
+    floor = 0 if first == 1 else tenants + 2 * (first - 1)  # the last transaction id of the runs before
+    params = {"first": first, "last": runs, "tenants": tenants, "topup": TOPUP_MICROS, "floor": floor}
     timings: dict[str, float] = {}
     started = time.perf_counter()
     with connection.cursor() as cursor:
@@ -221,6 +237,51 @@ def _audit() -> tuple[int, dict[str, Any], float, float | None]:
     return status, json.loads(out.getvalue()), elapsed, cpu
 
 
+def _incremental() -> tuple[dict[str, Any], float]:
+    """One incremental audit (billing.audit_incremental): its report and wall seconds."""
+    from billing.audit_incremental import ledger_audit_incremental
+
+    started = time.perf_counter()
+    report = ledger_audit_incremental()
+    return report.as_dict(), time.perf_counter() - started
+
+
+def _incremental_catches_a_tampered_balance() -> bool:
+    from django.db import connection
+
+    tampered = "UPDATE billing_account SET balance_micros = balance_micros + %s WHERE id = 'bench-000001/available'"
+    with connection.cursor() as cursor:
+        cursor.execute(tampered, [100])
+    try:
+        report, _ = _incremental()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(tampered, [-100])
+    return report["violation_counts"].get("balance_equals_entries") == 1
+
+
+def _incremental_case(runs: int, tenants: int, new_runs: int) -> dict[str, Any]:
+    first, first_seconds = _incremental()
+    print(f"incremental audit, first (reads everything, writes the checkpoint): {first_seconds:.2f} s")
+    timings = _seed(runs + new_runs, tenants, first=runs + 1)
+    print(f"seeded {new_runs} new runs in {timings['seed']:.1f} s (VACUUM ANALYZE {timings['vacuum_analyze']:.1f} s)")
+    report, seconds = _incremental()
+    steps = ", ".join(f"{name} {value:.3f}" for name, value in report["seconds"].items())
+    print(
+        f"incremental audit after {new_runs} new runs: ok={report['ok']}, {report['transactions']} transactions, "
+        f"{report['entries']} entries, {report['accounts']} accounts, {seconds:.3f} s; steps (s): {steps}"
+    )
+    caught = _incremental_catches_a_tampered_balance()
+    print(f"incremental audit names a tampered balance: {caught}")
+    return {
+        "incremental_first_seconds": round(first_seconds, 2),
+        "incremental_seconds": round(seconds, 3),
+        "incremental_transactions": report["transactions"],
+        "incremental_ok": report["ok"] and first["ok"],
+        "incremental_catches_tampered_balance": caught,
+    }
+
+
 def _load_average() -> float:
     return os.getloadavg()[0]
 
@@ -229,6 +290,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--tenants", type=int, default=10_000)
+    parser.add_argument("--new-runs", type=int, default=10_000, help="runs added before the incremental audit")
     parser.add_argument("--repeat", type=int, default=2, help="audits to time (the first is reported)")
     parser.add_argument("--keep", action="store_true", help=f"keep the database {DB_NAME}")
     parser.add_argument("--reuse", action="store_true", help=f"time the audit on a kept {DB_NAME}, no re-seeding")
@@ -264,6 +326,12 @@ def main() -> int:
             f"{report['entries']} entries, {report['accounts']} accounts, {seconds:.2f} s (goal ≤ {GOAL_SECONDS:.0f} s)"
             f"; load average {load_before:.1f} before, {_load_average():.1f} after, on {os.cpu_count()} CPUs"
         )
+        # A kept database is timed as it is: adding runs to it would change what --reuse times next.
+        incremental: dict[str, Any] = {"incremental_seconds": 0.0, "incremental_ok": True}
+        if not args.reuse:
+            incremental = _incremental_case(args.runs, args.tenants, args.new_runs)
+        share = incremental["incremental_seconds"] / seconds
+        print(f"incremental / full: {100 * share:.2f} % (goal ≤ {100 * GOAL_INCREMENTAL_SHARE:.0f} %)")
         with connection.cursor() as cursor:
             cursor.execute("SELECT current_setting('server_version')")
             (server_version,) = cursor.fetchone()
@@ -280,7 +348,11 @@ def main() -> int:
             "backend_cpu_seconds": None if cpu is None else round(cpu, 2),
             "load_average": round(load_before, 1),
             "goal_seconds": GOAL_SECONDS,
-            "ok": report["ok"] and status == 0,
+            "new_runs": args.new_runs,
+            **incremental,
+            "incremental_share": round(share, 4),
+            "goal_incremental_share": GOAL_INCREMENTAL_SHARE,
+            "ok": report["ok"] and status == 0 and incremental["incremental_ok"],
             "postgresql": server_version,
             "cpus": os.cpu_count(),
         }

@@ -52,6 +52,7 @@ class AuditReport:
     entries: int
     accounts: int
     violations: list[Violation] = field(default_factory=list)  # at most EXAMPLES_PER_INVARIANT per invariant
+    checkpoint: dict[str, Any] = field(default_factory=dict)  # incremental audits: the watermarks it went between
     violation_counts: dict[str, int] = field(default_factory=dict)  # invariant → total number of violations
     seconds: dict[str, float] = field(default_factory=dict)  # each working table, each invariant, "total"
 
@@ -75,6 +76,7 @@ class AuditReport:
             "violation_counts": self.violation_counts,
             "audit_seconds": round(self.seconds.get("total", 0.0), 3),
             "seconds": {step: round(seconds, 3) for step, seconds in self.seconds.items()},
+            **({"checkpoint": self.checkpoint} if self.checkpoint else {}),
         }
 
 
@@ -112,27 +114,30 @@ class WorkTable:
 
 # Pass 1, over the entries (a merge join of two index scans, streamed into GroupAggregate: no hash table of
 # millions of groups). One row per transaction, a LEFT JOIN keeping those without entries (legs = 0).
-# A leg is classified by its account's id, a natural key (`<tenant>/available`, `@revenue`; the
+# A leg is classified by its account's id, a natural key (`<tenant>/available`, `@revenue/07`; the
 # `account_naming` check proves every id is the one its kind and tenant imply): only the transaction's own
 # tenant's accounts count as its available and held legs, so a leg on another tenant's account is counted in
-# `legs` but in no kind, and fails the shape check. Per kind the amount is MAX (NULL when absent), not SUM: a
-# by-value aggregate, several times cheaper than SUM(bigint)'s 128-bit state; a transaction has at most one
-# entry per account — a second one shows as `legs` > the kinds present, a shape violation. `total` is the
-# exact SUM of all the entries.
-TXN_LEGS = WorkTable(
-    "audit_txn_legs",
-    """
-SELECT t.id AS transaction_id, t.kind AS kind, t.tenant_id AS tenant_id, t.run_id AS run_id,
-       COUNT(e.id) AS legs,
+# `legs` but in no kind, and fails the shape check. A revenue (funding) leg is one on any account of the kind,
+# a shard or the pre-shard one: two of them in one transaction are two legs of one kind, a shape violation.
+# Per kind the amount is MAX (NULL when absent), not SUM: a by-value aggregate, several times cheaper than
+# SUM(bigint)'s 128-bit state; a transaction has at most one entry per account — a second one shows as `legs` >
+# the kinds present, a shape violation. `total` is the exact SUM of all the entries.
+TXN_KEY_COLUMNS = "t.id AS transaction_id, t.kind AS kind, t.tenant_id AS tenant_id, t.run_id AS run_id"
+TXN_LEG_AGGREGATES = """COUNT(e.id) AS legs,
        COALESCE(SUM(e.amount_micros), 0) AS total,
        MAX(e.amount_micros) FILTER (WHERE e.account_id = t.tenant_id || '/available') AS available,
        MAX(e.amount_micros) FILTER (WHERE e.account_id = t.tenant_id || '/held') AS held,
-       MAX(e.amount_micros) FILTER (WHERE e.account_id = '@revenue') AS revenue,
-       MAX(e.amount_micros) FILTER (WHERE e.account_id = '@funding') AS funding
+       MAX(e.amount_micros) FILTER (WHERE e.account_id LIKE '@revenue%') AS revenue,
+       MAX(e.amount_micros) FILTER (WHERE e.account_id LIKE '@funding%') AS funding"""
+TXN_LEG_COLUMNS = f"{TXN_KEY_COLUMNS},\n       {TXN_LEG_AGGREGATES}"
+TXN_LEGS = WorkTable(
+    "audit_txn_legs",
+    f"""
+SELECT {TXN_LEG_COLUMNS}
   FROM billing_ledgertransaction t
   LEFT JOIN billing_ledgerentry e ON e.transaction_id = t.id
  GROUP BY t.id
-""",
+""",  # noqa: S608 - constants
     analyze=False,  # only ever scanned: ANALYZE would cost more than it saves
 )
 
@@ -175,13 +180,17 @@ def _drop(cursor: CursorWrapper, tables: Sequence[WorkTable]) -> None:
 
 @contextmanager
 def audit_snapshot(
-    tables: Sequence[WorkTable] = (), *, seconds: dict[str, float] | None = None
+    tables: Sequence[WorkTable] = (),
+    *,
+    seconds: dict[str, float] | None = None,
+    ledger_tables: Sequence[WorkTable] = LEDGER_TABLES,
 ) -> Iterator[CursorWrapper]:
     """A cursor on one consistent snapshot of the database, with the ledger's working tables and `tables` built.
 
-    `seconds`, if given, receives how long each table took to build.
+    `seconds`, if given, receives how long each table took to build. `ledger_tables`: the working tables of the
+    whole ledger, or (the incremental audit) of what was written since its checkpoint.
     """
-    tables = (*LEDGER_TABLES, *tables)
+    tables = (*ledger_tables, *tables)
     seconds = {} if seconds is None else seconds
     outermost = not connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
@@ -320,12 +329,21 @@ _SHAPES = f"""{_LEGS_ARE_KINDS} AND (
 # account (MAX), and a repeated account is what may have made it misshapen. Read for the violations only.
 _NET_LEGS = ", ".join(
     "(SELECT SUM(e.amount_micros) FROM billing_ledgerentry e WHERE e.transaction_id = l.transaction_id"  # noqa: S608
-    f" AND e.account_id = {account})"
-    for account in ("l.tenant_id || '/available'", "l.tenant_id || '/held'", "'@revenue'", "'@funding'")
+    f" AND e.account_id {account})"
+    for account in (
+        "= l.tenant_id || '/available'",
+        "= l.tenant_id || '/held'",
+        "LIKE '@revenue%%'",
+        "LIKE '@funding%%'",
+    )
 )
 
-_ACCOUNT_NAMES = """(tenant_id IS NOT NULL AND kind IN ('AVAILABLE', 'HELD') AND id = tenant_id || '/' || LOWER(kind))
- OR (tenant_id IS NULL AND kind IN ('REVENUE', 'FUNDING') AND id = '@' || LOWER(kind))"""
+# A platform account is a shard (`@revenue/07`) or the kind's one account from before the sharding (`@revenue`).
+_ACCOUNT_NAMES = """(tenant_id IS NOT NULL AND kind IN ('AVAILABLE', 'HELD') AND shard IS NULL
+      AND id = tenant_id || '/' || LOWER(kind))
+ OR (tenant_id IS NULL AND kind IN ('REVENUE', 'FUNDING') AND shard IS NULL AND id = '@' || LOWER(kind))
+ OR (tenant_id IS NULL AND kind IN ('REVENUE', 'FUNDING') AND shard IS NOT NULL
+      AND id = '@' || LOWER(kind) || '/' || CASE WHEN shard < 10 THEN '0' ELSE '' END || CAST(shard AS TEXT))"""
 
 LEDGER_CHECKS: tuple[Check, ...] = (
     # 1. every transaction sums to zero, with at least two entries ...

@@ -1,4 +1,4 @@
-"""The rows every installation has: the plans of SPEC §4.2 and the platform accounts REVENUE and FUNDING.
+"""The rows every installation has: the plans of SPEC §4.2 and the shard accounts of REVENUE and FUNDING.
 
 Written by a data migration (with historical models) and re-asserted by the test suite after a flushed
 transactional test, through this one function.
@@ -30,11 +30,24 @@ PLANS: list[dict[str, Any]] = [
 ]
 
 PLATFORM_KINDS = ("REVENUE", "FUNDING")
+PLATFORM_SHARDS = 16  # billing.models.PLATFORM_SHARDS (not imported: migrations call this with historical models)
+
+
+def ensure_plans(plan_model: Any) -> None:
+    for plan in PLANS:
+        plan_model.objects.get_or_create(code=plan["code"], defaults=plan)
+
+
+def ensure_platform_shards(account_model: Any) -> None:
+    """Create the shard accounts `@revenue/00` … `@funding/15` if missing; never changes an existing balance."""
+    for kind in PLATFORM_KINDS:
+        for shard in range(PLATFORM_SHARDS):
+            account_model.objects.get_or_create(
+                id=f"@{kind.lower()}/{shard:02d}", defaults={"kind": kind, "tenant": None, "shard": shard}
+            )
 
 
 def ensure_platform_rows(plan_model: Any, account_model: Any) -> None:
     """Create the plans and platform accounts if missing; never changes an existing balance."""
-    for plan in PLANS:
-        plan_model.objects.get_or_create(code=plan["code"], defaults=plan)
-    for kind in PLATFORM_KINDS:
-        account_model.objects.get_or_create(id=f"@{kind.lower()}", defaults={"kind": kind, "tenant": None})
+    ensure_plans(plan_model)
+    ensure_platform_shards(account_model)

@@ -1,8 +1,12 @@
 """The money of DPP: a double-entry ledger in PostgreSQL (SPEC §2).
 
 Accounts: per tenant `AVAILABLE` and `HELD`; platform-wide `REVENUE` and `FUNDING` (the outside world, may be
-negative). An account's id is its natural key (`<tenant>/available`, `@revenue`), so a service can write an
-entry without first reading the account.
+negative), each kept in `PLATFORM_SHARDS` shard accounts (`@revenue/00` … `@revenue/15`, SPEC §12): a settle
+posts to the shard its run id picks, a top-up or an adjustment to the one its tenant picks, so no row is locked
+by every run. The platform's revenue is the sum of its shards. An account's id is its natural key
+(`<tenant>/available`, `@revenue/07`), so a service can write an entry without first reading the account.
+A platform account without a shard (`@revenue`, `@funding`) is the one account of its kind from before the
+sharding (migration 0009): kept, with its entries and balance, and never written again (docs/decisions.md).
 
 A `LedgerTransaction` is a set of `LedgerEntry` rows whose signed amounts sum to exactly zero; an entry adds
 its amount to its account's balance. Every transaction is written in one database transaction together with
@@ -23,6 +27,10 @@ All amounts are int micros, multiples of 100 (CHECK constraints).
 
 from __future__ import annotations
 
+import uuid
+import zlib
+
+from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Mod
@@ -33,6 +41,20 @@ from dpp.models import Tenant
 from dpp.money import format_usd
 
 PLATFORM_PREFIX = "@"
+# Shard accounts per platform kind (rows created by migration 0009). `DPP_PLATFORM_SHARDS` (1 … this) says
+# over how many of them new movements spread: 1 forces every movement onto shard 00, the one hot row of before
+# (bench/hot_rows.py measures the difference).
+PLATFORM_SHARDS = 16
+
+
+def platform_shard(key: uuid.UUID | str) -> int:
+    """The shard a movement posts to: from a run id (its random low bits) or a tenant id (a CRC of it).
+
+    A tenant's own top-ups and adjustments already take turns on its account rows, so giving them all one
+    funding shard adds no lock that is not there anyway."""
+    spread = max(1, min(int(settings.DPP_PLATFORM_SHARDS), PLATFORM_SHARDS))
+    value = key.int if isinstance(key, uuid.UUID) else zlib.crc32(key.encode())
+    return value % spread
 
 
 class Plan(models.Model):
@@ -108,6 +130,8 @@ class Account(models.Model):
     # HELD only: how many reservations it holds (RESERVE without SETTLE), moved in the same UPDATE as the
     # balance, so a plan's concurrency limit is checked under the row lock the reservation takes anyway.
     open_reservations = models.PositiveIntegerField(default=0)
+    # Platform accounts only: which of the kind's PLATFORM_SHARDS accounts this is (NULL: the pre-shard account).
+    shard = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -119,9 +143,13 @@ class Account(models.Model):
                 name="billing_one_account_per_kind",
             ),
             models.UniqueConstraint(
-                fields=["kind"],
+                fields=["kind", "shard"],
                 condition=Q(tenant__isnull=True),
-                name="billing_one_platform_account_per_kind",
+                name="billing_one_platform_account_per_shard",
+            ),
+            models.CheckConstraint(
+                condition=Q(shard__isnull=True) | (Q(tenant__isnull=True) & Q(shard__lt=PLATFORM_SHARDS)),
+                name="billing_shard_of_platform",
             ),
             models.CheckConstraint(
                 condition=(Q(tenant__isnull=False) & Q(kind__in=["AVAILABLE", "HELD"]))
@@ -146,7 +174,17 @@ class Account(models.Model):
         return f"{tenant_id}/{kind.lower()}"
 
     @staticmethod
-    def platform_account_id(kind: str) -> str:
+    def platform_account_id(kind: str, shard: int) -> str:
+        return f"{PLATFORM_PREFIX}{kind.lower()}/{shard:02d}"
+
+    @staticmethod
+    def platform_account_for(kind: str, key: uuid.UUID | str) -> str:
+        """The shard account of `kind` that a movement keyed by `key` (a run id, a tenant id) posts to."""
+        return Account.platform_account_id(kind, platform_shard(key))
+
+    @staticmethod
+    def platform_prefix(kind: str) -> str:
+        """What every account of a platform kind's id starts with (its shards and the pre-shard account)."""
         return f"{PLATFORM_PREFIX}{kind.lower()}"
 
 
@@ -224,3 +262,41 @@ class LedgerEntry(models.Model):
     def __str__(self) -> str:
         sign = "+" if self.amount_micros > 0 else ""  # a leg's direction, in the admin's money format
         return f"{self.account_id} {sign}{format_usd(self.amount_micros)}"
+
+
+class AuditCheckpoint(models.Model):
+    """How far the incremental ledger audit has summed the ledger: every transaction with id ≤ `watermark` and
+    every entry with id ≤ `entry_watermark` (an entry appended later to an old transaction is still new).
+
+    Written by `billing.audit.ledger_audit_incremental` (the hourly audit), one row per audit; the newest is in
+    force. The watermark is only ever a transaction id that no open database transaction can still commit below
+    (docs/decisions.md, "The incremental audit")."""
+
+    watermark = models.BigIntegerField()
+    entry_watermark = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    transactions_checked = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ("-id",)
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(watermark__gte=0, entry_watermark__gte=0), name="billing_checkpoint_watermark"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"ledger audited up to transaction {self.watermark}"
+
+
+class AccountCheckpoint(models.Model):
+    """An account's sums over the transactions up to the newest `AuditCheckpoint`'s watermark: its entries, and
+    (held accounts) its open reservations — RESERVEs without their SETTLE — in number and in micros."""
+
+    account = models.OneToOneField(Account, primary_key=True, on_delete=models.CASCADE, related_name="checkpoint")
+    entries_micros = models.BigIntegerField(default=0)
+    open_reservations = models.BigIntegerField(default=0)
+    open_micros = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: {self.entries_micros}"

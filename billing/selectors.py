@@ -59,12 +59,12 @@ def ledger_list(*, tenant_id: str, before_id: int | None = None) -> QuerySet[Led
     """The tenant's transactions, newest first, with its deltas and the charge annotated (one query)."""
     available = Account.tenant_account_id(tenant_id, AccountKind.AVAILABLE)
     held = Account.tenant_account_id(tenant_id, AccountKind.HELD)
-    revenue = Account.platform_account_id(AccountKind.REVENUE)
+    revenue = Account.platform_prefix(AccountKind.REVENUE)  # any of its shards
     qs = LedgerTransaction.objects.filter(tenant_id=tenant_id)
     if before_id is not None:
         qs = qs.filter(pk__lt=before_id)
     return qs.order_by("-pk").annotate(
         available_delta_micros=Coalesce(Sum("entries__amount_micros", filter=Q(entries__account_id=available)), 0),
         held_delta_micros=Coalesce(Sum("entries__amount_micros", filter=Q(entries__account_id=held)), 0),
-        charged_micros=Coalesce(Sum("entries__amount_micros", filter=Q(entries__account_id=revenue)), 0),
+        charged_micros=Coalesce(Sum("entries__amount_micros", filter=Q(entries__account__id__startswith=revenue)), 0),
     )

@@ -2,7 +2,8 @@
 of the balances it moves, inside the caller's database transaction.
 
 Lock order, to keep PostgreSQL free of deadlocks: a tenant's two account rows first (one UPDATE, rows in key
-order), platform rows last and as late as possible (`@revenue` is a hot row: hold its lock briefly).
+order), platform rows last and as late as possible. A platform row is one of its kind's 16 shards (SPEC §12), picked
+by the run id or the tenant, so it is shared by a sixteenth of the movements instead of all: still hold it briefly.
 `ledger_reserve` and `ledger_settle` run inside a run service's transaction (the run's state change and its
 money commit together); `ledger_topup`, `ledger_adjust`, `ledger_manual_post` (what a person posts: the admin,
 the `topup` command) and `tenant_onboard` are top-level and durable.
@@ -78,9 +79,10 @@ def _refused(error: Exception) -> Exception:
     return error
 
 
-def _move_platform_balance(kind: str, delta: int) -> None:
+def _move_platform_balance(account_id: str, delta: int) -> None:
+    """Move a platform shard's balance (last in the transaction: see the lock order above)."""
     if delta:
-        Account.objects.filter(pk=Account.platform_account_id(kind)).update(balance_micros=F("balance_micros") + delta)
+        Account.objects.filter(pk=account_id).update(balance_micros=F("balance_micros") + delta)
 
 
 def _post(
@@ -183,6 +185,7 @@ def ledger_settle(
     if charge_micros > reserved_micros:
         raise LedgerInvariantError(f"charge {charge_micros} exceeds reservation {reserved_micros}")
     released = reserved_micros - charge_micros
+    revenue = Account.platform_account_for(AccountKind.REVENUE, run_id)
     txn = _post(
         kind=Kind.SETTLE,
         tenant_id=tenant_id,
@@ -192,14 +195,14 @@ def ledger_settle(
         legs={
             Account.tenant_account_id(tenant_id, AccountKind.HELD): -reserved_micros,
             Account.tenant_account_id(tenant_id, AccountKind.AVAILABLE): released,
-            Account.platform_account_id(AccountKind.REVENUE): charge_micros,
+            revenue: charge_micros,
         },
     )
     # As in ledger_reserve: the balances last, so that their row locks are held as briefly as possible.
     deltas: dict[str, int] = {AccountKind.AVAILABLE: released, AccountKind.HELD: -reserved_micros}
     if not _move_tenant_balances(tenant_id, deltas, open_delta=-1):
         raise _refused(LedgerInvariantError(f"held balance of {tenant_id} is below the reservation of run {run_id}"))
-    _move_platform_balance(AccountKind.REVENUE, charge_micros)
+    _move_platform_balance(revenue, charge_micros)
     return txn
 
 
@@ -218,6 +221,7 @@ def _topup(*, tenant: Tenant, amount_micros: int, actor: str, reason: str, trace
     _check_amount(amount_micros)
     if not _move_tenant_balances(tenant.pk, {AccountKind.AVAILABLE: amount_micros}):
         raise _refused(LedgerInvariantError(f"tenant {tenant.pk} has no accounts"))
+    funding = Account.platform_account_for(AccountKind.FUNDING, tenant.pk)
     txn = _post(
         kind=Kind.TOPUP,
         tenant_id=tenant.pk,
@@ -225,11 +229,11 @@ def _topup(*, tenant: Tenant, amount_micros: int, actor: str, reason: str, trace
         reason=reason,
         trace_id=trace_id,
         legs={
-            Account.platform_account_id(AccountKind.FUNDING): -amount_micros,
+            funding: -amount_micros,
             Account.tenant_account_id(tenant.pk, AccountKind.AVAILABLE): amount_micros,
         },
     )
-    _move_platform_balance(AccountKind.FUNDING, -amount_micros)
+    _move_platform_balance(funding, -amount_micros)
     return txn
 
 
@@ -253,6 +257,7 @@ def _adjust(
                 extra={"available_usd": available, "required_usd": format_usd(-amount_micros)},
             )
         )
+    platform = Account.platform_account_for(counterparty, tenant.pk)
     txn = _post(
         kind=Kind.ADJUSTMENT,
         tenant_id=tenant.pk,
@@ -260,11 +265,11 @@ def _adjust(
         reason=reason,
         trace_id=trace_id,
         legs={
-            Account.platform_account_id(counterparty): -amount_micros,
+            platform: -amount_micros,
             Account.tenant_account_id(tenant.pk, AccountKind.AVAILABLE): amount_micros,
         },
     )
-    _move_platform_balance(counterparty, -amount_micros)
+    _move_platform_balance(platform, -amount_micros)
     return txn
 
 

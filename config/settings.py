@@ -209,6 +209,8 @@ DPP_FINALIZE_STALE_S = env_int("DPP_FINALIZE_STALE_S", 120, minimum=1)
 DPP_REDRIVE_AFTER_S = env_int("DPP_REDRIVE_AFTER_S", 60, minimum=1)
 DPP_QUEUE_TTL_S = env_int("DPP_QUEUE_TTL_S", 3600, minimum=1)
 DPP_REAPER_BATCH = env_int("DPP_REAPER_BATCH", 500, minimum=1)
+# Over how many of the 16 shard accounts of revenue and funding new movements spread (SPEC §12); 1: one hot row.
+DPP_PLATFORM_SHARDS = env_int("DPP_PLATFORM_SHARDS", 16, minimum=1)
 DPP_LEDGER_AUDIT_INTERVAL_S = env_int("DPP_LEDGER_AUDIT_INTERVAL_S", 3600, minimum=0)  # 0: never scheduled
 
 # --- url pack -------------------------------------------------------------------------------------------

@@ -8,10 +8,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError
+from django.db.models import Sum
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from billing.models import Account
 from reaper.models import AuditFlag
 from runs.models import FinalizeStage, Run, RunStatus
 
@@ -25,6 +27,21 @@ _GAUGES = (
     ("dpp_runs_lease_expired", "PROCESSING runs whose lease expired (the reaper ends them)."),
     ("dpp_runs_claim_stale", "Runs CLAIMED longer than DPP_FINALIZE_STALE_S."),
 )
+_PLATFORM = (
+    "dpp_platform_balance_micros",
+    "Platform balances in USD micros by kind (revenue; funding, the outside world), each its shards' sum.",
+)
+
+
+def _platform_balances() -> GaugeMetricFamily:
+    """The platform's revenue and funding: each the sum of its 16 shard accounts (SPEC §12), one query."""
+    sums = dict(
+        Account.objects.filter(tenant__isnull=True).order_by().values_list("kind").annotate(total=Sum("balance_micros"))
+    )
+    family = GaugeMetricFamily(*_PLATFORM, labels=["kind"])
+    for kind in Account.PLATFORM_KINDS:
+        family.add_metric([kind.lower()], sums.get(kind) or 0)
+    return family
 
 
 class ReconciliationCollector(Collector):
@@ -33,6 +50,7 @@ class ReconciliationCollector(Collector):
     def describe(self) -> Iterator[GaugeMetricFamily]:
         # Registration asks for the names; answering here keeps it from querying the database at start-up.
         yield from (GaugeMetricFamily(name, doc) for name, doc in _GAUGES)
+        yield GaugeMetricFamily(*_PLATFORM, labels=["kind"])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
@@ -49,6 +67,7 @@ class ReconciliationCollector(Collector):
                 finalize_stage=FinalizeStage.CLAIMED,
                 claimed_at__lt=now - timedelta(seconds=settings.DPP_FINALIZE_STALE_S),
             ).count()
+            platform = _platform_balances()
         except DatabaseError:
             logger.warning("metrics: the database is unreachable; reconciliation gauges skipped")
             return
@@ -61,3 +80,4 @@ class ReconciliationCollector(Collector):
             "dpp_runs_claim_stale": stale_claims,
         }
         yield from (GaugeMetricFamily(name, doc, value=values[name]) for name, doc in _GAUGES)
+        yield platform

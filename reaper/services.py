@@ -23,13 +23,13 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from prometheus_client import Counter
 
+from billing.audit_incremental import ledger_audit_incremental
 from billing.models import Account, LedgerTransaction
 from dpp.http.errors import DependencyUnavailableError
 from dpp.money import format_usd
 from dpp.observability import log_context
 from reaper.models import AuditFlag
 from runs import results, services
-from runs.audit import full_audit
 from runs.dispatch import publish_run
 from runs.models import OPEN_STATUSES, TERMINAL_STATUSES, FinalizeStage, Run, RunStatus
 
@@ -314,11 +314,13 @@ def _audit_held(report: ReconcileReport) -> None:
 
 
 def audit_ledger_flags() -> ReconcileReport:
-    """The whole audit of `audit_ledger` (SPEC §2.1, §3.3), as beat schedules it: one flag per violated invariant,
-    so that what the reaper's incremental checks cannot see (older than their window) still reaches
-    `dpp_audit_flags_open` and the admin. Money is never touched."""
+    """The ledger audit (SPEC §2.1) as beat schedules it, incremental: every invariant over what was written since
+    its last checkpoint, and every account's balance against its checkpoint (billing.audit_incremental), so its
+    cost follows the new activity, not the history (§3.3). One flag per violated invariant, so that what the
+    reaper's recent-window checks cannot see still reaches `dpp_audit_flags_open` and the admin. `manage.py
+    audit_ledger` still checks everything, the run side too. Money is never touched."""
     report = ReconcileReport(dry_run=False)
-    audit = full_audit()
+    audit = ledger_audit_incremental()
     for invariant, count in sorted(audit.violation_counts.items()):
         example = next((v.detail for v in audit.violations if v.invariant == invariant), "")
         _raise_flag(

@@ -50,11 +50,16 @@ EXPORT_HEADER = (
 )
 
 
-def _leg(account_id: Any) -> Coalesce:
-    # A transaction has at most one entry per account; one lookup on the entries' transaction index, evaluated
-    # only for the rows returned (a page, or the export's stream), never for the whole table.
+def _leg(account_id: Any = None, *, account_prefix: str = "") -> Coalesce:
+    # A transaction has at most one entry per account (and one per platform kind, on one of its shards); one
+    # lookup on the entries' transaction index, evaluated only for the rows returned (a page, or the export's
+    # stream), never for the whole table.
+    entries = LedgerEntry.objects.filter(transaction=OuterRef("pk"))
+    if account_prefix:
+        entries = entries.filter(account__id__startswith=account_prefix)
+    else:
+        entries = entries.filter(account_id=account_id)
     # No entry on an account is a delta of 0 on it.
-    entries = LedgerEntry.objects.filter(transaction=OuterRef("pk"), account_id=account_id)
     return Coalesce(Subquery(entries.order_by().values("amount_micros")[:1]), 0, output_field=BigIntegerField())
 
 
@@ -63,7 +68,7 @@ def with_deltas(queryset: QuerySet[LedgerTransaction]) -> QuerySet[LedgerTransac
     return queryset.annotate(
         available_delta_micros=_leg(Concat(OuterRef("tenant_id"), Value("/available"), output_field=CharField())),
         held_delta_micros=_leg(Concat(OuterRef("tenant_id"), Value("/held"), output_field=CharField())),
-        charged_micros=_leg(Value(Account.platform_account_id(Account.Kind.REVENUE))),
+        charged_micros=_leg(account_prefix=Account.platform_prefix(Account.Kind.REVENUE)),
     )
 
 
@@ -261,7 +266,7 @@ class AccountFilter(InputFilter):
     title = "account"
     parameter_name = "account"
     lookup = "account_id"
-    placeholder = "e.g. acme/available, @revenue"
+    placeholder = "e.g. acme/available, @revenue/00"
 
 
 class TransactionFilter(InputFilter):
@@ -305,7 +310,7 @@ class LedgerEntryAdmin(ReadOnlyModelAdmin):
 _SUMMED_KINDS = (
     (Account.Kind.AVAILABLE, "available (all tenants)"),
     (Account.Kind.HELD, "held (all tenants)"),
-    (Account.Kind.REVENUE, "@revenue"),
+    (Account.Kind.REVENUE, "@revenue"),  # the sum of its shards
     (Account.Kind.FUNDING, "@funding"),
 )
 
@@ -328,7 +333,7 @@ class AccountAdmin(ReadOnlyModelAdmin):
     list_display = ("id", "tenant_id", "kind", "balance", "entries_link")
     list_filter = ("kind", TenantFilter)
     search_fields = ("id",)
-    search_help_text = "An account id, exactly (acme/available, acme/held, @revenue, @funding)."
+    search_help_text = "An account id, exactly (acme/available, acme/held, @revenue/00, @funding/15)."
     fields = ("id", "tenant_id", "kind", "balance", "entries_sum", "created_at", "entries_link")
     readonly_fields = fields
     ordering = ("id",)

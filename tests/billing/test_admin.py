@@ -76,6 +76,8 @@ def test_groups_exist_after_migrate_with_the_intended_permissions(db: None) -> N
         "billing.view_account",
         "billing.view_ledgertransaction",
         "billing.view_ledgerentry",
+        "billing.view_accountcheckpoint",
+        "billing.view_auditcheckpoint",
         "runs.view_run",
         "reaper.view_auditflag",
     }
@@ -141,13 +143,13 @@ def test_finance_tops_up_a_tenant(finance: Client, owner: Persona) -> None:
     assert (txn.actor, txn.reason) == ("admin:alice", "wire 2024-117")
     legs = dict(txn.entries.values_list("account_id", "amount_micros"))
     assert legs == {
-        Account.platform_account_id(Account.Kind.FUNDING): -25_500_000,
+        Account.platform_account_for(Account.Kind.FUNDING, owner.tenant.pk): -25_500_000,
         Account.tenant_account_id(owner.tenant.pk, Account.Kind.AVAILABLE): 25_500_000,
     }
     page = finance.get(reverse("admin:billing_ledgertransaction_change", args=[txn.pk])).content.decode()
     assert f"admin form code {nonce}" in page  # not passed off as a trace id
     # Each leg's row is titled in the admin's money format, not in raw micros.
-    assert "@funding -25.5000" in page
+    assert f"{Account.platform_account_for(Account.Kind.FUNDING, owner.tenant.pk)} -25.5000" in page
     assert f"{owner.tenant.pk}/available +25.5000" in page
     assert "25500000" not in page
 
@@ -243,7 +245,8 @@ def test_finance_credits_a_refund_from_revenue(finance: Client, owner: Persona) 
     txn = LedgerTransaction.objects.get(tenant=owner.tenant, kind=TXN.ADJUSTMENT)
     assert (txn.actor, txn.reason) == ("admin:alice", f"refund run {run.pk}")
     legs = dict(txn.entries.values_list("account_id", "amount_micros"))
-    assert legs == {"@revenue": -30_000, f"{owner.tenant.pk}/available": 30_000}
+    revenue = Account.platform_account_for(Account.Kind.REVENUE, owner.tenant.pk)
+    assert legs == {revenue: -30_000, f"{owner.tenant.pk}/available": 30_000}
 
 
 def test_finance_debits_to_funding_and_never_below_zero(finance: Client, owner: Persona) -> None:
@@ -253,7 +256,7 @@ def test_finance_debits_to_funding_and_never_below_zero(finance: Client, owner: 
     assert balances_get(tenant_id=owner.tenant.pk).available_micros == 6 * USD
     txn = LedgerTransaction.objects.get(tenant=owner.tenant, kind=TXN.ADJUSTMENT)
     assert dict(txn.entries.values_list("account_id", "amount_micros")) == {
-        "@funding": 4 * USD,
+        Account.platform_account_for(Account.Kind.FUNDING, owner.tenant.pk): 4 * USD,
         f"{owner.tenant.pk}/available": -4 * USD,
     }
 
@@ -619,7 +622,7 @@ def test_an_account_page_says_whether_its_balance_equals_its_entries(finance: Cl
     account_id = Account.tenant_account_id(owner.tenant.pk, Account.Kind.AVAILABLE)
     page = finance.get(reverse("admin:billing_account_change", args=[account_id])).content.decode()
     assert "10.0000 — equals the balance" in page
-    funding = finance.get(reverse("admin:billing_account_change", args=["@funding"])).content.decode()
+    funding = finance.get(reverse("admin:billing_account_change", args=["@funding/00"])).content.decode()
     assert "not summed here (every charge ever made): run audit_ledger" in funding
     with connection.cursor() as cursor:  # what no service can do: the stored balance drifts from the entries
         cursor.execute("UPDATE billing_account SET balance_micros = balance_micros + 100 WHERE id = %s", [account_id])
@@ -636,7 +639,7 @@ def test_the_accounts_list_sums_every_balance_by_kind_and_says_whether_they_sum_
         "Together: <strong>0.0000</strong> — they sum to zero"
     ) in page
     with connection.cursor() as cursor:  # what no service can do: one balance drifts
-        cursor.execute("UPDATE billing_account SET balance_micros = balance_micros + 100 WHERE id = '@revenue'")
+        cursor.execute("UPDATE billing_account SET balance_micros = balance_micros + 100 WHERE id = '@revenue/03'")
     drifted = " ".join(finance.get(url).content.decode().split())
     assert "Together: <strong>0.0001</strong> — <strong>they do not sum to zero: run <code>manage.py audit_ledger" in (
         drifted

@@ -73,7 +73,7 @@ class TestCleanLedger:
         # TOPUP 2×2, RESERVE 5×2, SETTLE: charge 0 → 2, partial → 3, full → 2, partial → 3; ADJUSTMENT 2×2
         assert report.entries == 4 + 10 + 10 + 4
         assert report.entries == LedgerEntry.objects.count()
-        assert report.accounts == 2 + 3 * 2
+        assert report.accounts == 32 + 3 * 2  # 16 shards of revenue and of funding
         assert set(report.seconds) >= {
             "audit_txn_legs",
             "audit_run_legs",
@@ -86,7 +86,7 @@ class TestCleanLedger:
     def test_empty_ledger_is_clean(self) -> None:
         report = full_audit()
         assert report.ok
-        assert (report.transactions, report.entries, report.accounts) == (0, 0, 2)
+        assert (report.transactions, report.entries, report.accounts) == (0, 0, 32)
 
     def test_command_json_clean(self, personas: Any) -> None:
         _busy_ledger(personas.owner, personas.other)
@@ -95,13 +95,13 @@ class TestCleanLedger:
         assert set(body) >= SPEC_KEYS
         assert body["ok"] is True
         assert body["violations"] == []
-        assert (body["transactions"], body["entries"], body["accounts"]) == (13, 28, 8)
+        assert (body["transactions"], body["entries"], body["accounts"]) == (13, 28, 38)
 
     def test_command_text_clean(self, owner: Persona) -> None:
         out = StringIO()
         call_command("audit_ledger", stdout=out)
         text = out.getvalue()
-        assert "2 transactions, 4 entries, 8 accounts" in text  # the two personas with credit
+        assert "2 transactions, 4 entries, 38 accounts" in text  # the two personas with credit
         assert "every invariant holds" in text
 
     def test_audit_runs_twice_in_one_transaction(self, owner: Persona) -> None:
@@ -155,15 +155,16 @@ class TestTamperedLedger:
     def test_balanced_legs_appended_to_a_committed_topup_are_described_by_their_sums(self, owner: Persona) -> None:
         tenant_id = owner.tenant.pk
         topup = LedgerTransaction.objects.get(tenant_id=tenant_id, kind="TOPUP")
+        funding = Account.platform_account_for("FUNDING", tenant_id)  # the top-up's own shard
         with transaction.atomic():
             LedgerEntry.objects.bulk_create(
                 [
                     LedgerEntry(transaction=topup, account_id=_available(tenant_id), amount_micros=USD),
-                    LedgerEntry(transaction=topup, account_id="@funding", amount_micros=-USD),
+                    LedgerEntry(transaction=topup, account_id=funding, amount_micros=-USD),
                 ]
             )
             Account.objects.filter(pk=_available(tenant_id)).update(balance_micros=F("balance_micros") + USD)
-            Account.objects.filter(pk="@funding").update(balance_micros=F("balance_micros") - USD)
+            Account.objects.filter(pk=funding).update(balance_micros=F("balance_micros") - USD)
         report = ledger_audit()
         assert report.violation_counts == {"transaction_shape": 1}
         (shape,) = report.violations

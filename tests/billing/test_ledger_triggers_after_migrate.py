@@ -94,8 +94,8 @@ def test_sqlite_database_migrated_before_the_fix_gets_its_triggers_back(tmp_path
         assert _sqlite_triggers(db) == set()  # what 0007's rebuild left: the state existing databases are in
     finally:
         db.close()
-    _with_a_topup(env)
     manage(["migrate", "--noinput", "-v0"], env)
+    _with_a_topup(env)  # with today's code, which needs today's schema
     _assert_sqlite_append_only(tmp_path / "dpp.sqlite3")
 
 

@@ -26,9 +26,12 @@ from billing.services import (
     tenant_onboard,
 )
 from dpp.http.errors import ApplicationError
-from tests.helpers.money import FUNDING, REVENUE, USD
+from tests.helpers.money import USD
 from tests.helpers.personas import Persona, make_persona, unique_tenant_id
 from tests.helpers.threads import at_once
+
+REVENUE = "REVENUE"
+FUNDING = "FUNDING"
 
 
 def _legs(txn: LedgerTransaction) -> dict[str, int]:
@@ -36,6 +39,9 @@ def _legs(txn: LedgerTransaction) -> dict[str, int]:
 
 
 def _balance(account_id: str) -> int:
+    """An account's balance; for a platform kind (REVENUE, FUNDING), the sum of its shards."""
+    if account_id in Account.PLATFORM_KINDS:
+        return sum(Account.objects.filter(kind=account_id).values_list("balance_micros", flat=True))
     return Account.objects.values_list("balance_micros", flat=True).get(pk=account_id)
 
 
@@ -78,7 +84,7 @@ class TestOnboardAndTopup:
         available, _ = _ids(owner.tenant.pk)
         assert txn.kind == "TOPUP"
         assert (txn.actor, txn.reason, txn.run_id) == ("finance:ann", "invoice 7", None)
-        assert _legs(txn) == {FUNDING: -2_500_000, available: 2_500_000}
+        assert _legs(txn) == {Account.platform_account_for(FUNDING, owner.tenant.pk): -2_500_000, available: 2_500_000}
         assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD + 2_500_000
         assert _balance(FUNDING) == funding_before - 2_500_000
         assert _balance(FUNDING) < 0  # the outside world: negative by design
@@ -152,7 +158,7 @@ class TestReserveAndSettle:
         revenue_before = _balance(REVENUE)
         txn = _settle(owner.tenant.pk, run_id, 50_000, 11_000)
         available, held = _ids(owner.tenant.pk)
-        assert _legs(txn) == {held: -50_000, available: 39_000, REVENUE: 11_000}
+        assert _legs(txn) == {held: -50_000, available: 39_000, Account.platform_account_for(REVENUE, run_id): 11_000}
         balances = balances_get(tenant_id=owner.tenant.pk)
         assert (balances.available_micros, balances.held_micros) == (10 * USD - 11_000, 0)
         assert _balance(REVENUE) == revenue_before + 11_000
@@ -161,7 +167,8 @@ class TestReserveAndSettle:
         run_id, _ = _reserve(owner.tenant.pk, 50_000)
         txn = _settle(owner.tenant.pk, run_id, 50_000, 50_000)
         _, held = _ids(owner.tenant.pk)
-        assert _legs(txn) == {held: -50_000, REVENUE: 50_000}  # no zero entry on available
+        revenue = Account.platform_account_for(REVENUE, run_id)
+        assert _legs(txn) == {held: -50_000, revenue: 50_000}  # no zero entry on available
         assert balances_get(tenant_id=owner.tenant.pk).available_micros == 10 * USD - 50_000
         assert ledger_audit().ok
 
@@ -206,7 +213,7 @@ class TestAdjust:
     @pytest.mark.parametrize("counterparty", ["REVENUE", "FUNDING"])
     @pytest.mark.parametrize("amount", [30_000, -30_000])
     def test_adjust_both_directions_and_counterparties(self, owner: Persona, counterparty: str, amount: int) -> None:
-        platform = Account.platform_account_id(counterparty)
+        platform = Account.platform_account_for(counterparty, owner.tenant.pk)
         platform_before = _balance(platform)
         txn = ledger_adjust(
             tenant=owner.tenant, amount_micros=amount, counterparty=counterparty, actor="finance:bo", reason="fix"
@@ -289,10 +296,16 @@ class TestManualPost:
         common: dict[str, Any] = {"tenant": owner.tenant, "actor": "admin:ann", "reason": "wire 9"}
         topup = ledger_manual_post(kind="TOPUP", amount_micros=3 * USD, trace_id="a" * 32, **common)
         assert (topup.replayed, topup.transaction.kind, topup.transaction.trace_id) == (False, "TOPUP", "a" * 32)
-        assert _legs(topup.transaction) == {FUNDING: -3 * USD, available: 3 * USD}
+        assert _legs(topup.transaction) == {
+            Account.platform_account_for(FUNDING, owner.tenant.pk): -3 * USD,
+            available: 3 * USD,
+        }
         debit = ledger_manual_post(kind="ADJUSTMENT", amount_micros=-USD, counterparty="REVENUE", **common)
         assert (debit.replayed, debit.transaction.kind, debit.transaction.trace_id) == (False, "ADJUSTMENT", "")
-        assert _legs(debit.transaction) == {REVENUE: USD, available: -USD}
+        assert _legs(debit.transaction) == {
+            Account.platform_account_for(REVENUE, owner.tenant.pk): USD,
+            available: -USD,
+        }
         assert balances_get(tenant_id=owner.tenant.pk).available_micros == 12 * USD
 
     def test_the_same_trace_id_posts_once_and_answers_the_first(self, owner: Persona) -> None:

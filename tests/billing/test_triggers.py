@@ -63,14 +63,14 @@ def _commit_raw(tenant_owner: Persona, legs: dict[str, int], ran: list[bool] | N
 
 class TestBalancedAtCommit:
     def test_a_balanced_transaction_commits(self, tenant_owner: Persona) -> None:
-        txn_id = _commit_raw(tenant_owner, {"@funding": -500, _available(tenant_owner): 500})
+        txn_id = _commit_raw(tenant_owner, {"@funding/00": -500, _available(tenant_owner): 500})
         assert LedgerEntry.objects.filter(transaction_id=txn_id).count() == 2
 
     def test_an_unbalanced_transaction_fails_at_commit(self, tenant_owner: Persona) -> None:
         before = LedgerTransaction.objects.count()
         ran: list[bool] = []
         with pytest.raises(IntegrityError, match=r"unbalanced: 2 entries summing to 100 micros"):
-            _commit_raw(tenant_owner, {"@funding": -400, _available(tenant_owner): 500}, ran=ran)
+            _commit_raw(tenant_owner, {"@funding/00": -400, _available(tenant_owner): 500}, ran=ran)
         assert ran == [True]  # every INSERT was accepted: only the COMMIT is refused
         assert LedgerTransaction.objects.count() == before
 
@@ -89,7 +89,7 @@ class TestBalancedAtCommit:
     def test_entries_added_later_to_a_committed_transaction_must_balance_too(self, tenant_owner: Persona) -> None:
         txn = ledger_topup(tenant=tenant_owner.tenant, amount_micros=USD, actor="t", reason="r")
         with pytest.raises(IntegrityError, match="unbalanced"), transaction.atomic():
-            _insert_entries(txn.pk, {"@funding": 100})
+            _insert_entries(txn.pk, {"@funding/00": 100})
         assert LedgerEntry.objects.filter(transaction=txn).count() == 2
 
 
@@ -110,7 +110,7 @@ class TestAppendOnly:
         txn.refresh_from_db()
         assert txn.reason == "kept"
         assert dict(LedgerEntry.objects.filter(transaction=txn).values_list("account_id", "amount_micros")) == {
-            "@funding": -USD,
+            Account.platform_account_for("FUNDING", tenant_owner.tenant.pk): -USD,
             _available(tenant_owner): USD,
         }
 
@@ -140,17 +140,18 @@ class TestConstraints:
         assert Account.objects.get(pk=_available(tenant_owner)).balance_micros == USD
 
     def test_platform_funding_may_go_negative(self, tenant_owner: Persona) -> None:
-        assert Account.objects.get(pk="@funding").balance_micros == -USD
+        funding = Account.platform_account_for("FUNDING", tenant_owner.tenant.pk)
+        assert Account.objects.get(pk=funding).balance_micros == -USD
 
     @pytest.mark.parametrize(("amount", "constraint"), [(150, "billing_entry_granule"), (0, "billing_entry_nonzero")])
     def test_entry_amounts(self, tenant_owner: Persona, amount: int, constraint: str) -> None:
         txn = ledger_topup(tenant=tenant_owner.tenant, amount_micros=USD, actor="t", reason="r")
         with pytest.raises(IntegrityError, match=constraint), transaction.atomic():
-            _insert_entries(txn.pk, {"@funding": amount})
+            _insert_entries(txn.pk, {"@funding/00": amount})
 
     def test_balances_stay_on_the_granule(self, tenant_owner: Persona) -> None:
         with pytest.raises(IntegrityError, match="billing_balance_granule"), transaction.atomic():
-            _sql("UPDATE billing_account SET balance_micros = 150 WHERE id = '@revenue'")
+            _sql("UPDATE billing_account SET balance_micros = 150 WHERE id = '@revenue/00'")
 
     def test_manual_transactions_need_actor_and_reason(self, tenant_owner: Persona) -> None:
         with pytest.raises(IntegrityError, match="billing_manual_has_actor_and_reason"), transaction.atomic():

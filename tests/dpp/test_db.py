@@ -42,7 +42,7 @@ def test_hot_statements_are_prepared_once_used_enough_and_still_counted() -> Non
 def test_the_orm_never_prepares() -> None:
     before = _prepared_statements()
     for _ in range(PREPARED_AFTER + 2):
-        list(Account.objects.filter(pk="@revenue").values_list("balance_micros", flat=True))
+        list(Account.objects.filter(pk="@revenue/00").values_list("balance_micros", flat=True))
     assert _prepared_statements() == before
 
 

@@ -289,7 +289,7 @@ def assert_money_balanced(stack: Stack, tenant: TenantInfo, expected_charged_mic
     if stack.embedded:
         return
     revenue = LedgerEntry.objects.filter(
-        transaction__tenant_id=tenant.tenant_id, account_id=Account.platform_account_id(Account.Kind.REVENUE)
+        transaction__tenant_id=tenant.tenant_id, account__kind=Account.Kind.REVENUE
     ).aggregate(total=Sum("amount_micros"))["total"]
     assert (revenue or 0) == expected_charged_micros
     charged = Run.objects.filter(tenant_id=tenant.tenant_id).aggregate(total=Sum("charged_micros"))["total"] or 0

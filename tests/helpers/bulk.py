@@ -11,7 +11,6 @@ from django.utils import timezone
 from billing.models import Account, LedgerEntry, LedgerTransaction
 from dpp.money import minimum_fee
 from runs.models import Run
-from tests.helpers.money import FUNDING
 
 AVAILABLE, HELD = Account.Kind.AVAILABLE, Account.Kind.HELD
 
@@ -65,7 +64,8 @@ def _bulk_post(kind: str, tenant_id: str, legs: dict[str, int], count: int, run_
 
 def bulk_topups(tenant_id: str, count: int, amount_micros: int) -> None:
     """`count` balanced TOPUP transactions (funding → available) and the balances they move."""
-    legs = {FUNDING: -amount_micros, Account.tenant_account_id(tenant_id, AVAILABLE): amount_micros}
+    funding = Account.platform_account_for(Account.Kind.FUNDING, tenant_id)  # the shard ledger_topup would pick
+    legs = {funding: -amount_micros, Account.tenant_account_id(tenant_id, AVAILABLE): amount_micros}
     _bulk_post(LedgerTransaction.Kind.TOPUP, tenant_id, legs, count, None)
 
 

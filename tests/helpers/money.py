@@ -5,15 +5,13 @@ from __future__ import annotations
 import re
 import uuid
 
-from billing.models import Account, LedgerTransaction
+from billing.models import LedgerTransaction
 from billing.selectors import balances_get
 from dpp.money import MICROS_PER_USD
 from tests.helpers.personas import Persona
 
 USD = MICROS_PER_USD
 MONEY_RE = re.compile(r"-?\d+\.\d{4}")
-FUNDING = Account.platform_account_id(Account.Kind.FUNDING)
-REVENUE = Account.platform_account_id(Account.Kind.REVENUE)
 
 
 def balances(persona: Persona) -> tuple[int, int]:

@@ -13,10 +13,11 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
 
-from billing.models import LedgerTransaction
+from billing.models import Account, LedgerTransaction
 from billing.selectors import balances_get
 from billing.services import ledger_settle
 from reaper.models import AuditFlag
@@ -425,3 +426,16 @@ def test_reconcile_command_dry_run_and_single_run(tenant: Persona) -> None:
     with pytest.raises(Exception, match="no such run"):
         call_command("reconcile", "--run", str(uuid.uuid4()), stdout=io.StringIO())
     assert reconcile_once(run_id=uuid.uuid4()).expired_leases == 0
+
+
+def test_the_platform_balances_are_gauges_summing_their_shards(tenant: Persona, client) -> None:
+    def total(kind: str) -> int:
+        return sum(Account.objects.filter(kind=kind).values_list("balance_micros", flat=True))
+
+    revenue_before = total("REVENUE")
+    Account.objects.filter(pk="@revenue/03").update(balance_micros=F("balance_micros") + 30_000)
+    Account.objects.filter(pk="@revenue/15").update(balance_micros=F("balance_micros") + 12_000)
+    text = client.get("/metrics").content.decode()
+    assert f'dpp_platform_balance_micros{{kind="revenue"}} {revenue_before + 42_000:.1f}' in text
+    assert f'dpp_platform_balance_micros{{kind="funding"}} {total("FUNDING"):.1f}' in text
+    assert total("FUNDING") < 0  # the fixture's credit came from funding

@@ -19,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.models import LedgerTransaction
+from billing.models import Account, LedgerTransaction
 from dpp.admin_tools import EstimatedCountPaginator
 from runs.models import MoneyState, Run, RunStatus
 from tests.helpers.admin import csv_rows, staff_client
@@ -53,7 +53,7 @@ def test_run_page_shows_money_ledger_timeline_error_and_result(finance: Client, 
     for txn in (reserve, settle):
         assert reverse("admin:billing_ledgertransaction_change", args=[txn.pk]) in html
     assert f"{owner.tenant.pk}/held -0.5000" in html  # SETTLE's held leg
-    assert "@revenue 0.0100" in html
+    assert f"{Account.platform_account_for(Account.Kind.REVENUE, run.pk)} 0.0100" in html
     assert f"{owner.tenant.pk}/available 0.4900" in html
     assert "PACK_FAILED" in html
     assert "the pack said no" in html

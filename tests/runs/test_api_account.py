@@ -18,7 +18,7 @@ from runs import services
 from runs.models import Run
 from tests.helpers.api import accepted, accepted_at, body
 from tests.helpers.inputs import DIAGNOSTIC_FAIL
-from tests.helpers.money import MONEY_RE, REVENUE, USD, balances
+from tests.helpers.money import MONEY_RE, USD, balances
 from tests.helpers.personas import Persona, make_persona
 from tests.helpers.problems import assert_problem, field_errors
 from tests.helpers.states import execute, expire_queued, fail, lease, run_row
@@ -156,6 +156,7 @@ def _usage_from_the_ledger(persona: Persona) -> list[dict[str, Any]]:
     """The expected usage computed from ledger rows alone: RESERVE legs by UTC day, SETTLE revenue legs and
     outcomes (the SETTLE's reason starts with the run's final status) attributed to their RESERVE's day."""
     held = Account.tenant_account_id(persona.tenant.pk, Account.Kind.HELD)
+    revenue = Account.platform_prefix(Account.Kind.REVENUE)  # any of its shards
     day_of_run: dict[uuid.UUID, date] = {}
     days: dict[date, dict[str, Any]] = defaultdict(
         lambda: {"runs": 0, "completed": 0, "failed": 0, "canceled": 0, "expired": 0, "charged": 0, "reserved": 0}
@@ -172,7 +173,7 @@ def _usage_from_the_ledger(persona: Persona) -> list[dict[str, Any]]:
         assert txn.run_id is not None
         day = day_of_run[txn.run_id]
         days[day][txn.reason.split()[0].lower()] += 1
-        days[day]["charged"] += sum(e.amount_micros for e in txn.entries.all() if e.account_id == REVENUE)
+        days[day]["charged"] += sum(e.amount_micros for e in txn.entries.all() if e.account_id.startswith(revenue))
     return [
         {
             "date": day.isoformat(),

@@ -112,7 +112,7 @@ def test_cost_above_the_reservation_is_charged_exactly_the_reservation(unlimited
     revenue_leg = LedgerEntry.objects.get(
         transaction__run_id=receipt["run_id"],
         transaction__kind="SETTLE",
-        account_id=Account.platform_account_id(Account.Kind.REVENUE),
+        account__kind=Account.Kind.REVENUE,
     )
     assert revenue_leg.amount_micros == 10_000
     assert balances(unlimited) == (10 * USD - 10_000, 0)
