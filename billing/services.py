@@ -1,8 +1,10 @@
 """Every write of money. Each movement is a balanced transaction posted together with the conditional UPDATE
 of the balances it moves, inside the caller's database transaction.
 
-Lock order, to keep PostgreSQL free of deadlocks: a tenant's two account rows first (one UPDATE, rows in key
-order), platform rows last and as late as possible (`@revenue` is a hot row: hold its lock briefly).
+Lock order, to keep PostgreSQL free of deadlocks, the same in every transaction that moves money: the spend
+counters of the submitting key's chain first (KeySpend, root key first, then down to the submitting key), then a
+tenant's two account rows (one UPDATE, rows in key order), platform rows last and as late as possible (`@revenue`
+is a hot row: hold its lock briefly). The reserve and the settle of a run both go counters → accounts.
 `ledger_reserve` and `ledger_settle` run inside a run service's transaction (the run's state change and its
 money commit together); `ledger_topup`, `ledger_adjust` and `tenant_onboard` are top-level and durable.
 """
@@ -10,16 +12,18 @@ money commit together); `ledger_topup`, `ledger_adjust` and `tenant_onboard` are
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
 
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing.models import Account, LedgerEntry, LedgerTransaction, Plan, TenantPlan
+from billing.models import Account, KeySpend, LedgerEntry, LedgerTransaction, Plan, TenantPlan
 from dpp.db.hot import hot_cursor
 from dpp.http.errors import ApplicationError
+from dpp.key_limits import KeyNode, limited_nodes, resets_at, window_bounds
 from dpp.models import Tenant
 from dpp.money import GRANULE_MICROS, format_usd
 from dpp.services import tenant_create
@@ -255,6 +259,122 @@ def ledger_settle(
         raise _refused(LedgerInvariantError(f"held balance of {tenant_id} is below the reservation of run {run_id}"))
     _move_platform_balance(AccountKind.REVENUE, charge_micros)
     return txn
+
+
+# --- key spend counters (SPEC §8): never money, moved in the RESERVE's and the SETTLE's transactions ----------
+
+
+def key_spend_reserve(*, key_chain: Sequence[KeyNode], amount_micros: int, accepted_at: datetime) -> None:
+    """Count `amount_micros` in the current window of every key of the chain that has a spend limit, or raise
+    402 KEY_SPEND_LIMIT naming the nearest key whose limit refuses it (the submitting key first, then up the tree).
+
+    One statement: an INSERT … ON CONFLICT DO UPDATE whose update is conditional (spent + X ≤ limit), one row
+    per limited key, root first — the order its row locks are taken in (the module's lock order). PostgreSQL
+    judges an ON CONFLICT update on the newest committed version of the row, so a refusal is never a stale one.
+    Call it before ledger_reserve, in the same transaction (the counters are locked before the accounts)."""
+    _require_transaction()
+    _check_amount(amount_micros)
+    limited = limited_nodes(tuple(key_chain))
+    if not limited:
+        return
+    # A key whose limit is below the amount itself refuses without a counter row (none is inserted for it); the
+    # others are counted, and which of them refuse decides the key named, nearest first.
+    candidates = [node for node in limited if amount_micros <= (node.spend_limit_micros or 0)]
+    counted: set[int] = set()
+    if candidates:
+        sql, params = _key_spend_upsert(candidates, amount_micros, accepted_at)
+        with hot_cursor() as cursor:
+            cursor.execute(sql, params)
+            counted = {row[0] for row in cursor.fetchall()}
+    refused = [node for node in limited if node.id not in counted]
+    if refused:
+        raise _refused(_key_limit_error(refused[-1], amount_micros, accepted_at))
+
+
+def _timestamp(value: datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _key_spend_upsert(limited: Sequence[KeyNode], amount: int, at: datetime) -> tuple[str, list[Any]]:
+    values: list[str] = []
+    params: list[Any] = []
+    for node in limited:
+        start, end = window_bounds(node.spend_window, at)
+        values.append("(CAST(%s AS bigint), %s, %s, %s, CAST(%s AS bigint))")
+        params += [node.id, node.spend_window, _timestamp(start), _timestamp(end), amount]
+    limits = ["WHEN CAST(%s AS bigint) THEN CAST(%s AS bigint)"] * len(limited)
+    for node in limited:
+        params += [node.id, node.spend_limit_micros]
+    sql = (
+        "INSERT INTO billing_keyspend (api_key_id, window_kind, window_start, window_end, spent_micros)"  # noqa: S608
+        f" VALUES {', '.join(values)}"
+        " ON CONFLICT (api_key_id, window_kind, window_start) DO UPDATE"
+        " SET spent_micros = billing_keyspend.spent_micros + EXCLUDED.spent_micros"
+        " WHERE billing_keyspend.spent_micros + EXCLUDED.spent_micros"
+        f" <= CASE billing_keyspend.api_key_id {' '.join(limits)} END"
+        " RETURNING api_key_id"
+    )
+    return sql, params
+
+
+def _key_limit_error(node: KeyNode, amount_micros: int, at: datetime) -> ApplicationError:
+    """The 402 of SPEC §4.1, with the refusing key's spend as it is now (its counter row is locked by us)."""
+    start, _ = window_bounds(node.spend_window, at)
+    spent = (
+        KeySpend.objects.filter(api_key_id=node.id, window_kind=node.spend_window, window_start=start)
+        .values_list("spent_micros", flat=True)
+        .first()
+    ) or 0
+    limit = node.spend_limit_micros or 0
+    resets = resets_at(node.spend_window, at)
+    return ApplicationError(
+        "KEY_SPEND_LIMIT",
+        f"Key {node.prefix} may commit {format_usd(limit)} USD per {node.spend_window} window and has committed"
+        f" {format_usd(spent)} USD; this run needs {format_usd(amount_micros)} USD more.",
+        extra={
+            "limit_usd": format_usd(limit),
+            "spent_usd": format_usd(spent),
+            "required_usd": format_usd(amount_micros),
+            "window": node.spend_window,
+            "resets_at": resets.isoformat().replace("+00:00", "Z") if resets else None,
+            "key_prefix": node.prefix,
+        },
+    )
+
+
+class SubmittedRun(Protocol):
+    """What key_spend_release needs of a run (billing does not import runs)."""
+
+    api_key_id: int | None
+    created_at: datetime
+
+
+# The counters of the run's key and of each key above it (one LEFT JOIN per level, as authentication reads the
+# chain), for the windows containing the run's acceptance; locked root first, the lock order of key_spend_reserve.
+_KEY_SPEND_RELEASE_SQL = """
+UPDATE billing_keyspend SET spent_micros = spent_micros - CAST(%s AS bigint)
+ WHERE id IN (SELECT s.id FROM dpp_apikey k
+                LEFT JOIN dpp_apikey p1 ON p1.id = k.parent_id
+                LEFT JOIN dpp_apikey p2 ON p2.id = p1.parent_id
+                JOIN dpp_apikey a ON a.id IN (k.id, k.parent_id, p1.parent_id, p2.parent_id)
+                JOIN billing_keyspend s ON s.api_key_id = a.id AND s.window_kind = a.spend_window
+                 AND s.window_start <= %s AND s.window_end > %s
+               WHERE k.id = CAST(%s AS bigint)
+               ORDER BY a.depth{lock})
+"""
+
+
+def key_spend_release(*, run: SubmittedRun, released_micros: int) -> None:
+    """Give back what a settle released (reserved − charged) to the windows the run was accepted in, for its key
+    and every key above it that counts it. Call it before ledger_settle, in the same transaction."""
+    _require_transaction()
+    _check_amount(released_micros, allow_zero=True)
+    if not released_micros or run.api_key_id is None:
+        return
+    lock = " FOR UPDATE OF s" if connection.features.has_select_for_update_of else ""
+    accepted = _timestamp(run.created_at)
+    with hot_cursor() as cursor:
+        cursor.execute(_KEY_SPEND_RELEASE_SQL.format(lock=lock), [released_micros, accepted, accepted, run.api_key_id])
 
 
 def _require_actor_and_reason(actor: str, reason: str) -> None:

@@ -19,6 +19,7 @@ from dpp.http.errors import ApplicationError
 from dpp.http.openapi import problems
 from dpp.http.pagination import PAGE_PARAMETERS, decode_cursor, encode_cursor, parse_limit
 from dpp.http.parsers import declared_length
+from dpp.models import ApiKey
 from dpp.money import format_usd
 from dpp.observability import adopt_run, current_trace_id
 from packs.registry import all_packs
@@ -71,9 +72,14 @@ def _pack_types() -> list[str]:
     return [pack.pack_type for pack in all_packs()]
 
 
+def caller_key(request: Request) -> ApiKey | None:
+    """The API key of the request (dpp.http.auth), with its chain: what it may see, spend and run."""
+    return request.auth if isinstance(request.auth, ApiKey) else None
+
+
 class RunOwnerMixin:
-    def owned_run(self, tenant: Any, raw_id: str) -> Run:
-        run = selectors.run_get(tenant=tenant, run_id=_run_id(raw_id))
+    def owned_run(self, tenant: Any, raw_id: str, api_key: ApiKey | None) -> Run:
+        run = selectors.run_get(tenant=tenant, run_id=_run_id(raw_id), api_key=api_key)
         if run is None:
             raise ApplicationError("NOT_FOUND")
         adopt_run(trace_id=run.trace_id, run_id=str(run.pk))
@@ -119,7 +125,12 @@ class RunsApi(TenantApiView):
         body_hash = request_hash(body)
         try:
             submission = submission_parse(
-                body=body, idempotency_key=key, request_hash=body_hash, plan=plan, default_trace_id=current_trace_id()
+                body=body,
+                idempotency_key=key,
+                request_hash=body_hash,
+                plan=plan,
+                default_trace_id=current_trace_id(),
+                key_chain=services.key_chain(caller_key(request)),
             )
         except ApplicationError:
             # The key decides before validation does: a replay (or another payload under the key) is answered as
@@ -129,7 +140,7 @@ class RunsApi(TenantApiView):
                 raise
             accepted = services.replay_or_conflict(run=existing, request_hash=body_hash)
         else:
-            accepted = services.run_accept(tenant=tenant, plan=plan, submission=submission)
+            accepted = services.run_accept(tenant=tenant, plan=plan, submission=submission, api_key=caller_key(request))
         run = accepted.run
         adopt_run(trace_id=run.trace_id, run_id=str(run.pk))
         headers = {**presenters.cost_headers(run), "Location": presenters.receipt(run)["poll"]["href"]}
@@ -167,7 +178,8 @@ class RunsApi(TenantApiView):
         limit = parse_limit(request.query_params.get("limit"))
         filters = _filters(request)
         after = _position(decode_cursor(request.query_params.get("cursor")))
-        runs = list(selectors.run_list(tenant=tenant, filters=filters, after=after)[: limit + 1])
+        visible = selectors.run_list(tenant=tenant, filters=filters, after=after, api_key=caller_key(request))
+        runs = list(visible[: limit + 1])
         next_cursor = None
         if len(runs) > limit:
             last = runs[limit - 1]
@@ -256,7 +268,7 @@ class RunDetailApi(RunOwnerMixin, TenantApiView):
     )
     def get(self, request: Request, run_id: str) -> Response:
         tenant = self.tenant(request)
-        run = self.owned_run(tenant, run_id)
+        run = self.owned_run(tenant, run_id, caller_key(request))
         body = presenters.run_body(run, available_micros=run.available_micros, request=request)  # type: ignore[attr-defined]
         return _with_headers(Response(body), presenters.cost_headers(run))
 
@@ -278,8 +290,9 @@ class RunCancelApi(RunOwnerMixin, TenantApiView):
     )
     def post(self, request: Request, run_id: str) -> Response:
         tenant = self.tenant(request)
-        run = self.owned_run(tenant, run_id)  # first: a refusal (409 RUN_TERMINAL) carries the run's trace id too
-        outcome = services.run_cancel(tenant=tenant, run_id=run.pk)
+        api_key = caller_key(request)
+        run = self.owned_run(tenant, run_id, api_key)  # first: a refusal (409 RUN_TERMINAL) carries the trace id too
+        outcome = services.run_cancel(tenant=tenant, run_id=run.pk, api_key=api_key)
         available = balances_get(tenant_id=tenant.pk).available_micros
         body = presenters.run_body(outcome.run, available_micros=available, request=request)
         status = 202 if outcome.pending else 200
@@ -305,7 +318,7 @@ class RunResultApi(RunOwnerMixin, TenantApiView):
         tags=["runs"],
     )
     def get(self, request: Request, run_id: str) -> HttpResponse:
-        run = self.owned_run(self.tenant(request), run_id)
+        run = self.owned_run(self.tenant(request), run_id, caller_key(request))
         if run.status != RunStatus.COMPLETED or not run.result_key:
             detail = "The run has not completed yet." if not run.is_terminal else f"The run ended {run.status}."
             raise ApplicationError("RESULT_NOT_READY", detail + " Only a COMPLETED run has a result.")

@@ -1,4 +1,9 @@
-"""Reads of runs: one tenant's run, its list (keyset pagination), its usage per day."""
+"""Reads of runs: one tenant's run, its list (keyset pagination), its usage per day.
+
+Which runs an API key sees (SPEC §8): a key without a parent, all of its tenant's; a key with one, only the runs
+submitted by itself or by keys below it — `visible_runs`, the one filter every read and cancel of a run goes
+through (another's run is a 404, like another tenant's). Money reads (usage, account, ledger) stay tenant-wide.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from billing.models import Account
 from dpp.dates import utc_days
 from dpp.db.hot import RowReader, hot_cursor
-from dpp.models import Tenant
+from dpp.models import ApiKey, Tenant
 from runs.models import Run, RunStatus
 
 
@@ -25,32 +30,29 @@ def _with_available(qs: QuerySet[Run], tenant: Tenant) -> QuerySet[Run]:
 
 
 # The columns a run's answer shows (not its inputs, up to 256 KiB of JSON); the others load on access.
-_SHOWN = RowReader(
-    Run,
-    (
-        "id",
-        "tenant",
-        "pack_type",
-        "profile_version",
-        "status",
-        "money_state",
-        "reserved_micros",
-        "minimum_fee_micros",
-        "charged_micros",
-        "reason_code",
-        "error_detail",
-        "result_key",
-        "result_sha256",
-        "result_bytes",
-        "trace_id",
-        "timebox_sec",
-        "created_at",
-        "updated_at",
-        "completed_at",
-        "cancel_requested_at",
-    ),
-    extras=("available_micros",),
+_SHOWN_FIELDS = (
+    "id",
+    "tenant",
+    "pack_type",
+    "profile_version",
+    "status",
+    "money_state",
+    "reserved_micros",
+    "minimum_fee_micros",
+    "charged_micros",
+    "reason_code",
+    "error_detail",
+    "result_key",
+    "result_sha256",
+    "result_bytes",
+    "trace_id",
+    "timebox_sec",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "cancel_requested_at",
 )
+_SHOWN = RowReader(Run, _SHOWN_FIELDS, extras=("available_micros",))
 _RUN_GET_SQL = (
     f"SELECT {_SHOWN.columns('r')},"  # noqa: S608 - a constant list of column names
     " (SELECT a.balance_micros FROM billing_account a WHERE a.id = %s)"
@@ -58,8 +60,21 @@ _RUN_GET_SQL = (
 )
 
 
-def run_get(*, tenant: Tenant, run_id: uuid.UUID) -> Run | None:
-    """The tenant's run with `available_micros`, or None — also when it is someone else's (indistinguishable)."""
+def visible_runs(*, tenant: Tenant, api_key: ApiKey | None) -> QuerySet[Run]:
+    """The runs `api_key` may read and cancel (None: an internal caller, the whole tenant)."""
+    runs = Run.objects.filter(tenant=tenant)
+    if api_key is not None and api_key.parent_id is not None:
+        subtree = ApiKey.objects.filter(tenant=tenant, path__startswith=api_key.path).values("pk")
+        runs = runs.filter(api_key__in=subtree)
+    return runs
+
+
+def run_get(*, tenant: Tenant, run_id: uuid.UUID, api_key: ApiKey | None = None) -> Run | None:
+    """The run with `available_micros` if `api_key` may see it, else None — also when it is someone else's
+    (indistinguishable)."""
+    if api_key is not None and api_key.parent_id is not None:
+        runs = _with_available(visible_runs(tenant=tenant, api_key=api_key).filter(pk=run_id), tenant)
+        return runs.only(*_SHOWN_FIELDS).first()
     # Every poll runs this: a prepared statement read into a Run without the ORM's compiling.
     available_id = Account.tenant_account_id(tenant.pk, Account.Kind.AVAILABLE)
     with hot_cursor() as cursor:
@@ -75,10 +90,16 @@ class RunFilters:
     created_before: datetime | None = None
 
 
-def run_list(*, tenant: Tenant, filters: RunFilters, after: tuple[datetime, uuid.UUID] | None = None) -> QuerySet[Run]:
-    """The tenant's runs newest first, with `available_micros`; `after` is the (created_at, id) of the last row
-    already seen."""
-    qs = Run.objects.filter(tenant=tenant)
+def run_list(
+    *,
+    tenant: Tenant,
+    filters: RunFilters,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    api_key: ApiKey | None = None,
+) -> QuerySet[Run]:
+    """The runs `api_key` sees newest first, with `available_micros`; `after` is the (created_at, id) of the last
+    row already seen."""
+    qs = visible_runs(tenant=tenant, api_key=api_key)
     if filters.statuses:
         qs = qs.filter(status__in=filters.statuses)
     if filters.pack_type:

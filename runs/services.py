@@ -3,7 +3,8 @@
 A transition is one `UPDATE … WHERE id = ? AND version = ? AND <expected state>`; if no row changed, another
 process won the race and this one does nothing else — in particular it posts no money. A transition that ends
 a run posts the run's SETTLE in the same database transaction (`_finish`), so "terminal ⇔ settled" holds after
-every commit. Lock order: the run's row first, then the tenant's accounts (billing.services).
+every commit. Lock order: the run's row first, then the key spend counters, then the tenant's accounts
+(billing.services).
 """
 
 from __future__ import annotations
@@ -20,14 +21,23 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.models import Plan
-from billing.services import ReservationRacedError, ledger_reserve, ledger_settle
+from billing.services import (
+    ReservationRacedError,
+    key_spend_release,
+    key_spend_reserve,
+    ledger_reserve,
+    ledger_settle,
+)
 from dpp.db.hot import insert_new
 from dpp.http.errors import ApplicationError
-from dpp.models import Tenant
+from dpp.key_limits import KeyNode
+from dpp.models import ApiKey, Tenant
 from dpp.money import minimum_fee
+from dpp.services import api_key_chain
 from runs.dispatch import publish_run
 from runs.models import FinalizeStage, MoneyState, Run, RunStatus
 from runs.results import Envelope
+from runs.selectors import visible_runs
 from runs.submission import Submission
 
 logger = logging.getLogger("dpp.runs")
@@ -59,7 +69,15 @@ def replay_or_conflict(*, run: Run, request_hash: str) -> Accepted:
     return Accepted(run=run, replayed=True)
 
 
-def run_accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Accepted:
+def key_chain(api_key: ApiKey | None) -> tuple[KeyNode, ...]:
+    """The submitting key's chain, root first: as authentication read it, or from the database."""
+    if api_key is None:
+        return ()
+    chain: tuple[KeyNode, ...] | None = getattr(api_key, "chain", None)
+    return chain if chain is not None else api_key_chain(api_key=api_key)
+
+
+def run_accept(*, tenant: Tenant, plan: Plan, submission: Submission, api_key: ApiKey | None = None) -> Accepted:
     """Insert the run and hold its money in one transaction, then publish its task after commit.
 
     Concurrent identical submits: the unique (tenant, key) index makes every loser fail its INSERT once the
@@ -68,7 +86,7 @@ def run_accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Accepte
     """
     for _ in range(ACCEPT_ATTEMPTS):
         try:
-            run = _accept(tenant=tenant, plan=plan, submission=submission)
+            run = _accept(tenant=tenant, plan=plan, submission=submission, api_key=api_key)
         except ReservationRacedError:
             logger.warning("accept for tenant %s: the balances moved during the reservation; trying again", tenant.pk)
             continue  # rolled back: the next attempt reads the balances as they are now
@@ -84,13 +102,14 @@ def run_accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Accepte
 
 
 @transaction.atomic(durable=True)
-def _accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Run:
+def _accept(*, tenant: Tenant, plan: Plan, submission: Submission, api_key: ApiKey | None = None) -> Run:
     now = timezone.now()
     # The INSERT comes first: a concurrent request with the same key waits on the unique index here and
     # fails once we commit, before it could touch money (so it replays instead of answering 402).
     run = Run(
         id=uuid.uuid4(),
         tenant=tenant,
+        api_key_id=api_key.pk if api_key is not None else None,
         pack_type=submission.pack_type,
         profile_version=submission.profile_version,
         idempotency_key=submission.idempotency_key,
@@ -104,6 +123,8 @@ def _accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Run:
         updated_at=now,
     )
     insert_new(run)  # Run.objects.create, at a third of its CPU and prepared (dpp.db.hot)
+    # The key spend counters before the accounts (billing.services' lock order); a refusal rolls back the run.
+    key_spend_reserve(key_chain=key_chain(api_key), amount_micros=run.reserved_micros, accepted_at=now)
     # Holds the tenant's account rows locked until commit, and counts the open reservation on the held row under
     # that lock: the plan's concurrency limit is exact however many accepts race.
     ledger_reserve(
@@ -148,6 +169,7 @@ def _finish(
         logger.info("run %s: lost the race to finish it as %s; nothing done", run.pk, status)
         return False
     outcome = f"{status} {reason_code}".strip()
+    key_spend_release(run=run, released_micros=run.reserved_micros - charge)  # counters before accounts
     ledger_settle(
         tenant_id=run.tenant_id,
         run_id=run.pk,
@@ -166,10 +188,11 @@ class CancelOutcome:
     pending: bool  # True: the run is PROCESSING; the worker stops at its next heartbeat
 
 
-def run_cancel(*, tenant: Tenant, run_id: uuid.UUID) -> CancelOutcome:
-    """QUEUED → CANCELED with a full release; PROCESSING → cancel requested; terminal → 409 RUN_TERMINAL."""
+def run_cancel(*, tenant: Tenant, run_id: uuid.UUID, api_key: ApiKey | None = None) -> CancelOutcome:
+    """QUEUED → CANCELED with a full release; PROCESSING → cancel requested; terminal → 409 RUN_TERMINAL. A run
+    that `api_key` may not see (runs.selectors.visible_runs) is a 404."""
     for _ in range(3):  # a lost CAS means the run moved on (e.g. leased): look again
-        run = Run.objects.filter(tenant=tenant, pk=run_id).first()
+        run = visible_runs(tenant=tenant, api_key=api_key).filter(pk=run_id).first()
         if run is None:
             raise ApplicationError("NOT_FOUND")
         if run.is_terminal:
