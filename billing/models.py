@@ -61,6 +61,10 @@ class Plan(models.Model):
     def allows(self, pack_type: str) -> bool:
         return pack_type in self.pack_max_cost_micros
 
+    def packs_outside(self, packs: tuple[str, ...] | None) -> list[str]:
+        """Those of `packs` the plan does not include (a key's allowed packs are a subset of its plan's)."""
+        return sorted(pack for pack in packs or () if not self.allows(pack))
+
     def max_cost_micros(self, pack_type: str) -> int:
         return int(self.pack_max_cost_micros[pack_type])
 

@@ -62,6 +62,9 @@ class Run(models.Model):
     api_key = models.ForeignKey(
         ApiKey, on_delete=models.PROTECT, null=True, blank=True, related_name="runs", db_index=False
     )
+    # Whether a spend counter counts it (a key of its chain had a spend limit): only then does its settle give back
+    # to the counters, so the runs of keys without limits pay nothing for them.
+    key_spend_counted = models.BooleanField(default=False)
     pack_type = models.CharField(max_length=32)
     profile_version = models.CharField(max_length=32)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)

@@ -122,9 +122,11 @@ def _accept(*, tenant: Tenant, plan: Plan, submission: Submission, api_key: ApiK
         created_at=now,
         updated_at=now,
     )
+    chain = key_chain(api_key)
+    run.key_spend_counted = any(node.has_spend_limit for node in chain)
     insert_new(run)  # Run.objects.create, at a third of its CPU and prepared (dpp.db.hot)
     # The key spend counters before the accounts (billing.services' lock order); a refusal rolls back the run.
-    key_spend_reserve(key_chain=key_chain(api_key), amount_micros=run.reserved_micros, accepted_at=now)
+    key_spend_reserve(key_chain=chain, amount_micros=run.reserved_micros, accepted_at=now)
     # Holds the tenant's account rows locked until commit, and counts the open reservation on the held row under
     # that lock: the plan's concurrency limit is exact however many accepts race.
     ledger_reserve(
@@ -169,7 +171,8 @@ def _finish(
         logger.info("run %s: lost the race to finish it as %s; nothing done", run.pk, status)
         return False
     outcome = f"{status} {reason_code}".strip()
-    key_spend_release(run=run, released_micros=run.reserved_micros - charge)  # counters before accounts
+    if run.key_spend_counted:  # the counters before the accounts (billing.services' lock order)
+        key_spend_release(run=run, released_micros=run.reserved_micros - charge)
     ledger_settle(
         tenant_id=run.tenant_id,
         run_id=run.pk,

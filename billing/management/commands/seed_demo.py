@@ -28,7 +28,7 @@ class Command(DppCommand):
                 tenant_id=options["tenant"], name="Demo tenant", plan_code="starter", actor="cli:seed_demo"
             )
             ledger_topup(tenant=tenant, amount_micros=DEMO_CREDIT_MICROS, actor="cli:seed_demo", reason="demo credit")
-        issued = api_key_issue(tenant=tenant, label="seed_demo")
+        issued = api_key_issue(tenant=tenant, label="seed_demo", can_manage_keys=True)
         available = format_usd(balances_get(tenant_id=tenant.pk).available_micros)
         plan = plan_get(tenant_id=tenant.pk).code
         base = options["base_url"]
