@@ -113,6 +113,8 @@ class TestKeys:
         child = _json("issue_api_key", owner.tenant.pk, *args)
         assert child["parent_prefix"] == parent["key_prefix"]
         row = ApiKey.objects.get(prefix=child["key_prefix"])
+        assert row.parent is not None
+        assert row.expires_at is not None
         assert (row.parent.prefix, row.depth, row.can_manage_keys) == (parent["key_prefix"], 1, False)
         assert (row.spend_limit_micros, row.spend_window, row.max_cost_per_run_micros) == (1_500_000, "day", 250_000)
         assert (row.allowed_packs, row.expires_at.isoformat()) == (["decision"], "2099-01-01T00:00:00+00:00")
