@@ -45,6 +45,13 @@ class ReservationRacedError(RuntimeError):
     """
 
 
+class SubmittedRun(Protocol):
+    """What key_spend_release needs of a run (billing does not import runs)."""
+
+    api_key_id: int | None
+    created_at: datetime
+
+
 def _require_transaction() -> None:
     if not connection.in_atomic_block:
         raise RuntimeError("money must move inside the database transaction of its state change")
@@ -181,11 +188,19 @@ def _available_micros(tenant_id: str) -> int:
 
 
 def ledger_reserve(
-    *, tenant_id: str, run_id: uuid.UUID, amount_micros: int, trace_id: str, max_open: int | None = None
+    *,
+    tenant_id: str,
+    run_id: uuid.UUID,
+    amount_micros: int,
+    trace_id: str,
+    max_open: int | None = None,
+    key_chain: Sequence[KeyNode] = (),
+    accepted_at: datetime | None = None,
 ) -> LedgerTransaction:
     """available → held, or 402 INSUFFICIENT_FUNDS, or (with `max_open`) 429 CONCURRENCY_LIMITED when the tenant
     already has that many open reservations, or ReservationRacedError when neither holds any more (the caller
-    rolls back and tries again). Locks the tenant's accounts until the caller commits."""
+    rolls back and tries again). Locks the tenant's accounts until the caller commits. With the submitting key's
+    `key_chain`, counts the reservation against its spend limits first (key_spend_reserve: 402 KEY_SPEND_LIMIT)."""
     _require_transaction()
     _check_amount(amount_micros)
     # The entries first, the balances last: the UPDATE takes the tenant's row locks, held until the commit that
@@ -200,6 +215,9 @@ def ledger_reserve(
             Account.tenant_account_id(tenant_id, AccountKind.HELD): amount_micros,
         },
     )
+    # The key counters just before the accounts (the lock order), and both as late as possible: every submit of
+    # the tenant waits for these row locks, held until commit.
+    key_spend_reserve(key_chain=key_chain, amount_micros=amount_micros, accepted_at=accepted_at or timezone.now())
     deltas: dict[str, int] = {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}
     if not _move_tenant_balances(tenant_id, deltas, open_delta=1, max_open=max_open):
         raise _refused(_reserve_refusal(tenant_id, amount_micros, max_open))
@@ -233,8 +251,10 @@ def ledger_settle(
     charge_micros: int,
     trace_id: str,
     reason: str = "",
+    counted_run: SubmittedRun | None = None,
 ) -> LedgerTransaction:
-    """held → revenue (the charge) and held → available (the rest). At most once per run (unique constraint)."""
+    """held → revenue (the charge) and held → available (the rest). At most once per run (unique constraint).
+    `counted_run`: the run, when key spend counters count it: they get back what is released (key_spend_release)."""
     _require_transaction()
     _check_amount(reserved_micros)
     _check_amount(charge_micros, allow_zero=True)
@@ -254,6 +274,8 @@ def ledger_settle(
         },
     )
     # As in ledger_reserve: the balances last, so that their row locks are held as briefly as possible.
+    if counted_run is not None:  # the counters before the accounts (the lock order)
+        key_spend_release(run=counted_run, released_micros=released)
     deltas: dict[str, int] = {AccountKind.AVAILABLE: released, AccountKind.HELD: -reserved_micros}
     if not _move_tenant_balances(tenant_id, deltas, open_delta=-1):
         raise _refused(LedgerInvariantError(f"held balance of {tenant_id} is below the reservation of run {run_id}"))
@@ -340,13 +362,6 @@ def _key_limit_error(node: KeyNode, amount_micros: int, at: datetime) -> Applica
             "key_prefix": node.prefix,
         },
     )
-
-
-class SubmittedRun(Protocol):
-    """What key_spend_release needs of a run (billing does not import runs)."""
-
-    api_key_id: int | None
-    created_at: datetime
 
 
 # The counters of the run's key and of each key above it (one LEFT JOIN per level, as authentication reads the

@@ -21,13 +21,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.models import Plan
-from billing.services import (
-    ReservationRacedError,
-    key_spend_release,
-    key_spend_reserve,
-    ledger_reserve,
-    ledger_settle,
-)
+from billing.services import ReservationRacedError, ledger_reserve, ledger_settle
 from dpp.db.hot import insert_new
 from dpp.http.errors import ApplicationError
 from dpp.key_limits import KeyNode
@@ -125,8 +119,6 @@ def _accept(*, tenant: Tenant, plan: Plan, submission: Submission, api_key: ApiK
     chain = key_chain(api_key)
     run.key_spend_counted = any(node.has_spend_limit for node in chain)
     insert_new(run)  # Run.objects.create, at a third of its CPU and prepared (dpp.db.hot)
-    # The key spend counters before the accounts (billing.services' lock order); a refusal rolls back the run.
-    key_spend_reserve(key_chain=chain, amount_micros=run.reserved_micros, accepted_at=now)
     # Holds the tenant's account rows locked until commit, and counts the open reservation on the held row under
     # that lock: the plan's concurrency limit is exact however many accepts race.
     ledger_reserve(
@@ -135,6 +127,8 @@ def _accept(*, tenant: Tenant, plan: Plan, submission: Submission, api_key: ApiK
         amount_micros=run.reserved_micros,
         trace_id=run.trace_id,
         max_open=plan.max_concurrent_runs,
+        key_chain=chain,  # the key spend counters (SPEC §8), counted in the same transaction; a refusal rolls back
+        accepted_at=now,
     )
     transaction.on_commit(lambda: publish_run(run), robust=True)
     return run
@@ -171,8 +165,6 @@ def _finish(
         logger.info("run %s: lost the race to finish it as %s; nothing done", run.pk, status)
         return False
     outcome = f"{status} {reason_code}".strip()
-    if run.key_spend_counted:  # the counters before the accounts (billing.services' lock order)
-        key_spend_release(run=run, released_micros=run.reserved_micros - charge)
     ledger_settle(
         tenant_id=run.tenant_id,
         run_id=run.pk,
@@ -180,6 +172,7 @@ def _finish(
         charge_micros=charge,
         trace_id=run.trace_id,
         reason=outcome,
+        counted_run=run if run.key_spend_counted else None,  # its key spend counters get back what is released
     )
     logger.info("run %s finished %s, charged %s micros", run.pk, outcome, charge)
     return True
