@@ -40,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -161,7 +162,8 @@ def _quiesce() -> None:
 
     _drain_queue()
     with connection.cursor() as cursor:
-        cursor.execute("VACUUM (ANALYZE) runs_run, billing_account, billing_ledgertransaction, billing_ledgerentry")
+        tables = "runs_run, billing_account, billing_keyspend, billing_ledgertransaction, billing_ledgerentry"
+        cursor.execute(f"VACUUM (ANALYZE) {tables}")
     connection.close()
 
 
@@ -413,8 +415,7 @@ def _key_variant(agents: list[Agent], base_url: str, seconds: float, meter: CpuM
             ok[name].append(summary["ok_rps"])
             cpu[name].append(summary["cpu_ms_per_request"]["gunicorn"] + summary["cpu_ms_per_request"]["postgres"])
             _quiesce()
-    ratios = sorted(k / p for k, p in zip(ok["keyed"], ok["plain"], strict=True) if p)
-    ratio = ratios[len(ratios) // 2] if ratios else 0.0
+    ratio = statistics.median(k / p for k, p in zip(ok["keyed"], ok["plain"], strict=True) if p)
     cpu_plain, cpu_keyed = (sum(cpu[name]) / rounds for name in ("plain", "keyed"))
     print(
         f"c=32 through limited keys / plain, median of {rounds} rounds: {ratio:.3f} (target ≥ 0.85); server CPU"

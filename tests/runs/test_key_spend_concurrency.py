@@ -93,3 +93,50 @@ def test_siblings_sharing_their_parents_limit_accept_exactly_10_between_them() -
     assert _spent(right) == 0  # no limit: no counter
     report = full_audit()
     assert report.ok, report.violations
+
+
+def test_settles_and_submits_of_one_tree_at_once_neither_deadlock_nor_miscount() -> None:
+    """Cancels (settles: counters → accounts) racing submits (counters → accounts) under one limited parent: the
+    one lock order means no deadlock (a deadlock would be a 500 here), and every counter agrees with its runs."""
+    persona = make_persona(plan="unlimited", credit_micros=100 * USD)
+    parent = child_key(root_key(persona), can_manage_keys=True, spend_limit_micros=40 * MAX_COST, spend_window="day")
+    left = child_key(parent, spend_limit_micros=20 * MAX_COST, spend_window="day")
+    right = child_key(parent)
+    queued = [status for status, _ in _race([left.secret] * 20)]
+    assert queued == [202] * 20
+    run_ids = [str(pk) for pk in Run.objects.filter(api_key__prefix=left.prefix).values_list("pk", flat=True)]
+    barrier = threading.Barrier(len(run_ids) * 2)
+    payload = json.dumps(body(max_cost_usd="0.0500"))
+
+    def cancel(run_id: str) -> int:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {left.secret}")
+        try:
+            barrier.wait(timeout=30)
+            return client.post(f"/v1/runs/{run_id}/cancel").status_code
+        finally:
+            close_thread_connection()
+
+    def submit_right(_: str) -> int:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {right.secret}")
+        try:
+            barrier.wait(timeout=30)
+            return client.post(
+                "/v1/runs", data=payload, content_type="application/json", HTTP_IDEMPOTENCY_KEY=new_key()
+            ).status_code
+        finally:
+            close_thread_connection()
+
+    with ThreadPoolExecutor(max_workers=len(run_ids) * 2) as pool:
+        cancels = pool.map(cancel, run_ids)
+        submits = pool.map(submit_right, run_ids)
+        assert list(cancels) == [200] * 20
+        statuses = Counter(submits)
+    # The parent had room for 20 more at first, and gets back what the cancels release while they race.
+    assert statuses[202] >= 20
+    assert set(statuses) <= {202, 402}
+    assert _spent(left) == 0
+    assert _spent(parent) == statuses[202] * MAX_COST
+    report = full_audit()
+    assert report.ok, report.violations
