@@ -225,8 +225,8 @@ def test_a_pack_the_key_does_not_allow_is_403(root: Key) -> None:
 def test_the_spend_limit_refusal_names_the_submitting_key_first(root: Key) -> None:
     parent = child_key(root, can_manage_keys=True, spend_limit_micros=1 * USD, spend_window="total")
     key = child_key(parent, spend_limit_micros=100_000, spend_window="day")
-    assert _submit(key, "0.0600").status_code == 202
-    with freeze_time("2026-12-06 15:00:00"):
+    with freeze_time("2026-12-06 15:00:00"):  # both in one UTC day
+        assert _submit(key, "0.0600").status_code == 202
         problem = assert_problem(_submit(key, "0.0500"), 402, "KEY_SPEND_LIMIT")
     assert {name: problem[name] for name in ("limit_usd", "spent_usd", "required_usd", "window", "key_prefix")} == {
         "limit_usd": "0.1000",
