@@ -31,7 +31,7 @@ def _stock_hot() -> str:
 
     raw_sql = sql.RUN_GET_SQL.replace(" FROM runs_run r", " AS available_micros FROM runs_run r")
 
-    def run_get(*, tenant: Any, run_id: Any) -> Any:
+    def run_get(*, tenant: Any, run_id: Any, api_key: Any = None) -> Any:
         available_id = Account.tenant_account_id(tenant.pk, Account.Kind.AVAILABLE)
         return next(iter(Run.objects.raw(raw_sql, [available_id, tenant.pk, run_id])), None)
 

@@ -1,6 +1,6 @@
 """Benchmark: POST /v1/runs and GET /v1/runs/{id} against a real gunicorn on PostgreSQL, beside pgbench.
 
-    .venv/bin/python bench/submit.py [--seconds 10] [--workers 4] [--threads 8] [--tenants 1] [--keep]
+    .venv/bin/python bench/submit.py [--seconds 10] [--workers 4] [--threads 8] [--tenants 1] [--keep] [--key-variant]
     .venv/bin/python bench/submit.py --ab OVERRIDE [--rounds 2] [--seconds 5]
 
 With `--ab`, the levels below are replaced by an A/B of one library override (docs/decisions.md, "Library
@@ -31,6 +31,9 @@ What it does:
    that moves little when other processes load the machine, from which the capacity of an idle machine can be
    estimated (`cpu_bound_rps`: cores × 1000 / server CPU ms per request);
 6. drops both databases and its temporary directory (unless --keep: then gunicorn's log stays there).
+With --key-variant, after the reads: c=32 again, alternating plain submits and submits through an agent key with a
+spend limit (day) below a parent with one (month) — every submit moves two spend counters (SPEC §8) —
+`--key-rounds` pairs, and the median ratio of their ok/s (target ≥ 0.85).
 
 Client and server share the machine: on 2 cores the Python client threads take a good part of one core.
 """
@@ -43,6 +46,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -111,6 +115,7 @@ def _setup_django(url: str, redis_url: str, var_dir: str) -> None:
 class Agent:
     tenant_id: str
     api_key: str
+    limited_key: str = ""  # a key two levels down, each level with a spend limit (SPEC §8): --key-variant
 
 
 def _prepare(tenants: int) -> list[Agent]:
@@ -119,7 +124,7 @@ def _prepare(tenants: int) -> list[Agent]:
 
     from billing.models import Plan
     from billing.services import ledger_topup, tenant_onboard
-    from dpp.services import api_key_issue
+    from dpp.services import KeyLimits, api_key_issue
 
     call_command("migrate", verbosity=0)
     Plan.objects.filter(code="unlimited").update(max_concurrent_runs=1_000_000_000)
@@ -127,7 +132,13 @@ def _prepare(tenants: int) -> list[Agent]:
     for number in range(tenants):
         tenant = tenant_onboard(tenant_id=f"bench-{number:04d}", plan_code="unlimited", actor="bench")
         ledger_topup(tenant=tenant, amount_micros=CREDIT_MICROS, actor="bench", reason="bench credit")
-        agents.append(Agent(tenant.pk, api_key_issue(tenant=tenant, label="bench").secret))
+        root = api_key_issue(tenant=tenant, label="bench", can_manage_keys=True)
+        # Limits far above what a run of the bench spends: every submit counts in two windows and is never refused.
+        month = KeyLimits(spend_limit_micros=CREDIT_MICROS, spend_window="month")
+        parent = api_key_issue(tenant=tenant, parent=root.api_key, limits=month, can_manage_keys=True)
+        day = KeyLimits(spend_limit_micros=CREDIT_MICROS // 2, spend_window="day")
+        limited = api_key_issue(tenant=tenant, parent=parent.api_key, limits=day)
+        agents.append(Agent(tenant.pk, root.secret, limited.secret))
     return agents
 
 
@@ -157,7 +168,8 @@ def _quiesce() -> None:
 
     _drain_queue()
     with connection.cursor() as cursor:
-        cursor.execute("VACUUM (ANALYZE) runs_run, billing_account, billing_ledgertransaction, billing_ledgerentry")
+        tables = "runs_run, billing_account, billing_keyspend, billing_ledgertransaction, billing_ledgerentry"
+        cursor.execute(f"VACUUM (ANALYZE) {tables}")
     connection.close()
 
 
@@ -325,13 +337,13 @@ def _run_level(level: Level, base_url: str, seconds: float, make_request: Any, m
         level.cpu = meter.stop()
 
 
-def _submit_requests(agents: list[Agent], tag: str) -> Any:
+def _submit_requests(agents: list[Agent], tag: str, *, limited: bool = False) -> Any:
     salt = uuid.uuid4().hex[:8]
 
     def make(number: int, i: int) -> tuple[str, str, bytes, dict[str, str]]:
         agent = agents[number % len(agents)]
         headers = {
-            "Authorization": f"Bearer {agent.api_key}",
+            "Authorization": f"Bearer {agent.limited_key if limited else agent.api_key}",
             "Content-Type": "application/json",
             "Idempotency-Key": f"{tag}-{salt}-{number}-{i}",
         }
@@ -426,8 +438,6 @@ def _ab_side(args: Any, admin_url: str, env: dict[str, str], agents: list[Agent]
 
 def _ab(args: Any, admin_url: str, env: dict[str, str], agents: list[Agent]) -> int:
     """Override and stock alternately, `--rounds` times; per figure the median of each side and stock / override."""
-    import statistics
-
     sides: dict[str, list[dict[str, Any]]] = {"override": [], "stock": []}
     for number in range(args.rounds):
         for side, runs in sides.items():
@@ -449,6 +459,32 @@ def _ab(args: Any, admin_url: str, env: dict[str, str], agents: list[Agent]) -> 
     return 0
 
 
+def _key_variant(agents: list[Agent], base_url: str, seconds: float, meter: CpuMeter, rounds: int) -> dict[str, Any]:
+    """Submits at c=32 plain and through the limited keys, alternating (plain, keyed) `rounds` times so that the
+    machine's drifting load weighs on both alike: the median of the rounds' keyed/plain ok/s, and the server CPU
+    per request of each (steadier on a shared machine)."""
+    ok: dict[str, list[float]] = {"plain": [], "keyed": []}
+    cpu: dict[str, list[float]] = {"plain": [], "keyed": []}
+    for round_number in range(rounds):
+        for name in ("plain", "keyed"):
+            level = Level(name, 32)
+            make = _submit_requests(agents, f"{name}{round_number}", limited=name == "keyed")
+            _run_level(level, base_url, seconds, make, meter)
+            _print_level(level)
+            summary = level.summary()
+            ok[name].append(summary["ok_rps"])
+            cpu[name].append(summary["cpu_ms_per_request"]["gunicorn"] + summary["cpu_ms_per_request"]["postgres"])
+            _quiesce()
+    ratio = statistics.median(k / p for k, p in zip(ok["keyed"], ok["plain"], strict=True) if p)
+    cpu_plain, cpu_keyed = (sum(cpu[name]) / rounds for name in ("plain", "keyed"))
+    print(
+        f"c=32 through limited keys / plain, median of {rounds} rounds: {ratio:.3f} (target ≥ 0.85); server CPU"
+        f" per request {cpu_keyed:.2f} / {cpu_plain:.2f} ms"
+    )
+    return {"plain_ok_rps": ok["plain"], "keyed_ok_rps": ok["keyed"], "median_ratio": round(ratio, 3),
+            "server_cpu_ms": {"plain": round(cpu_plain, 2), "keyed": round(cpu_keyed, 2)}}  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each load level")
@@ -459,6 +495,12 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help=f"keep the database {DB_NAME}")
     parser.add_argument("--ab", choices=[*AB_OVERRIDES], help="A/B one library override against the stock library")
     parser.add_argument("--rounds", type=int, default=2, help="with --ab: override, stock, override, stock…")
+    parser.add_argument(
+        "--key-variant",
+        action="store_true",
+        help="then c=32 alternating plain submits and submits through a key with a spend limit below a limited parent",
+    )
+    parser.add_argument("--key-rounds", type=int, default=5, help="(plain, keyed) pairs of --key-variant")
     args = parser.parse_args()
 
     admin_url = _admin_url()
@@ -499,6 +541,7 @@ def main() -> int:
             read_ids = levels[1].run_ids + levels[2].run_ids
             _run_level(reads, base_url, args.seconds, _read_requests(agents, read_ids), meter)
             _print_level(reads)
+            keyed = _key_variant(agents, base_url, args.seconds, meter, args.key_rounds) if args.key_variant else None
         load_after = os.getloadavg()[0]
         pgbench_tps = _pgbench(admin_url, seconds=args.pgbench_seconds)
         by_concurrency = {level.concurrency: level.summary() for level in levels}
@@ -525,6 +568,7 @@ def main() -> int:
             "targets_met": checks,
             "load_average": [round(load_before, 1), round(load_after, 1)],
             "cpus": os.cpu_count(),
+            "key_variant_c32": keyed,
         }
         print(json.dumps(result, separators=(",", ":")))
         return 0

@@ -83,6 +83,10 @@ class Plan(models.Model):
     def allows(self, pack_type: str) -> bool:
         return pack_type in self.pack_max_cost_micros
 
+    def packs_outside(self, packs: tuple[str, ...] | None) -> list[str]:
+        """Those of `packs` the plan does not include (a key's allowed packs are a subset of its plan's)."""
+        return sorted(pack for pack in packs or () if not self.allows(pack))
+
     def max_cost_micros(self, pack_type: str) -> int:
         return int(self.pack_max_cost_micros[pack_type])
 
@@ -300,3 +304,33 @@ class AccountCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id}: {self.entries_micros}"
+
+
+class KeySpend(models.Model):
+    """What one API key's runs (its own and those of every key below it) have committed in one spend window: the
+    counter behind SPEC §8's spend limits, moved by conditional UPDATEs in the RESERVE's and the SETTLE's database
+    transactions (billing.services.key_spend_reserve / key_spend_release).
+
+    Not money and not a source of truth: the runs are. `spent` = the reservations of the window's runs still open
+    plus the charges of those settled; `audit_ledger` checks it against the runs and `rebuild_key_spend`
+    recomputes it. A row covers [window_start, window_end): a UTC day, a UTC month, or all time (`total`).
+    """
+
+    api_key = models.ForeignKey("dpp.ApiKey", on_delete=models.PROTECT, related_name="spend_windows", db_index=False)
+    window_kind = models.CharField(max_length=8)  # dpp.models.SpendWindow
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    spent_micros = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ("api_key", "-window_start")
+        verbose_name = "key spend window"
+        constraints = [
+            # The arbiter of key_spend_reserve's INSERT … ON CONFLICT; leads with the key (its FK index).
+            models.UniqueConstraint(fields=["api_key", "window_kind", "window_start"], name="billing_keyspend_window"),
+            models.CheckConstraint(condition=Q(window_end__gt=F("window_start")), name="billing_keyspend_range"),
+        ]
+
+    def __str__(self) -> str:
+        spent = format_usd(self.spent_micros)
+        return f"key {self.api_key_id} {self.window_kind} from {self.window_start:%Y-%m-%d}: {spent}"

@@ -1,14 +1,15 @@
-"""Reads of money: balances, the tenant's plan, the tenant's ledger."""
+"""Reads of money: balances, the tenant's plan, the tenant's ledger, the key spend counters."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
-from billing.models import Account, LedgerTransaction, Plan
+from billing.models import Account, KeySpend, LedgerTransaction, Plan
 
 AccountKind = Account.Kind
 
@@ -68,3 +69,12 @@ def ledger_list(*, tenant_id: str, before_id: int | None = None) -> QuerySet[Led
         held_delta_micros=Coalesce(Sum("entries__amount_micros", filter=Q(entries__account_id=held)), 0),
         charged_micros=Coalesce(Sum("entries__amount_micros", filter=Q(entries__account__id__startswith=revenue)), 0),
     )
+
+
+def key_spend_current(*, api_key_ids: list[int], at: datetime) -> dict[tuple[int, str], tuple[datetime, int]]:
+    """The spend counters of these keys whose window contains `at`: (key id, window kind) → (start, spent)."""
+    rows = KeySpend.objects.filter(api_key_id__in=api_key_ids, window_start__lte=at, window_end__gt=at)
+    return {
+        (row.api_key_id, row.window_kind): (row.window_start, row.spent_micros)
+        for row in rows.only("api_key_id", "window_kind", "window_start", "spent_micros")
+    }

@@ -1,9 +1,10 @@
 """Every write of money. Each movement is a balanced transaction posted together with the conditional UPDATE
 of the balances it moves, inside the caller's database transaction.
 
-Lock order, to keep PostgreSQL free of deadlocks: a tenant's two account rows first (one UPDATE, rows in key
-order), platform rows last and as late as possible. A platform row is one of its kind's 16 shards (SPEC §12), picked
-by the run id or the tenant, so it is shared by a sixteenth of the movements instead of all: still hold it briefly.
+Lock order, to keep PostgreSQL free of deadlocks, the same in every transaction that moves money: the spend
+counters of the submitting key's chain first (KeySpend, root key first, then down to the submitting key), then a
+tenant's two account rows (one UPDATE, rows in key order), platform rows last and as late as possible. A platform
+row is one of its kind's 16 shards (SPEC §12), picked by the run id or the tenant: still hold it briefly.
 `ledger_reserve` and `ledger_settle` run inside a run service's transaction (the run's state change and its
 money commit together); `ledger_topup`, `ledger_adjust`, `ledger_manual_post` (what a person posts: the admin,
 the `topup` command) and `tenant_onboard` are top-level and durable.
@@ -14,16 +15,20 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from billing import sql
-from billing.models import Account, LedgerEntry, LedgerTransaction, Plan, TenantPlan
+from billing.models import Account, KeySpend, LedgerEntry, LedgerTransaction, Plan, TenantPlan
+from config.adapters.django_hot import hot_cursor
 from dpp.http.errors import ApplicationError
+from dpp.key_limits import KeyNode, limited_nodes, resets_at, window_bounds
 from dpp.models import Tenant
 from dpp.money import GRANULE_MICROS, MICROS_PER_USD, format_usd, parse_usd
 from dpp.services import tenant_create
@@ -43,6 +48,13 @@ class ReservationRacedError(RuntimeError):
     commits while the statement waits for their lock, the guard may still refuse on the old balance (PostgreSQL
     re-checks the new row version only for rows the old one let through). The caller rolls back and tries again.
     """
+
+
+class SubmittedRun(Protocol):
+    """What key_spend_release needs of a run (billing does not import runs)."""
+
+    api_key_id: int | None
+    created_at: datetime
 
 
 def _require_transaction() -> None:
@@ -125,11 +137,19 @@ def _available_micros(tenant_id: str) -> int:
 
 
 def ledger_reserve(
-    *, tenant_id: str, run_id: uuid.UUID, amount_micros: int, trace_id: str, max_open: int | None = None
+    *,
+    tenant_id: str,
+    run_id: uuid.UUID,
+    amount_micros: int,
+    trace_id: str,
+    max_open: int | None = None,
+    key_chain: Sequence[KeyNode] = (),
+    accepted_at: datetime | None = None,
 ) -> LedgerTransaction:
     """available → held, or 402 INSUFFICIENT_FUNDS, or (with `max_open`) 429 CONCURRENCY_LIMITED when the tenant
     already has that many open reservations, or ReservationRacedError when neither holds any more (the caller
-    rolls back and tries again). Locks the tenant's accounts until the caller commits."""
+    rolls back and tries again). Locks the tenant's accounts until the caller commits. With the submitting key's
+    `key_chain`, counts the reservation against its spend limits first (key_spend_reserve: 402 KEY_SPEND_LIMIT)."""
     _require_transaction()
     _check_amount(amount_micros)
     # The entries first, the balances last: the UPDATE takes the tenant's row locks, held until the commit that
@@ -144,6 +164,9 @@ def ledger_reserve(
             Account.tenant_account_id(tenant_id, AccountKind.HELD): amount_micros,
         },
     )
+    # The key counters just before the accounts (the lock order), and both as late as possible: every submit of
+    # the tenant waits for these row locks, held until commit.
+    key_spend_reserve(key_chain=key_chain, amount_micros=amount_micros, accepted_at=accepted_at or timezone.now())
     deltas: dict[str, int] = {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}
     if not _move_tenant_balances(tenant_id, deltas, open_delta=1, max_open=max_open):
         raise _refused(_reserve_refusal(tenant_id, amount_micros, max_open))
@@ -177,8 +200,10 @@ def ledger_settle(
     charge_micros: int,
     trace_id: str,
     reason: str = "",
+    counted_run: SubmittedRun | None = None,
 ) -> LedgerTransaction:
-    """held → revenue (the charge) and held → available (the rest). At most once per run (unique constraint)."""
+    """held → revenue (the charge) and held → available (the rest). At most once per run (unique constraint).
+    `counted_run`: the run, when key spend counters count it: they get back what is released (key_spend_release)."""
     _require_transaction()
     _check_amount(reserved_micros)
     _check_amount(charge_micros, allow_zero=True)
@@ -199,11 +224,122 @@ def ledger_settle(
         },
     )
     # As in ledger_reserve: the balances last, so that their row locks are held as briefly as possible.
+    if counted_run is not None:  # the counters before the accounts (the lock order)
+        key_spend_release(run=counted_run, released_micros=released)
     deltas: dict[str, int] = {AccountKind.AVAILABLE: released, AccountKind.HELD: -reserved_micros}
     if not _move_tenant_balances(tenant_id, deltas, open_delta=-1):
         raise _refused(LedgerInvariantError(f"held balance of {tenant_id} is below the reservation of run {run_id}"))
     _move_platform_balance(revenue, charge_micros)
     return txn
+
+
+# --- key spend counters (SPEC §8): never money, moved in the RESERVE's and the SETTLE's transactions ----------
+
+
+def key_spend_reserve(*, key_chain: Sequence[KeyNode], amount_micros: int, accepted_at: datetime) -> None:
+    """Count `amount_micros` in the current window of every key of the chain that has a spend limit, or raise
+    402 KEY_SPEND_LIMIT naming the nearest key whose limit refuses it (the submitting key first, then up the tree).
+
+    One statement: an INSERT … ON CONFLICT DO UPDATE whose update is conditional (spent + X ≤ limit), one row
+    per limited key, root first — the order its row locks are taken in (the module's lock order). PostgreSQL
+    judges an ON CONFLICT update on the newest committed version of the row, so a refusal is never a stale one.
+    Call it before ledger_reserve, in the same transaction (the counters are locked before the accounts)."""
+    _require_transaction()
+    _check_amount(amount_micros)
+    limited = limited_nodes(tuple(key_chain))
+    if not limited:
+        return
+    # A key whose limit is below the amount itself refuses without a counter row (none is inserted for it); the
+    # others are counted, and which of them refuse decides the key named, nearest first.
+    candidates = [node for node in limited if amount_micros <= (node.spend_limit_micros or 0)]
+    counted: set[int] = set()
+    if candidates:
+        sql, params = _key_spend_upsert(candidates, amount_micros, accepted_at)
+        with hot_cursor() as cursor:
+            cursor.execute(sql, params)
+            counted = {row[0] for row in cursor.fetchall()}
+    refused = [node for node in limited if node.id not in counted]
+    if refused:
+        raise _refused(_key_limit_error(refused[-1], amount_micros, accepted_at))
+
+
+def _timestamp(value: datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _key_spend_upsert(limited: Sequence[KeyNode], amount: int, at: datetime) -> tuple[str, list[Any]]:
+    values: list[str] = []
+    params: list[Any] = []
+    for node in limited:
+        start, end = window_bounds(node.spend_window, at)
+        values.append("(CAST(%s AS bigint), %s, %s, %s, CAST(%s AS bigint))")
+        params += [node.id, node.spend_window, _timestamp(start), _timestamp(end), amount]
+    limits = ["WHEN CAST(%s AS bigint) THEN CAST(%s AS bigint)"] * len(limited)
+    for node in limited:
+        params += [node.id, node.spend_limit_micros]
+    sql = (
+        "INSERT INTO billing_keyspend (api_key_id, window_kind, window_start, window_end, spent_micros)"  # noqa: S608
+        f" VALUES {', '.join(values)}"
+        " ON CONFLICT (api_key_id, window_kind, window_start) DO UPDATE"
+        " SET spent_micros = billing_keyspend.spent_micros + EXCLUDED.spent_micros"
+        " WHERE billing_keyspend.spent_micros + EXCLUDED.spent_micros"
+        f" <= CASE billing_keyspend.api_key_id {' '.join(limits)} END"
+        " RETURNING api_key_id"
+    )
+    return sql, params
+
+
+def _key_limit_error(node: KeyNode, amount_micros: int, at: datetime) -> ApplicationError:
+    """The 402 of SPEC §4.1, with the refusing key's spend as it is now (its counter row is locked by us)."""
+    start, _ = window_bounds(node.spend_window, at)
+    spent = (
+        KeySpend.objects.filter(api_key_id=node.id, window_kind=node.spend_window, window_start=start)
+        .values_list("spent_micros", flat=True)
+        .first()
+    ) or 0
+    limit = node.spend_limit_micros or 0
+    resets = resets_at(node.spend_window, at)
+    return ApplicationError(
+        "KEY_SPEND_LIMIT",
+        f"Key {node.prefix} may commit {format_usd(limit)} USD per {node.spend_window} window and has committed"
+        f" {format_usd(spent)} USD; this run needs {format_usd(amount_micros)} USD more.",
+        extra={
+            "limit_usd": format_usd(limit),
+            "spent_usd": format_usd(spent),
+            "required_usd": format_usd(amount_micros),
+            "window": node.spend_window,
+            "resets_at": resets.isoformat().replace("+00:00", "Z") if resets else None,
+            "key_prefix": node.prefix,
+        },
+    )
+
+
+# The counters of the run's key and of each key above it (one LEFT JOIN per level, as authentication reads the
+# chain), for the windows containing the run's acceptance; locked root first, the lock order of key_spend_reserve.
+_KEY_SPEND_RELEASE_SQL = """
+UPDATE billing_keyspend SET spent_micros = spent_micros - CAST(%s AS bigint)
+ WHERE id IN (SELECT s.id FROM dpp_apikey k
+                LEFT JOIN dpp_apikey p1 ON p1.id = k.parent_id
+                LEFT JOIN dpp_apikey p2 ON p2.id = p1.parent_id
+                JOIN dpp_apikey a ON a.id IN (k.id, k.parent_id, p1.parent_id, p2.parent_id)
+                JOIN billing_keyspend s ON s.api_key_id = a.id AND s.window_kind = a.spend_window
+                 AND s.window_start <= %s AND s.window_end > %s
+               WHERE k.id = CAST(%s AS bigint)
+               ORDER BY a.depth{lock})
+"""
+
+
+def key_spend_release(*, run: SubmittedRun, released_micros: int) -> None:
+    """Give back what a settle released (reserved − charged) to the windows the run was accepted in, for its key
+    and every key above it that counts it. Call it before ledger_settle, in the same transaction."""
+    _require_transaction()
+    _check_amount(released_micros, allow_zero=True)
+    if not released_micros or run.api_key_id is None:
+        return
+    lock = " FOR UPDATE OF s" if connection.features.has_select_for_update_of else ""
+    accepted = _timestamp(run.created_at)
+    with hot_cursor() as cursor:
+        cursor.execute(_KEY_SPEND_RELEASE_SQL.format(lock=lock), [released_micros, accepted, accepted, run.api_key_id])
 
 
 def _require_actor_and_reason(actor: str, reason: str) -> None:

@@ -4,7 +4,13 @@ Invariants:
 - a tenant id is a slug of 3-64 chars of [a-z0-9_-] (CHECK constraint);
 - an API key is never stored: only its HMAC-SHA256 under DPP_API_KEY_PEPPER (unique) and its first 16
   characters in clear, to recognise it in the admin and to revoke it;
-- a revoked key stays revoked (revocation is a timestamp; nothing clears it).
+- a revoked key stays revoked (revocation is a timestamp; nothing clears it), and revoking a key revokes every
+  key below it in the same transaction (dpp.services.api_key_revoke_tree);
+- keys form a tree per tenant (SPEC §8): `parent` is the key that created it, `depth` 0 for a key without a parent,
+  at most MAX_KEY_DEPTH; `path` lists the ids from the root to the key itself ("12/40/41/"), so that "this key and
+  every key below it" is one prefix match. Both are written once, when the key is created;
+- a key's limits are each optional; a child's may not exceed its parent's (dpp.services checks it when they are
+  set). Spend limits are counted in billing (KeySpend), never here.
 """
 
 from __future__ import annotations
@@ -41,8 +47,26 @@ class Tenant(models.Model):
         return self.status == self.Status.ACTIVE
 
 
+MAX_KEY_DEPTH = 3  # levels below the tenant's first key (SPEC §8)
+
+
+class SpendWindow(models.TextChoices):
+    DAY = "day"
+    MONTH = "month"
+    TOTAL = "total"
+
+
 class ApiKey(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="api_keys")
+    parent = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="children")
+    depth = models.PositiveSmallIntegerField(default=0)
+    path = models.CharField(max_length=100, blank=True, db_index=True, help_text="Ids from the root key to this one.")
+    can_manage_keys = models.BooleanField(default=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    spend_limit_micros = models.BigIntegerField(null=True, blank=True)
+    spend_window = models.CharField(max_length=8, choices=SpendWindow.choices, blank=True)
+    max_cost_per_run_micros = models.BigIntegerField(null=True, blank=True)
+    allowed_packs = models.JSONField(null=True, blank=True, help_text="Pack types the key may run; null: the plan's.")
     prefix = models.CharField(max_length=16, db_index=True, help_text="First 16 characters, kept in clear.")
     key_hash = models.CharField(max_length=64, unique=True, help_text="HMAC-SHA256 of the key (hex).")
     label = models.CharField(max_length=100, blank=True)
@@ -53,6 +77,18 @@ class ApiKey(models.Model):
     class Meta:
         ordering = ("-created_at",)
         verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(condition=Q(depth__lte=MAX_KEY_DEPTH), name="dpp_apikey_depth"),
+            models.CheckConstraint(
+                condition=Q(spend_limit_micros__isnull=True, spend_window="")
+                | Q(spend_limit_micros__gte=0, spend_window__in=SpendWindow.values),
+                name="dpp_apikey_spend_limit_has_window",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_cost_per_run_micros__isnull=True) | Q(max_cost_per_run_micros__gt=0),
+                name="dpp_apikey_max_cost_positive",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.tenant_id})"

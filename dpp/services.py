@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 
-from dpp import keys
-from dpp.models import ApiKey, Tenant
+from dpp import key_limits, keys
+from dpp.http.errors import ApplicationError
+from dpp.key_limits import KeyNode
+from dpp.models import MAX_KEY_DEPTH, ApiKey, SpendWindow, Tenant
+from dpp.money import format_usd
 
 TENANT_ID_RE = re.compile(r"[a-z0-9_-]{3,64}")
 
@@ -33,16 +38,178 @@ def tenant_create(*, tenant_id: str, name: str = "") -> Tenant:
     return Tenant.objects.create(id=tenant_id, name=name or tenant_id)
 
 
-def api_key_issue(*, tenant: Tenant, label: str = "", environment: str = "live") -> IssuedKey:
-    """A new key for the tenant; only its HMAC and its 16-character prefix are stored."""
+@dataclass(frozen=True)
+class KeyLimits:
+    """The limits a key carries itself (SPEC §8), each optional: None is "not set" (the parent's applies)."""
+
+    spend_limit_micros: int | None = None
+    spend_window: str = ""  # with a spend limit: day | month | total
+    max_cost_per_run_micros: int | None = None
+    allowed_packs: tuple[str, ...] | None = None
+    expires_at: datetime | None = None
+
+    @classmethod
+    def of(cls, api_key: ApiKey) -> KeyLimits:
+        packs = api_key.allowed_packs
+        return cls(
+            spend_limit_micros=api_key.spend_limit_micros,
+            spend_window=api_key.spend_window,
+            max_cost_per_run_micros=api_key.max_cost_per_run_micros,
+            allowed_packs=None if packs is None else tuple(packs),
+            expires_at=api_key.expires_at,
+        )
+
+
+def _invalid(code: str, field: str, message: str) -> ApplicationError:
+    return ApplicationError(code, f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
+def _check_shape(limits: KeyLimits) -> None:
+    if (limits.spend_limit_micros is None) != (not limits.spend_window):
+        raise _invalid("VALIDATION_ERROR", "limits.spend_window", "is required with spend_limit_usd, and only with it")
+    if limits.spend_window and limits.spend_window not in SpendWindow.values:
+        raise _invalid("VALIDATION_ERROR", "limits.spend_window", "must be one of day, month, total")
+    if limits.max_cost_per_run_micros is not None and limits.max_cost_per_run_micros <= 0:
+        raise _invalid("VALIDATION_ERROR", "limits.max_cost_per_run_usd", "must be more than 0")
+    if limits.expires_at is not None and limits.expires_at <= timezone.now():
+        raise _invalid("VALIDATION_ERROR", "expires_at", "must be in the future")
+
+
+def _check_within(limits: KeyLimits, above: tuple[KeyNode, ...]) -> None:
+    """422 KEY_LIMIT_OVER_PARENT when a limit the key sets is looser than one of a key above it."""
+    for node in key_limits.limited_nodes(above):
+        assert node.spend_limit_micros is not None  # noqa: S101 - limited_nodes
+        if limits.spend_limit_micros is not None and (
+            limits.spend_limit_micros > node.spend_limit_micros
+            or key_limits.WINDOW_RANK[limits.spend_window] > key_limits.WINDOW_RANK[node.spend_window]
+        ):
+            raise _invalid(
+                "KEY_LIMIT_OVER_PARENT",
+                "limits.spend_limit_usd",
+                f"at most {format_usd(node.spend_limit_micros)} per {node.spend_window} (or a shorter window),"
+                f" the limit of {node.prefix}",
+            )
+    cap = key_limits.max_cost_per_run(above)
+    if limits.max_cost_per_run_micros is not None and cap is not None and limits.max_cost_per_run_micros > cap:
+        raise _invalid("KEY_LIMIT_OVER_PARENT", "limits.max_cost_per_run_usd", f"at most {format_usd(cap)}")
+    packs = key_limits.allowed_packs(above)
+    if limits.allowed_packs is not None and packs is not None and not set(limits.allowed_packs) <= packs:
+        raise _invalid("KEY_LIMIT_OVER_PARENT", "limits.allowed_packs", f"a subset of {sorted(packs)}")
+    expiry = key_limits.earliest_expiry(above)
+    if limits.expires_at is not None and expiry is not None and limits.expires_at > expiry:
+        raise _invalid("KEY_LIMIT_OVER_PARENT", "expires_at", f"at most {expiry.isoformat()}")
+
+
+def api_key_chain(*, api_key: ApiKey) -> tuple[KeyNode, ...]:
+    """The key and the keys above it, root first (as authentication reads them)."""
+    ids = [int(part) for part in api_key.path.split("/") if part]
+    rows = {row.pk: row for row in ApiKey.objects.filter(pk__in=ids)}
+    return tuple(api_key_node(rows[pk]) for pk in ids)
+
+
+def api_key_node(api_key: ApiKey) -> KeyNode:
+    limits = KeyLimits.of(api_key)
+    return KeyNode(
+        id=api_key.pk,
+        prefix=api_key.prefix,
+        depth=api_key.depth,
+        created_at=api_key.created_at,
+        expires_at=api_key.expires_at,
+        revoked_at=api_key.revoked_at,
+        spend_limit_micros=limits.spend_limit_micros,
+        spend_window=limits.spend_window,
+        max_cost_per_run_micros=limits.max_cost_per_run_micros,
+        allowed_packs=limits.allowed_packs,
+    )
+
+
+@transaction.atomic
+def api_key_issue(
+    *,
+    tenant: Tenant,
+    label: str = "",
+    environment: str = "live",
+    parent: ApiKey | None = None,
+    limits: KeyLimits = KeyLimits(),
+    can_manage_keys: bool = False,
+) -> IssuedKey:
+    """A new key for the tenant, below `parent` if given (within its limits, at most MAX_KEY_DEPTH below the
+    tenant's first key); only its HMAC and its 16-character prefix are stored."""
+    _check_shape(limits)
+    depth = 0
+    if parent is not None:
+        if parent.tenant_id != tenant.pk or parent.revoked_at is not None:
+            raise ValidationError("the parent key must be an active key of the same tenant")
+        depth = parent.depth + 1
+        if depth > MAX_KEY_DEPTH:
+            raise _invalid(
+                "VALIDATION_ERROR",
+                "parent_prefix",
+                f"keys go at most {MAX_KEY_DEPTH} levels below the tenant's first key; {parent.prefix} is at the"
+                " last level and cannot have keys below it",
+            )
+        _check_within(limits, api_key_chain(api_key=parent))
     secret = keys.generate(environment)
     api_key = ApiKey.objects.create(
         tenant=tenant,
         prefix=keys.prefix(secret),
         key_hash=keys.hash_key(secret, settings.DPP_API_KEY_PEPPER),
         label=label,
+        parent=parent,
+        depth=depth,
+        can_manage_keys=can_manage_keys,
+        expires_at=limits.expires_at,
+        spend_limit_micros=limits.spend_limit_micros,
+        spend_window=limits.spend_window,
+        max_cost_per_run_micros=limits.max_cost_per_run_micros,
+        allowed_packs=None if limits.allowed_packs is None else list(limits.allowed_packs),
     )
+    # The path ends with the key's own id, known only now.
+    api_key.path = f"{parent.path if parent else ''}{api_key.pk}/"
+    ApiKey.objects.filter(pk=api_key.pk).update(path=api_key.path)
     return IssuedKey(api_key=api_key, secret=secret)
+
+
+def api_key_update(*, api_key: ApiKey, label: str | None = None, limits: KeyLimits | None = None) -> ApiKey:
+    """Change a key's label and limits (the same rules as at creation). Lowering a limit below what the key has
+    already spent is allowed: it refuses new submits. The caller (runs.keys) rebuilds the spend counters."""
+    changes: dict[str, object] = {}
+    if label is not None:
+        changes["label"] = label
+    if limits is not None:
+        _check_shape(limits)
+        if api_key.parent_id is not None:
+            _check_within(limits, api_key_chain(api_key=api_key)[:-1])
+        changes.update(
+            expires_at=limits.expires_at,
+            spend_limit_micros=limits.spend_limit_micros,
+            spend_window=limits.spend_window,
+            max_cost_per_run_micros=limits.max_cost_per_run_micros,
+            allowed_packs=None if limits.allowed_packs is None else list(limits.allowed_packs),
+        )
+    if changes:
+        ApiKey.objects.filter(pk=api_key.pk).update(**changes)
+        api_key.refresh_from_db()
+    return api_key
+
+
+def limits_merge(current: KeyLimits, **given: object) -> KeyLimits:
+    """`current` with the members a PATCH gave (None clears one); a spend limit set alone keeps its window."""
+    merged = replace(current, **given)  # type: ignore[arg-type]
+    if "spend_limit_micros" in given and given["spend_limit_micros"] is None and "spend_window" not in given:
+        merged = replace(merged, spend_window="")
+    return merged
+
+
+def _revoke_tree(api_key: ApiKey) -> bool:
+    """Revoke the key and every key below it, in one UPDATE (a prefix match on the path): at once, all or none.
+    The first revocation time of a key already revoked is kept; True if this call revoked `api_key` itself."""
+    now = timezone.now()
+    ApiKey.objects.filter(tenant_id=api_key.tenant_id, path__startswith=api_key.path, revoked_at__isnull=True).update(
+        revoked_at=now
+    )
+    api_key.refresh_from_db(fields=["revoked_at"])
+    return api_key.revoked_at == now
 
 
 def api_key_revoke(*, key_prefix: str) -> ApiKey:
@@ -54,21 +221,19 @@ def api_key_revoke(*, key_prefix: str) -> ApiKey:
         raise ValidationError(f"no active key with prefix {key_prefix!r}")
     if len(matches) > 1:
         raise ValidationError(f"prefix {key_prefix!r} matches several active keys; revoke from the admin")
-    updated = ApiKey.objects.filter(pk=matches[0].pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    if updated != 1:
+    if not _revoke_tree(matches[0]):
         raise ValidationError(f"key {key_prefix!r} was revoked concurrently")
-    matches[0].refresh_from_db()
     return matches[0]
 
 
 def api_key_revoke_by_id(*, api_key: ApiKey, actor: str) -> bool:
-    """Revoke this key now; False if it was already revoked (the first revocation time is kept)."""
+    """Revoke this key and every key below it now; False if it was already revoked (the first revocation time is
+    kept)."""
     # Conditional UPDATE: two staff revoking at once both succeed, and revoked_at keeps the earlier time.
-    updated = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    api_key.refresh_from_db(fields=["revoked_at"])
-    if updated:
-        logger.info("api key %s of %s revoked by %s", api_key.prefix, api_key.tenant_id, actor)
-    return updated == 1
+    revoked = _revoke_tree(api_key)
+    if revoked:
+        logger.info("api key %s of %s and the keys below it revoked by %s", api_key.prefix, api_key.tenant_id, actor)
+    return revoked
 
 
 def tenant_set_status(*, tenant: Tenant, status: str, actor: str) -> bool:

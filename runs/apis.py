@@ -119,9 +119,14 @@ def _pack_types() -> list[str]:
     return [pack.pack_type for pack in all_packs()]
 
 
+def caller_key(request: Request) -> ApiKey | None:
+    """The API key of the request (dpp.http.auth), with its chain: what it may see, spend and run."""
+    return request.auth if isinstance(request.auth, ApiKey) else None
+
+
 class RunOwnerMixin:
-    def owned_run(self, tenant: Any, raw_id: str) -> Run:
-        run = selectors.run_get(tenant=tenant, run_id=_run_id(raw_id))
+    def owned_run(self, tenant: Any, raw_id: str, api_key: ApiKey | None) -> Run:
+        run = selectors.run_get(tenant=tenant, run_id=_run_id(raw_id), api_key=api_key)
         if run is None:
             raise ApplicationError("NOT_FOUND")
         adopt_run(trace_id=run.trace_id, run_id=str(run.pk))
@@ -212,7 +217,8 @@ class RunsApi(TenantApiView):
         limit = parse_limit(request.query_params.get("limit"))
         filters = _filters(request)
         after = _position(decode_cursor(request.query_params.get("cursor")))
-        runs = list(selectors.run_list(tenant=tenant, filters=filters, after=after)[: limit + 1])
+        visible = selectors.run_list(tenant=tenant, filters=filters, after=after, api_key=caller_key(request))
+        runs = list(visible[: limit + 1])
         next_cursor = None
         if len(runs) > limit:
             last = runs[limit - 1]
@@ -302,7 +308,7 @@ class RunDetailApi(ConditionalGetMixin, RunOwnerMixin, TenantApiView):
     )
     def get(self, request: Request, run_id: str) -> Response:
         tenant = self.tenant(request)
-        run = self.owned_run(tenant, run_id)
+        run = self.owned_run(tenant, run_id, caller_key(request))
         body = presenters.run_body(run, available_micros=run.available_micros, request=request)  # type: ignore[attr-defined]
         return _with_headers(Response(body), presenters.cost_headers(run))
 
@@ -326,8 +332,9 @@ class RunCancelApi(RunOwnerMixin, TenantApiView):
     )
     def post(self, request: Request, run_id: str) -> Response:
         tenant = self.tenant(request)
-        run = self.owned_run(tenant, run_id)  # first: a refusal (409 RUN_TERMINAL) carries the run's trace id too
-        outcome = services.run_cancel(tenant=tenant, run_id=run.pk)
+        api_key = caller_key(request)
+        run = self.owned_run(tenant, run_id, api_key)  # first: a refusal (409 RUN_TERMINAL) carries the trace id too
+        outcome = services.run_cancel(tenant=tenant, run_id=run.pk, api_key=api_key)
         available = balances_get(tenant_id=tenant.pk).available_micros
         body = presenters.run_body(outcome.run, available_micros=available, request=request)
         status = 202 if outcome.pending else 200
@@ -357,7 +364,7 @@ class RunResultApi(ConditionalGetMixin, RunOwnerMixin, TenantApiView):
         tags=["runs"],
     )
     def get(self, request: Request, run_id: str) -> HttpResponse:
-        run = self.owned_run(self.tenant(request), run_id)
+        run = self.owned_run(self.tenant(request), run_id, caller_key(request))
         if run.is_terminal and run.status != RunStatus.COMPLETED:
             # RESULT_NOT_READY would tell the agent to wait for a result that never comes.
             ended = f"The run ended {run.status}" + (f" ({run.reason_code})" if run.reason_code else "")

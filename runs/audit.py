@@ -9,6 +9,7 @@ which builds and runs them in the same snapshot as the ledger's.
 from __future__ import annotations
 
 from billing.audit import AuditReport, Check, Row, Violation, WorkTable, audit, ledger_audit, usd
+from runs.key_spend import KEY_SPEND_CHECKS
 from runs.models import OPEN_STATUSES, TERMINAL_STATUSES
 
 
@@ -128,5 +129,6 @@ def run_audit() -> list[Violation]:
 
 
 def full_audit() -> AuditReport:
-    """Every invariant of SPEC §2.1 and §3.3 — ledger and runs — on one snapshot (what `audit_ledger` runs)."""
-    return ledger_audit(extra_checks=RUN_CHECKS, extra_tables=(RUNS,))
+    """Every invariant of SPEC §2.1 and §3.3 — ledger and runs — and the key spend counters of §8 against their
+    runs, on one snapshot (what `audit_ledger` runs)."""
+    return ledger_audit(extra_checks=(*RUN_CHECKS, *KEY_SPEND_CHECKS), extra_tables=(RUNS,))

@@ -25,7 +25,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Mod
 from django.db.models.lookups import Exact
 
-from dpp.models import Tenant
+from dpp.models import ApiKey, Tenant
 from dpp.observability import log_context
 
 
@@ -57,6 +57,14 @@ class Run(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # No index of its own: the composite indexes below lead with the tenant (every index is paid on every INSERT).
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="runs", db_index=False)
+    # The key that submitted it (SPEC §8: its spend counts against that key and every key above it, and only they
+    # and the root see it). NULL for runs accepted before keys had limits. Indexed below, with the list order.
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.PROTECT, null=True, blank=True, related_name="runs", db_index=False
+    )
+    # Whether a spend counter counts it (a key of its chain had a spend limit): only then does its settle give back
+    # to the counters, so the runs of keys without limits pay nothing for them.
+    key_spend_counted = models.BooleanField(default=False)
     pack_type = models.CharField(max_length=32)
     profile_version = models.CharField(max_length=32)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
@@ -105,6 +113,8 @@ class Run(models.Model):
             # GET /v1/runs: newest first per tenant, keyset pagination on (created_at, id).
             models.Index(fields=["tenant", "-created_at", "-id"], name="runs_tenant_created"),
             models.Index(fields=["tenant", "status", "-created_at"], name="runs_tenant_status_created"),
+            # A delegated key's list and its spend (the runs of a few keys, newest first).
+            models.Index(fields=["api_key", "-created_at", "-id"], name="runs_api_key_created"),
             models.Index(fields=["tenant", "pack_type", "-created_at"], name="runs_tenant_pack_created"),
             models.Index(fields=["-created_at", "-id"], name="runs_created"),
             models.Index(fields=["trace_id"], name="runs_trace"),

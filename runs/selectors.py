@@ -1,4 +1,9 @@
-"""Reads of runs: one tenant's run, its list (keyset pagination), its usage per day."""
+"""Reads of runs: one tenant's run, its list (keyset pagination), its usage per day.
+
+Which runs an API key sees (SPEC §8): a key without a parent, all of its tenant's; a key with one, only the runs
+submitted by itself or by keys below it — `visible_runs`, the one filter every read and cancel of a run goes
+through (another's run is a 404, like another tenant's). Money reads (usage, account, ledger) stay tenant-wide.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from django.db.models.functions import Coalesce, TruncDate
 
 from billing.models import Account
 from dpp.dates import utc_days
-from dpp.models import Tenant
+from dpp.models import ApiKey, Tenant
 from runs import sql
 from runs.models import Run, RunStatus
 
@@ -23,8 +28,21 @@ def _with_available(qs: QuerySet[Run], tenant: Tenant) -> QuerySet[Run]:
     return qs.annotate(available_micros=Subquery(available.order_by().values("balance_micros")[:1]))
 
 
-def run_get(*, tenant: Tenant, run_id: uuid.UUID) -> Run | None:
-    """The tenant's run with `available_micros`, or None — also when it is someone else's (indistinguishable)."""
+def visible_runs(*, tenant: Tenant, api_key: ApiKey | None) -> QuerySet[Run]:
+    """The runs `api_key` may read and cancel (None: an internal caller, the whole tenant)."""
+    runs = Run.objects.filter(tenant=tenant)
+    if api_key is not None and api_key.parent_id is not None:
+        subtree = ApiKey.objects.filter(tenant=tenant, path__startswith=api_key.path).values("pk")
+        runs = runs.filter(api_key__in=subtree)
+    return runs
+
+
+def run_get(*, tenant: Tenant, run_id: uuid.UUID, api_key: ApiKey | None = None) -> Run | None:
+    """The run with `available_micros` if `api_key` may see it, else None — also when it is someone else's
+    (indistinguishable)."""
+    if api_key is not None and api_key.parent_id is not None:
+        runs = _with_available(visible_runs(tenant=tenant, api_key=api_key).filter(pk=run_id), tenant)
+        return runs.only(*sql.SHOWN_FIELDS).first()
     return sql.run_with_available(tenant_id=tenant.pk, run_id=run_id)
 
 
@@ -36,10 +54,16 @@ class RunFilters:
     created_before: datetime | None = None
 
 
-def run_list(*, tenant: Tenant, filters: RunFilters, after: tuple[datetime, uuid.UUID] | None = None) -> QuerySet[Run]:
-    """The tenant's runs newest first, with `available_micros`; `after` is the (created_at, id) of the last row
-    already seen."""
-    qs = Run.objects.filter(tenant=tenant)
+def run_list(
+    *,
+    tenant: Tenant,
+    filters: RunFilters,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    api_key: ApiKey | None = None,
+) -> QuerySet[Run]:
+    """The runs `api_key` sees newest first, with `available_micros`; `after` is the (created_at, id) of the last
+    row already seen."""
+    qs = visible_runs(tenant=tenant, api_key=api_key)
     if filters.statuses:
         qs = qs.filter(status__in=filters.statuses)
     if filters.pack_type:

@@ -4,7 +4,8 @@ A transition is one `UPDATE … WHERE id = ? AND version = ? AND <expected state
 process won the race and this one does nothing else — in particular it posts no money. A transition that ends
 a run posts the run's SETTLE in the same database transaction (`_finish`, given how the run ends: its `Ending`,
 whose charge runs.charges.charge_for decides), so "terminal ⇔ settled" holds after every commit. Lock order: the
-run's row first, then the tenant's accounts (billing.services).
+run's row first, then the key spend counters, then the tenant's
+accounts (billing.services).
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from django.utils import timezone
 from billing.models import Plan
 from billing.services import ReservationRacedError, ledger_reserve, ledger_settle
 from dpp.http.errors import ApplicationError
+from dpp.key_limits import KeyNode
 from dpp.models import ApiKey, Tenant
 from dpp.money import minimum_fee
+from dpp.services import api_key_chain
 from runs.charges import Ending, charge_for
 from runs.dispatch import publish_run
 from runs.models import FinalizeStage, MoneyState, Run, RunStatus
 from runs.results import Envelope
+from runs.selectors import visible_runs
 from runs.submission import Submission, request_hash, submission_parse
 
 logger = logging.getLogger("dpp.runs")
@@ -55,7 +59,12 @@ def run_submit(*, tenant: Tenant, plan: Plan, key: ApiKey, body: Any, idempotenc
     body_hash = request_hash(body)
     try:
         submission = submission_parse(
-            body=body, idempotency_key=idempotency_key, request_hash=body_hash, plan=plan, default_trace_id=trace_id
+            body=body,
+            idempotency_key=idempotency_key,
+            request_hash=body_hash,
+            plan=plan,
+            default_trace_id=trace_id,
+            key_chain=key_chain(key),
         )
     except ApplicationError:
         # The key decides before validation does: a replay (or another payload under the key) is answered as
@@ -64,7 +73,7 @@ def run_submit(*, tenant: Tenant, plan: Plan, key: ApiKey, body: Any, idempotenc
         if existing is None:
             raise
         return _replay_or_conflict(run=existing, request_hash=body_hash)
-    return run_accept(tenant=tenant, plan=plan, submission=submission)
+    return run_accept(tenant=tenant, plan=plan, submission=submission, api_key=key)
 
 
 def _run_find_by_key(*, tenant: Tenant, idempotency_key: str) -> Run | None:
@@ -81,7 +90,15 @@ def _replay_or_conflict(*, run: Run, request_hash: str) -> Accepted:
     return Accepted(run=run, replayed=True)
 
 
-def run_accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Accepted:
+def key_chain(api_key: ApiKey | None) -> tuple[KeyNode, ...]:
+    """The submitting key's chain, root first: as authentication read it, or from the database."""
+    if api_key is None:
+        return ()
+    chain: tuple[KeyNode, ...] | None = getattr(api_key, "chain", None)
+    return chain if chain is not None else api_key_chain(api_key=api_key)
+
+
+def run_accept(*, tenant: Tenant, plan: Plan, submission: Submission, api_key: ApiKey | None = None) -> Accepted:
     """Insert the run and hold its money in one transaction, then publish its task after commit.
 
     Concurrent identical submits: the unique (tenant, key) index makes every loser fail its INSERT once the
@@ -90,7 +107,7 @@ def run_accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Accepte
     """
     for _ in range(ACCEPT_ATTEMPTS):
         try:
-            run = _accept(tenant=tenant, plan=plan, submission=submission)
+            run = _accept(tenant=tenant, plan=plan, submission=submission, api_key=api_key)
         except ReservationRacedError:
             logger.warning("accept for tenant %s: the balances moved during the reservation; trying again", tenant.pk)
             continue  # rolled back: the next attempt reads the balances as they are now
@@ -106,13 +123,14 @@ def run_accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Accepte
 
 
 @transaction.atomic(durable=True)
-def _accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Run:
+def _accept(*, tenant: Tenant, plan: Plan, submission: Submission, api_key: ApiKey | None = None) -> Run:
     now = timezone.now()
     # The INSERT comes first: a concurrent request with the same key waits on the unique index here and
     # fails once we commit, before it could touch money (so it replays instead of answering 402).
     run = Run(
         id=uuid.uuid4(),
         tenant=tenant,
+        api_key_id=api_key.pk if api_key is not None else None,
         pack_type=submission.pack_type,
         profile_version=submission.profile_version,
         idempotency_key=submission.idempotency_key,
@@ -125,6 +143,8 @@ def _accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Run:
         created_at=now,
         updated_at=now,
     )
+    chain = key_chain(api_key)
+    run.key_spend_counted = any(node.has_spend_limit for node in chain)
     run.save(force_insert=True)
     # Holds the tenant's account rows locked until commit, and counts the open reservation on the held row under
     # that lock: the plan's concurrency limit is exact however many accepts race.
@@ -134,6 +154,8 @@ def _accept(*, tenant: Tenant, plan: Plan, submission: Submission) -> Run:
         amount_micros=run.reserved_micros,
         trace_id=run.trace_id,
         max_open=plan.max_concurrent_runs,
+        key_chain=chain,  # the key spend counters (SPEC §8), counted in the same transaction; a refusal rolls back
+        accepted_at=now,
     )
     transaction.on_commit(lambda: publish_run(run), robust=True)
     return run
@@ -176,6 +198,7 @@ def _finish(
         charge_micros=charge,
         trace_id=run.trace_id,
         reason=outcome,
+        counted_run=run if run.key_spend_counted else None,  # its key spend counters get back what is released
     )
     logger.info("run %s finished %s, charged %s micros", run.pk, outcome, charge)
     return True
@@ -187,10 +210,11 @@ class CancelOutcome:
     pending: bool  # True: the run is PROCESSING; the worker stops at its next heartbeat
 
 
-def run_cancel(*, tenant: Tenant, run_id: uuid.UUID) -> CancelOutcome:
-    """QUEUED → CANCELED with a full release; PROCESSING → cancel requested; terminal → 409 RUN_TERMINAL."""
+def run_cancel(*, tenant: Tenant, run_id: uuid.UUID, api_key: ApiKey | None = None) -> CancelOutcome:
+    """QUEUED → CANCELED with a full release; PROCESSING → cancel requested; terminal → 409 RUN_TERMINAL. A run
+    that `api_key` may not see (runs.selectors.visible_runs) is a 404."""
     for _ in range(3):  # a lost CAS means the run moved on (e.g. leased): look again
-        run = Run.objects.filter(tenant=tenant, pk=run_id).first()
+        run = visible_runs(tenant=tenant, api_key=api_key).filter(pk=run_id).first()
         if run is None:
             raise ApplicationError("NOT_FOUND")
         if run.is_terminal:

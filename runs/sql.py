@@ -13,32 +13,29 @@ from config.adapters.django_hot import RowReader, hot_cursor
 from runs.models import Run
 
 # The columns a run's answer shows (not its inputs, up to 256 KiB of JSON); the others load on access.
-_SHOWN = RowReader(
-    Run,
-    (
-        "id",
-        "tenant",
-        "pack_type",
-        "profile_version",
-        "status",
-        "money_state",
-        "reserved_micros",
-        "minimum_fee_micros",
-        "charged_micros",
-        "reason_code",
-        "error_detail",
-        "result_key",
-        "result_sha256",
-        "result_bytes",
-        "trace_id",
-        "timebox_sec",
-        "created_at",
-        "updated_at",
-        "completed_at",
-        "cancel_requested_at",
-    ),
-    extras=("available_micros",),
+SHOWN_FIELDS = (
+    "id",
+    "tenant",
+    "pack_type",
+    "profile_version",
+    "status",
+    "money_state",
+    "reserved_micros",
+    "minimum_fee_micros",
+    "charged_micros",
+    "reason_code",
+    "error_detail",
+    "result_key",
+    "result_sha256",
+    "result_bytes",
+    "trace_id",
+    "timebox_sec",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "cancel_requested_at",
 )
+_SHOWN = RowReader(Run, SHOWN_FIELDS, extras=("available_micros",))
 # Why: every poll runs it; prepared and read into a Run without the ORM compiling the query each time.
 RUN_GET_SQL = (
     f"SELECT {_SHOWN.columns('r')},"  # noqa: S608 - a constant list of column names

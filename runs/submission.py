@@ -1,7 +1,9 @@
 """Parsing and validating `POST /v1/runs` (SPEC §4), in the documented order, before any write.
 
 Order: Idempotency-Key format → (the replay check, in runs.services.run_submit) → body shape → money → timebox →
-pack known → inputs against the pack's JSON Schema → price floor → plan (pack allowed, max cost within the plan).
+pack known → inputs against the pack's JSON Schema → price floor → plan (pack allowed, max cost within the plan) →
+the API key's limits, the tightest along its chain (pack allowed: 403 PACK_NOT_ALLOWED; max cost per run: 422
+MAX_COST_OVER_KEY_LIMIT). The key's spend limit is checked later, with the reservation (billing.services).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any
 from django.conf import settings
 
 from billing.models import Plan
+from dpp import key_limits
 from dpp.http.errors import ApplicationError
+from dpp.key_limits import KeyNode
 from dpp.money import format_usd, parse_max_cost, parse_usd
 from dpp.observability import valid_trace_id
 from packs.base import Pack, UrlPolicy
@@ -171,8 +175,31 @@ def _check_price_and_plan(pack: Pack, inputs: dict[str, Any], max_cost: int, pla
         )
 
 
+def key_limits_check(*, pack_type: str, max_cost_micros: int, key_chain: tuple[KeyNode, ...]) -> None:
+    """The submitting key's own limits (SPEC §8), each the tightest along its chain (root first)."""
+    packs = key_limits.allowed_packs(key_chain)
+    if packs is not None and pack_type not in packs:
+        raise ApplicationError(
+            "PACK_NOT_ALLOWED",
+            f"Your API key may run only {', '.join(sorted(packs)) or 'no pack'}; not the {pack_type} pack.",
+        )
+    cap = key_limits.max_cost_per_run(key_chain)
+    if cap is not None and max_cost_micros > cap:
+        raise ApplicationError(
+            "MAX_COST_OVER_KEY_LIMIT",
+            f"Your API key allows at most {format_usd(cap)} USD per run.",
+            errors=[{"field": "reservation.max_cost_usd", "message": f"at most {format_usd(cap)}"}],
+        )
+
+
 def submission_parse(
-    *, body: Any, idempotency_key: str, request_hash: str, plan: Plan, default_trace_id: str
+    *,
+    body: Any,
+    idempotency_key: str,
+    request_hash: str,
+    plan: Plan,
+    default_trace_id: str,
+    key_chain: tuple[KeyNode, ...] = (),
 ) -> Submission:
     """A valid submission, or the first ApplicationError in the documented order."""
     body, reservation, meta = _shape(body)
@@ -182,6 +209,7 @@ def submission_parse(
     pack = _pack(body["pack_type"])
     _check_inputs(pack, body["inputs"])
     _check_price_and_plan(pack, body["inputs"], max_cost, plan)
+    key_limits_check(pack_type=pack.pack_type, max_cost_micros=max_cost, key_chain=key_chain)
     return Submission(
         idempotency_key=idempotency_key,
         request_hash=request_hash,

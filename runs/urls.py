@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from runs import apis
+from runs import apis, keys_api
 
 urlpatterns = [
     path("runs", apis.RunsApi.as_view(), name="runs"),
@@ -11,4 +11,7 @@ urlpatterns = [
     path("runs/<str:run_id>/result", apis.RunResultApi.as_view(), name="run-result"),
     path("usage", apis.UsageApi.as_view(), name="usage"),
     path("packs", apis.PacksApi.as_view(), name="packs"),
+    path("keys", keys_api.KeysApi.as_view(), name="keys"),
+    path("keys/<str:key_prefix>", keys_api.KeyDetailApi.as_view(), name="key-detail"),
+    path("keys/<str:key_prefix>/revoke", keys_api.KeyRevokeApi.as_view(), name="key-revoke"),
 ]

@@ -19,10 +19,11 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from billing.admin.forms import STALE_FORM, AdjustForm, TopupForm
-from billing.models import Account, LedgerTransaction, Plan, TenantPlan
+from billing.models import Account, KeySpend, LedgerTransaction, Plan, TenantPlan
 from billing.selectors import balances_get
 from billing.services import ledger_manual_post
 from dpp.admin_tools import DppModelAdmin, ReadOnlyTabularInline, TenantFilter, form_page, staff_actor, usd_or_dash
@@ -246,16 +247,76 @@ class RevokedFilter(admin.SimpleListFilter):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(DppModelAdmin):
-    """Keys are recognised by their 16-character prefix; the hash is never shown and the key cannot be."""
+    """Keys are recognised by their 16-character prefix; the hash is never shown and the key cannot be. Each key
+    shows its place in its tenant's tree (depth, parent), its limits (SPEC §8) and the spend of its current window
+    (its own counter; a key without a spend limit of its own counts against the keys above it). Read-only."""
 
-    list_display = ("prefix", "tenant_link", "label", "created_at", "last_used_at", "revoked_at")
+    list_display = (
+        "prefix",
+        "tenant_link",
+        "label",
+        "place",
+        "limits",
+        "spend",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    )
     list_filter = (RevokedFilter, TenantFilter)
     search_fields = ("prefix",)
     search_help_text = "The key's 16-character prefix, exactly (e.g. dpp_live_AbC1234)."
-    fields = ("prefix", "tenant_link", "label", "created_at", "last_used_at", "revoked_at")
+    fields = (
+        "prefix",
+        "tenant_link",
+        "label",
+        "place",
+        "can_manage_keys",
+        "limits",
+        "spend",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    )
     readonly_fields = fields
     actions = ("revoke_selected",)
     ordering = ("-created_at",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
+        # The current window's counter of each listed key, in the page's query.
+        now = timezone.now()
+        counter = KeySpend.objects.filter(
+            api_key=OuterRef("pk"), window_kind=OuterRef("spend_window"), window_start__lte=now, window_end__gt=now
+        )
+        spent = Subquery(counter.order_by().values("spent_micros")[:1])
+        keys: QuerySet[ApiKey] = super().get_queryset(request)
+        return keys.select_related("parent").annotate(spent_micros=spent)
+
+    @admin.display(description="place in the tree")
+    def place(self, obj: ApiKey) -> str:
+        if obj.parent is None:
+            return "first key (no parent)"
+        return f"level {obj.depth}, below {obj.parent.prefix}"
+
+    @admin.display(description="limits")
+    def limits(self, obj: ApiKey) -> str:
+        parts = []
+        if obj.spend_limit_micros is not None:
+            parts.append(f"{format_usd(obj.spend_limit_micros)} USD per {obj.spend_window}")
+        if obj.max_cost_per_run_micros is not None:
+            parts.append(f"≤ {format_usd(obj.max_cost_per_run_micros)} USD per run")
+        if obj.allowed_packs is not None:
+            parts.append("packs: " + (", ".join(obj.allowed_packs) or "none"))
+        return "; ".join(parts) or "none of its own"
+
+    @admin.display(description="spend (current window)")
+    def spend(self, obj: ApiKey) -> str:
+        if obj.spend_limit_micros is None:
+            return "—"
+        spent = getattr(obj, "spent_micros", None) or 0
+        window = "in total" if obj.spend_window == "total" else f"this {obj.spend_window}"
+        return f"{format_usd(spent)} of {format_usd(obj.spend_limit_micros)} USD {window}"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a key is shown once when issued: `manage.py issue_api_key`

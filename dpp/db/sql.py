@@ -10,10 +10,13 @@ from django.db import connections
 from config.adapters.django_hot import hot_cursor
 
 
-def api_key_with_tenant(*, digest: str, extra_columns: tuple[tuple[str, str], ...] = ()) -> tuple[Any, ...] | None:
+def api_key_with_tenant(
+    *, digest: str, chain_columns: str = "", chain_joins: str = "", extra_columns: tuple[tuple[str, str], ...] = ()
+) -> tuple[Any, ...] | None:
     """The API key of `digest` and its tenant, in one row: k.id, k.tenant_id, k.prefix, k.key_hash,
-    k.last_used_at, k.revoked_at, t.id, t.name, t.status, then each of `extra_columns`' SQL expressions (over the
-    aliases k = dpp_apikey and t = dpp_tenant; class constants, never input). None if no key has that digest.
+    k.last_used_at, k.revoked_at, t.id, t.name, t.status, then `chain_columns` (its ancestors' columns, over the
+    aliases `chain_joins` adds), then each of `extra_columns`' SQL expressions (over the aliases k = dpp_apikey and
+    t = dpp_tenant). Every piece is built from constants, never input. None if no key has that digest.
 
     Why: every authenticated request runs it; having the ORM compile it each time cost more CPU than the database
     spent answering it. Prepared (config.adapters.django_hot).
@@ -21,7 +24,8 @@ def api_key_with_tenant(*, digest: str, extra_columns: tuple[tuple[str, str], ..
     extra = "".join(f", {expression}" for _, expression in extra_columns)
     statement = (
         "SELECT k.id, k.tenant_id, k.prefix, k.key_hash, k.last_used_at, k.revoked_at, t.id, t.name, t.status"  # noqa: S608
-        f"{extra} FROM dpp_apikey k JOIN dpp_tenant t ON t.id = k.tenant_id WHERE k.key_hash = %s"
+        f"{chain_columns}{extra} FROM dpp_apikey k JOIN dpp_tenant t ON t.id = k.tenant_id {chain_joins}"
+        " WHERE k.key_hash = %s"
     )
     with hot_cursor() as cursor:
         cursor.execute(statement, [digest])

@@ -41,7 +41,18 @@ PROBLEMS: dict[str, ProblemType] = {
         "The available balance does not cover the reservation; nothing was created. Top up, then retry "
         "with the same Idempotency-Key.",
     ),
-    "PACK_NOT_ALLOWED": ProblemType(403, "Pack not allowed", "Your plan does not include this pack."),
+    "KEY_SPEND_LIMIT": ProblemType(
+        402,
+        "Key spend limit reached",
+        "This submit would take the spend of your API key (or of a key above it) over its limit in the current "
+        "window; `key_prefix` names that key, `resets_at` when its window restarts (null: it never does).",
+    ),
+    "PACK_NOT_ALLOWED": ProblemType(
+        403, "Pack not allowed", "Your plan, or the limits of your API key, do not include this pack."
+    ),
+    "KEY_CANNOT_MANAGE_KEYS": ProblemType(
+        403, "Key cannot manage keys", "This API key may not create, change or revoke keys (can_manage_keys)."
+    ),
     "TENANT_SUSPENDED": ProblemType(403, "Tenant suspended", "This tenant is suspended; contact support."),
     "FORBIDDEN": ProblemType(403, "Forbidden", "You are not allowed to do this."),
     "NOT_FOUND": ProblemType(404, "Not found", "There is no such resource, or it is not yours."),
@@ -80,6 +91,14 @@ PROBLEMS: dict[str, ProblemType] = {
     ),
     "MAX_COST_OVER_PLAN_LIMIT": ProblemType(
         422, "Max cost over plan limit", "max_cost_usd is above what your plan allows per run for this pack."
+    ),
+    "MAX_COST_OVER_KEY_LIMIT": ProblemType(
+        422,
+        "Max cost over key limit",
+        "max_cost_usd is above what your API key (or a key above it) allows per run (max_cost_per_run_usd).",
+    ),
+    "KEY_LIMIT_OVER_PARENT": ProblemType(
+        422, "Key limit over parent", "A key's limits may not exceed those of the keys above it; see `errors`."
     ),
     "MAX_COST_TOO_LOW": ProblemType(
         422, "Max cost too low", "max_cost_usd is below the least this run can cost (see GET /v1/packs)."

@@ -78,6 +78,7 @@ def test_groups_exist_after_migrate_with_the_intended_permissions(db: None) -> N
         "billing.view_ledgerentry",
         "billing.view_accountcheckpoint",
         "billing.view_auditcheckpoint",
+        "billing.view_keyspend",
         "runs.view_run",
         "reaper.view_auditflag",
     }
@@ -644,3 +645,22 @@ def test_the_accounts_list_sums_every_balance_by_kind_and_says_whether_they_sum_
     assert "Together: <strong>0.0001</strong> — <strong>they do not sum to zero: run <code>manage.py audit_ledger" in (
         drifted
     )
+
+
+def test_the_key_admin_shows_limits_spend_and_place_in_the_tree_read_only(finance: Client, owner: Persona) -> None:
+    from dpp.services import KeyLimits, api_key_issue
+    from tests.helpers.api import body, submit
+    from tests.runs.keys_support import client_for
+
+    root = ApiKey.objects.get(tenant=owner.tenant)
+    limits = KeyLimits(spend_limit_micros=2_000_000, spend_window="day", max_cost_per_run_micros=500_000)
+    child = api_key_issue(tenant=owner.tenant, parent=root, limits=limits, label="agent")
+    assert submit(client_for(child.secret), body("decision", max_cost_usd="0.0500")).status_code == 202
+    html = finance.get(reverse("admin:dpp_apikey_changelist"), {"q": child.api_key.prefix}).content.decode()
+    assert f"level 1, below {root.prefix}" in html
+    assert "2.0000 USD per day; ≤ 0.5000 USD per run" in html
+    assert "0.0500 of 2.0000 USD this day" in html
+    detail = finance.get(reverse("admin:dpp_apikey_change", args=[child.api_key.pk])).content.decode()
+    assert "0.0500 of 2.0000 USD this day" in detail
+    assert 'name="_save"' not in detail  # read-only
+    assert "first key (no parent)" in finance.get(reverse("admin:dpp_apikey_change", args=[root.pk])).content.decode()

@@ -113,6 +113,39 @@ class TestKeys:
         assert ApiKey.objects.get(prefix=body["api_key"][:16], tenant=owner.tenant).label == "ci"
         assert _account(body["api_key"]).json()["tenant_id"] == owner.tenant.pk
 
+    def test_issue_api_key_with_limits_below_a_parent(self, owner: Persona) -> None:
+        parent = _json(
+            "issue_api_key", owner.tenant.pk, "--can-manage-keys", "--spend-limit", "5.0000", "--window", "month"
+        )
+        args = ["--parent", parent["key_prefix"], "--spend-limit", "1.5000", "--window", "day"]
+        args += ["--max-cost-per-run", "0.2500", "--packs", "decision", "--expires", "2099-01-01T00:00:00Z"]
+        child = _json("issue_api_key", owner.tenant.pk, *args)
+        assert child["parent_prefix"] == parent["key_prefix"]
+        row = ApiKey.objects.get(prefix=child["key_prefix"])
+        assert row.parent is not None
+        assert row.expires_at is not None
+        assert (row.parent.prefix, row.depth, row.can_manage_keys) == (parent["key_prefix"], 1, False)
+        assert (row.spend_limit_micros, row.spend_window, row.max_cost_per_run_micros) == (1_500_000, "day", 250_000)
+        assert (row.allowed_packs, row.expires_at.isoformat()) == (["decision"], "2099-01-01T00:00:00+00:00")
+        assert ApiKey.objects.get(prefix=parent["key_prefix"]).can_manage_keys
+        _, text = _refused(
+            "issue_api_key",
+            owner.tenant.pk,
+            "--parent",
+            parent["key_prefix"],
+            "--spend-limit",
+            "6.0000",
+            "--window",
+            "day",
+        )
+        assert "at most 5.0000" in text
+        _, text = _refused("issue_api_key", owner.tenant.pk, "--packs", "diagnostic")
+        assert "not in plan 'starter'" in text
+
+    def test_the_key_of_create_tenant_may_manage_keys(self) -> None:
+        body = _json("create_tenant", unique_tenant_id())
+        assert ApiKey.objects.get(prefix=body["api_key"][:16]).can_manage_keys
+
     def test_issue_api_key_for_unknown_tenant(self) -> None:
         _, text = _refused("issue_api_key", "nobody-here")
         assert "no tenant" in text

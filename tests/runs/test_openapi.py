@@ -46,12 +46,18 @@ OPERATIONS: dict[tuple[str, str], set[str]] = {
     ("get", "/v1/ledger"): {"401", "403", "422", "429", "503"},
     ("get", "/v1/usage"): {"401", "403", "422", "429", "503"},
     ("get", "/v1/packs"): {"401", "403", "429", "503"},
+    ("post", "/v1/keys"): {"401", "403", "422", "429", "503"},
+    ("get", "/v1/keys"): {"401", "403", "422", "429", "503"},
+    ("get", "/v1/keys/{key_prefix}"): {"401", "403", "404", "429", "503"},
+    ("patch", "/v1/keys/{key_prefix}"): {"401", "403", "404", "422", "429", "503"},
+    ("post", "/v1/keys/{key_prefix}/revoke"): {"401", "403", "404", "429", "503"},
 }
 SUCCESS: dict[tuple[str, str], set[str]] = {
     ("post", "/v1/runs"): {"202"},
     ("post", "/v1/runs/{run_id}/cancel"): {"200", "202"},
     ("get", "/v1/runs/{run_id}"): {"200", "304"},
     ("get", "/v1/runs/{run_id}/result"): {"200", "302", "304"},
+    ("post", "/v1/keys"): {"201"},
 }
 
 
@@ -76,7 +82,9 @@ def test_every_v1_route_and_method_is_documented(document: dict[str, Any]) -> No
     # … and that is every route of the URLconf, with every method its view implements.
     for pattern in [*billing_urls, *runs_urls]:
         assert isinstance(pattern, URLPattern)
-        path = "/v1/" + str(pattern.pattern).replace("<str:run_id>", "{run_id}")
+        path = "/v1/" + str(pattern.pattern).replace("<str:run_id>", "{run_id}").replace(
+            "<str:key_prefix>", "{key_prefix}"
+        )
         view = pattern.callback.view_class  # type: ignore[attr-defined]
         for method in ("get", "post", "put", "patch", "delete"):
             assert (hasattr(view, method) and method != "options") == ((method, path) in OPERATIONS), (method, path)

@@ -24,7 +24,7 @@ class Command(DppCommand):
             plan_code=options["plan"],
             actor="cli:create_tenant",
         )
-        issued = api_key_issue(tenant=tenant, label="created with the tenant")
+        issued = api_key_issue(tenant=tenant, label="created with the tenant", can_manage_keys=True)
         self.emit(
             {"tenant_id": tenant.pk, "api_key": issued.secret, "plan": options["plan"]},
             f"tenant {tenant.pk} created on plan {options['plan']}\nAPI key (shown once): {issued.secret}",

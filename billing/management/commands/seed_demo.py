@@ -24,7 +24,7 @@ def _fresh_demo_key(tenant: Tenant) -> IssuedKey:
     `make run` would otherwise leave one more active key behind."""
     for earlier in ApiKey.objects.filter(tenant=tenant, label=DEMO_KEY_LABEL, revoked_at__isnull=True):
         api_key_revoke_by_id(api_key=earlier, actor="cli:seed_demo")
-    return api_key_issue(tenant=tenant, label=DEMO_KEY_LABEL)
+    return api_key_issue(tenant=tenant, label=DEMO_KEY_LABEL, can_manage_keys=True)
 
 
 class Command(DppCommand):
