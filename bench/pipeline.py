@@ -149,16 +149,14 @@ def _submit(tenants: list[tuple[Any, Any]], count: int, batch: str, retries: dic
     from django.db import DatabaseError
 
     from runs.services import run_accept
-    from runs.submission import request_hash, submission_parse
+    from runs.submission import submission_parse
 
-    digest = request_hash(RUN_BODY)
     started = time.perf_counter()
     for i in range(count):
         tenant, plan = tenants[i % len(tenants)]
         submission = submission_parse(
             body=RUN_BODY,
             idempotency_key=f"bench-{batch}-{i:07d}",
-            request_hash=digest,
             plan=plan,
             default_trace_id=uuid.uuid4().hex,
         )

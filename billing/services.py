@@ -173,6 +173,13 @@ def ledger_reserve(
     return txn
 
 
+def ledger_reserve_refusal(*, tenant_id: str, amount_micros: int, max_open: int | None) -> ApplicationError | None:
+    """What ledger_reserve would refuse now, the very same problem (402 INSUFFICIENT_FUNDS, 429
+    CONCURRENCY_LIMITED), or None; read without a lock and without writing (a quote, runs.services.run_quote)."""
+    refusal = _reserve_refusal(tenant_id, amount_micros, max_open)
+    return refusal if isinstance(refusal, ApplicationError) else None
+
+
 def _reserve_refusal(tenant_id: str, amount_micros: int, max_open: int | None) -> Exception:
     """Why the reservation was refused, read from the rows as they are now (the refused UPDATE holds their locks)."""
     available = _available_micros(tenant_id)

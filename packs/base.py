@@ -7,7 +7,8 @@ Guarantees every pack keeps:
 - ``validate`` never raises on any JSON-like value: it returns ``[]`` for valid inputs, else one
   ``FieldError`` per JSON Schema error (field paths start with ``inputs``), or, only when the schema
   holds, the pack's semantic errors. Schema errors come sorted by field, so the answer is reproducible.
-- ``price_floor_micros`` is the least a run with those (valid) inputs can be charged.
+- ``price_floor_micros`` is the least a run with those (valid) inputs can be charged, ``price_ceiling_micros``
+  the most (before the cap at the reservation): a quote (SPEC §9) shows both, and suggests the ceiling.
 - ``execute`` returns a cost in int micros, a multiple of 100, never negative (``PackResult`` refuses
   anything else). Capping the cost at the reservation is the platform's job, not the pack's.
 - ``execute`` fails only with ``PackError`` (a reason code the run can carry) or ``PackInterrupted``
@@ -150,6 +151,10 @@ class Pack(ABC):
     @abstractmethod
     def price_floor_micros(self, inputs: dict[str, Any]) -> int:
         """The least a run with these valid inputs can cost, in micros."""
+
+    @abstractmethod
+    def price_ceiling_micros(self, inputs: dict[str, Any]) -> int:
+        """The most a run with these valid inputs can cost, in micros (a multiple of 100), before the cap."""
 
     @abstractmethod
     def pricing(self) -> dict[str, Any]:

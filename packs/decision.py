@@ -132,6 +132,9 @@ class DecisionPack(Pack):
     def price_floor_micros(self, inputs: dict[str, Any]) -> int:
         return BASE_MICROS + PER_CELL_MICROS * len(inputs["options"]) * len(inputs["criteria"])
 
+    def price_ceiling_micros(self, inputs: dict[str, Any]) -> int:
+        return self.price_floor_micros(inputs)  # the exact price, whatever happens during execution
+
     def pricing(self) -> dict[str, Any]:
         return {
             "model": "per_cell",

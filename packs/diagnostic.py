@@ -56,6 +56,9 @@ class DiagnosticPack(Pack):
     def price_floor_micros(self, inputs: dict[str, Any]) -> int:
         return 0
 
+    def price_ceiling_micros(self, inputs: dict[str, Any]) -> int:
+        return usd_micros(inputs.get("cost_usd", "0.0000")) or 0  # what it is asked to cost (valid inputs)
+
     def pricing(self) -> dict[str, Any]:
         return {
             "model": "requested",

@@ -28,10 +28,12 @@ from runs import presenters, results, selectors, services
 from runs.models import Run, RunStatus
 from runs.serializers import (
     PackListOut,
+    QuoteOut,
     ReceiptOut,
     ResultEnvelopeOut,
     RunOut,
     RunPageOut,
+    RunQuoteIn,
     RunSubmitIn,
     UsageOut,
 )
@@ -96,6 +98,8 @@ SUBMIT_PROBLEMS = (
     "MAX_COST_TOO_LOW",
     "CONCURRENCY_LIMITED",
 )
+# A quote answers what the submit of its body would, but needs no Idempotency-Key (one sent is ignored).
+QUOTE_PROBLEMS = tuple(code for code in SUBMIT_PROBLEMS if not code.startswith("IDEMPOTENCY_KEY_"))
 _ETAG_HEADER = "the representation's strong ETag: send it as If-None-Match to get a 304 while it is unchanged"
 
 
@@ -122,6 +126,15 @@ def _pack_types() -> list[str]:
 def caller_key(request: Request) -> ApiKey | None:
     """The API key of the request (dpp.http.auth), with its chain: what it may see, spend and run."""
     return request.auth if isinstance(request.auth, ApiKey) else None
+
+
+def _api_key(request: Request) -> ApiKey:
+    """The key that authenticated a run's body (a submit, a quote); an empty body is refused first."""
+    if _no_body(request):  # DRF would read it as {}: a 422 "pack_type is required" would mislead
+        raise ApplicationError("MALFORMED_JSON", "The request body is empty: send the run as a JSON object.")
+    api_key = request.auth
+    assert isinstance(api_key, ApiKey)  # noqa: S101 - guaranteed by the authentication of every /v1 view
+    return api_key
 
 
 class RunOwnerMixin:
@@ -167,14 +180,10 @@ class RunsApi(TenantApiView):
     def post(self, request: Request) -> Response:
         tenant, plan = self.tenant(request), self.plan(request)
         key = idempotency_key_parse(request.headers.get("Idempotency-Key"))
-        if _no_body(request):  # DRF would read it as {}: a 422 "pack_type is required" would mislead
-            raise ApplicationError("MALFORMED_JSON", "The request body is empty: send the run as a JSON object.")
-        api_key = request.auth
-        assert isinstance(api_key, ApiKey)  # noqa: S101 - guaranteed by the authentication of every /v1 view
         accepted = services.run_submit(
             tenant=tenant,
             plan=plan,
-            key=api_key,
+            key=_api_key(request),
             body=request.data,
             idempotency_key=key,
             trace_id=current_trace_id(),
@@ -339,6 +348,45 @@ class RunCancelApi(RunOwnerMixin, TenantApiView):
         body = presenters.run_body(outcome.run, available_micros=available, request=request)
         status = 202 if outcome.pending else 200
         return _with_headers(Response(body, status=status), presenters.cost_headers(outcome.run))
+
+
+class QuotesApi(TenantApiView):
+    # A quote moves no money and creates nothing: counted as a read, never against the submits it prepares.
+    rate_limit_policy = "reads"
+
+    @extend_schema(
+        operation_id="quotes_create",
+        summary="Quote a run (moves no money; counts against reads)",
+        description=(
+            "What a submit of this body would cost and whether it would be accepted, checked exactly as POST "
+            "/v1/runs checks it (with the given reservation.max_cost_usd, or else the suggested one: the price "
+            "ceiling), without creating a run, holding money or storing an Idempotency-Key (one sent is "
+            "ignored). A submit that would be refused gets its very problem here (402, 403, 422, 429)."
+        ),
+        request=RunQuoteIn,
+        responses={200: QuoteOut, **problems(*QUOTE_PROBLEMS)},
+        tags=["runs"],
+    )
+    def post(self, request: Request) -> Response:
+        tenant, plan = self.tenant(request), self.plan(request)
+        quote = services.run_quote(tenant=tenant, plan=plan, key=_api_key(request), body=request.data)
+        return Response(
+            {
+                "pack_type": quote.pack_type,
+                "price_floor_usd": format_usd(quote.price_floor_micros),
+                "price_ceiling_usd": format_usd(quote.price_ceiling_micros),
+                "price_exact": quote.price_exact,
+                "suggested_max_cost_usd": format_usd(quote.suggested_max_cost_micros),
+                "minimum_fee_usd": format_usd(quote.minimum_fee_micros),
+                "available_usd": format_usd(quote.available_micros),
+                "key_spend_remaining_usd": _usd_or_none(quote.key_spend_remaining_micros),
+                "accepted": True,  # a quote that would be refused is that refusal's problem instead
+            }
+        )
+
+
+def _usd_or_none(micros: int | None) -> str | None:
+    return None if micros is None else format_usd(micros)
 
 
 class RunResultApi(ConditionalGetMixin, RunOwnerMixin, TenantApiView):

@@ -42,6 +42,36 @@ class RunSubmitIn(serializers.Serializer[Any]):
     meta = MetaIn(required=False)
 
 
+class QuoteReservationIn(serializers.Serializer[Any]):
+    """A quote's reservation (SPEC §9): optional, and so is its max cost (without one, the suggested is checked)."""
+
+    max_cost_usd = serializers.RegexField(
+        MONEY_PATTERN, required=False, help_text='The max cost to check, e.g. "0.0500"; else the suggested one.'
+    )
+    timebox_sec = serializers.IntegerField(min_value=1, max_value=90, required=False, default=90)
+
+
+class RunQuoteIn(serializers.Serializer[Any]):
+    pack_type = serializers.ChoiceField(choices=[pack.pack_type for pack in all_packs()])
+    inputs = serializers.DictField(help_text="Pack specific: see input_schema in GET /v1/packs.")
+    reservation = QuoteReservationIn(required=False)
+    meta = MetaIn(required=False)
+
+
+class QuoteOut(serializers.Serializer[Any]):
+    pack_type = serializers.CharField()
+    price_floor_usd = serializers.CharField(help_text="the least this run can cost (4-decimal USD)")
+    price_ceiling_usd = serializers.CharField(help_text="the most this run can cost, before the cap")
+    price_exact = serializers.BooleanField(help_text="floor = ceiling: the price is known in advance")
+    suggested_max_cost_usd = serializers.CharField(help_text="a reservation that covers the ceiling")
+    minimum_fee_usd = serializers.CharField(help_text="of the given max_cost_usd, or else of the suggested one")
+    available_usd = serializers.CharField(help_text="your available balance now")
+    key_spend_remaining_usd = serializers.CharField(
+        allow_null=True, help_text="what the API key may still spend in its window; null: no limit"
+    )
+    accepted = serializers.BooleanField(help_text="always true: a submit that would be refused gets its problem")
+
+
 class PollOut(serializers.Serializer[Any]):
     href = serializers.CharField()
     recommended_interval_ms = serializers.IntegerField()

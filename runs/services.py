@@ -22,7 +22,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.models import Plan
-from billing.services import ReservationRacedError, ledger_reserve, ledger_settle
+from billing.selectors import balances_get
+from billing.services import ReservationRacedError, ledger_reserve, ledger_reserve_refusal, ledger_settle
 from dpp.http.errors import ApplicationError
 from dpp.key_limits import KeyNode
 from dpp.models import ApiKey, Tenant
@@ -33,7 +34,15 @@ from runs.dispatch import publish_run
 from runs.models import FinalizeStage, MoneyState, Run, RunStatus
 from runs.results import Envelope
 from runs.selectors import visible_runs
-from runs.submission import Submission, request_hash, submission_parse
+from runs.submission import (
+    Draft,
+    Submission,
+    fingerprint_matches,
+    key_limits_check,
+    submission_check,
+    submission_read,
+    suggested_max_cost_micros,
+)
 
 logger = logging.getLogger("dpp.runs")
 
@@ -51,38 +60,48 @@ class Accepted:
 
 
 def run_submit(*, tenant: Tenant, plan: Plan, key: ApiKey, body: Any, idempotency_key: str, trace_id: str) -> Accepted:
-    """A submit under its (well-formed) Idempotency-Key: a new run, the earlier receipt for the same payload, or
-    409 for another payload; a refused request stores nothing. Validation order: runs.submission.
+    """A submit under its (well-formed) Idempotency-Key: a new run, the earlier receipt for the same payload (the
+    same fingerprint: runs.submission), or 422 IDEMPOTENCY_KEY_REUSED for another; a refused request stores
+    nothing. Validation order: runs.submission.
 
     `key` is the API key that authenticated the submit, the one whose limits the run counts against.
     """
-    body_hash = request_hash(body)
+    fingerprint: str | None = None
     try:
-        submission = submission_parse(
-            body=body,
-            idempotency_key=idempotency_key,
-            request_hash=body_hash,
-            plan=plan,
-            default_trace_id=trace_id,
-            key_chain=key_chain(key),
-        )
+        draft = submission_read(body=body, default_trace_id=trace_id)
+        fingerprint = draft.fingerprint
+        submission = _submit_checks(tenant=tenant, plan=plan, key=key, draft=draft, idempotency_key=idempotency_key)
     except ApplicationError:
         # The key decides before validation does: a replay (or another payload under the key) is answered as
-        # such. A valid payload skips this lookup: run_accept's INSERT finds an existing key by itself.
+        # such, also when the same request would be refused now (e.g. after a plan change). A body that cannot
+        # be read is another payload than the valid one stored. A valid payload skips this lookup: run_accept's
+        # INSERT finds an existing key by itself.
         existing = _run_find_by_key(tenant=tenant, idempotency_key=idempotency_key)
         if existing is None:
             raise
-        return _replay_or_conflict(run=existing, request_hash=body_hash)
+        return _replay_or_conflict(run=existing, fingerprint=fingerprint, body=body)
     return run_accept(tenant=tenant, plan=plan, submission=submission, api_key=key)
+
+
+def _submit_checks(*, tenant: Tenant, plan: Plan, key: ApiKey, draft: Draft, idempotency_key: str) -> Submission:
+    """Every check of a read request before money is held: its inputs, price floor and plan (runs.submission),
+    then what its API key allows (SPEC §8). One function for run_submit and run_quote, so that a quote refuses
+    exactly what the submit of the same body would, with the same problem."""
+    submission = submission_check(draft=draft, idempotency_key=idempotency_key, plan=plan)
+    key_limits_check(
+        pack_type=submission.pack_type, max_cost_micros=submission.max_cost_micros, key_chain=key_chain(key)
+    )
+    return submission
 
 
 def _run_find_by_key(*, tenant: Tenant, idempotency_key: str) -> Run | None:
     return Run.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
 
 
-def _replay_or_conflict(*, run: Run, request_hash: str) -> Accepted:
-    """The original receipt for the same payload; 409 for another payload under the same key."""
-    if run.request_hash != request_hash:
+def _replay_or_conflict(*, run: Run, fingerprint: str | None, body: Any) -> Accepted:
+    """The original receipt for the same payload; 422 for another payload under the same key (the draft's status:
+    a 409 would tell a generic retrying client to send the same request again)."""
+    if not fingerprint_matches(stored=run.request_hash, fingerprint=fingerprint, body=body):
         raise ApplicationError(
             "IDEMPOTENCY_KEY_REUSED",
             f"Idempotency-Key {run.idempotency_key!r} was used for run {run.pk} with a different payload.",
@@ -115,7 +134,7 @@ def run_accept(*, tenant: Tenant, plan: Plan, submission: Submission, api_key: A
             existing = _run_find_by_key(tenant=tenant, idempotency_key=submission.idempotency_key)
             if existing is None:
                 raise
-            return _replay_or_conflict(run=existing, request_hash=submission.request_hash)
+            return _replay_or_conflict(run=existing, fingerprint=submission.request_hash, body=submission.body)
         return Accepted(run=run, replayed=False)
     raise ApplicationError(
         "UNAVAILABLE", "The balance kept changing while the run was accepted; retry.", headers={"Retry-After": "1"}
@@ -159,6 +178,53 @@ def _accept(*, tenant: Tenant, plan: Plan, submission: Submission, api_key: ApiK
     )
     transaction.on_commit(lambda: publish_run(run), robust=True)
     return run
+
+
+# --- quote (API, MCP) ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What a submit of a body would cost, and that it would be accepted (SPEC §9), in micros: the view formats."""
+
+    pack_type: str
+    price_floor_micros: int
+    price_ceiling_micros: int
+    suggested_max_cost_micros: int
+    minimum_fee_micros: int  # of the given reservation, or else of the suggested one
+    available_micros: int
+    key_spend_remaining_micros: int | None  # None: the key has no spend limit
+
+    @property
+    def price_exact(self) -> bool:
+        return self.price_floor_micros == self.price_ceiling_micros
+
+
+def run_quote(*, tenant: Tenant, plan: Plan, key: ApiKey, body: Any) -> Quote:
+    """What a submit of `body` would get, checked as run_submit checks it (the given max cost, or else the
+    suggested one) but with nothing reserved, created or stored, no idempotency key either: a Quote, or the very
+    problem the submit would answer (402, 403, 422, 429 CONCURRENCY_LIMITED).
+
+    The funds and concurrency checks read the balances without locking them: a quote says what a submit would
+    get now, and a submit right after it may still meet another's reservation.
+    """
+    draft = submission_read(body=body, default_trace_id="", reservation_required=False)
+    submission = _submit_checks(tenant=tenant, plan=plan, key=key, draft=draft, idempotency_key="")
+    refusal = ledger_reserve_refusal(
+        tenant_id=tenant.pk, amount_micros=submission.max_cost_micros, max_open=plan.max_concurrent_runs
+    )
+    if refusal is not None:
+        raise refusal
+    pack, inputs = draft.pack, submission.inputs
+    return Quote(
+        pack_type=pack.pack_type,
+        price_floor_micros=pack.price_floor_micros(inputs),
+        price_ceiling_micros=pack.price_ceiling_micros(inputs),
+        suggested_max_cost_micros=suggested_max_cost_micros(pack, inputs),
+        minimum_fee_micros=minimum_fee(submission.max_cost_micros),
+        available_micros=balances_get(tenant_id=tenant.pk).available_micros,
+        key_spend_remaining_micros=None,
+    )
 
 
 # --- terminal transitions (worker, reaper, cancel) ------------------------------------------------------

@@ -1,17 +1,28 @@
-"""Parsing and validating `POST /v1/runs` (SPEC §4), in the documented order, before any write.
+"""Parsing and validating `POST /v1/runs` and `POST /v1/quotes` (SPEC §4, §9), in the documented order, before
+any write.
 
-Order: Idempotency-Key format → (the replay check, in runs.services.run_submit) → body shape → money → timebox →
-pack known → inputs against the pack's JSON Schema → price floor → plan (pack allowed, max cost within the plan) →
-the API key's limits, the tightest along its chain (pack allowed: 403 PACK_NOT_ALLOWED; max cost per run: 422
-MAX_COST_OVER_KEY_LIMIT). The key's spend limit is checked later, with the reservation (billing.services).
+Order: Idempotency-Key format → body shape → money → timebox → pack known (`submission_read`: the request with its
+defaults applied, and its fingerprint) → inputs against the pack's JSON Schema → price floor → plan (pack allowed,
+max cost within the plan) (`submission_check`) → the API key's limits, the tightest along its chain
+(`key_limits_check`: pack allowed, 403 PACK_NOT_ALLOWED; max cost per run, 422 MAX_COST_OVER_KEY_LIMIT; the
+spend limit is checked later, with the reservation). The replay check (runs.services.run_submit) answers any refusal
+of a request whose key already has a run, by comparing fingerprints.
+
+The fingerprint (draft-ietf-httpapi-idempotency-key-header) is of the request as it is understood, not as it was
+spelt: defaults applied (`timebox_sec` 90, the top-level defaults the pack's input schema declares), money in its
+4-decimal form, `meta` left out. It is stored as "v2:" + the unpadded base64url SHA-256 (46 characters, in the
+64-character column); a run stored before it carries the legacy hash of the raw body (64 hex digits), and is
+compared with the legacy hash of the retried raw body (`fingerprint_matches`; docs/decisions.md).
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +31,7 @@ from billing.models import Plan
 from dpp import key_limits
 from dpp.http.errors import ApplicationError
 from dpp.key_limits import KeyNode
-from dpp.money import format_usd, parse_max_cost, parse_usd
+from dpp.money import GRANULE_MICROS, format_usd, parse_max_cost, parse_usd, usd_micros
 from dpp.observability import valid_trace_id
 from packs.base import Pack, UrlPolicy
 from packs.registry import get_pack
@@ -30,6 +41,7 @@ TOP_LEVEL = frozenset({"pack_type", "inputs", "reservation", "meta"})
 RESERVATION_MEMBERS = frozenset({"max_cost_usd", "timebox_sec"})
 META_MEMBERS = frozenset({"trace_id"})  # strict like the rest: a misspelt trace_id must not vanish silently
 DEFAULT_TIMEBOX_SEC = 90
+FINGERPRINT_VERSION = "v2:"
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,7 @@ class Submission:
     timebox_sec: int
     max_cost_micros: int
     trace_id: str
+    body: Any = field(default=None, repr=False, compare=False)  # as sent: compared with a legacy run's hash
 
 
 def url_policy() -> UrlPolicy:
@@ -52,16 +65,34 @@ def url_policy() -> UrlPolicy:
     )
 
 
+@dataclass(frozen=True)
+class Draft:
+    """A request read (`submission_read`) but not yet checked against its pack's schema, price and plan."""
+
+    pack: Pack
+    inputs: Any
+    max_cost_micros: int | None  # None: a quote without a reservation
+    timebox_sec: int
+    trace_id: str
+    fingerprint: str
+    body: Any = field(repr=False, compare=False)
+
+
 def idempotency_key_parse(header: str | None) -> str:
+    """The key of the header's bare form (`tour-0001`) or its RFC 8941 sf-String form (`"tour-0001"`): one key.
+
+    The key's alphabet has no quote or backslash, so an sf-String with escapes could never hold a valid key."""
     if not header:
         raise ApplicationError("IDEMPOTENCY_KEY_MISSING")
-    if not IDEMPOTENCY_KEY_RE.fullmatch(header):
+    key = header[1:-1] if len(header) >= 2 and header[0] == header[-1] == '"' else header
+    if not IDEMPOTENCY_KEY_RE.fullmatch(key):
         raise ApplicationError("IDEMPOTENCY_KEY_INVALID")
-    return header
+    return key
 
 
-def request_hash(body: Any) -> str:
-    """SHA-256 of the canonical payload: sorted keys, no whitespace, `meta.trace_id` left out.
+def legacy_request_hash(body: Any) -> str:
+    """The fingerprint of runs stored before v2: SHA-256 hex of the raw payload's canonical JSON (sorted keys, no
+    whitespace, `meta.trace_id` left out). Only compared with such runs' `request_hash`, never stored any more.
 
     A `meta` left empty by that is dropped too, so `{"meta": {"trace_id": "x"}, …}` and the same body without
     `meta` are one payload (a retry that stops sending its trace id is still a replay).
@@ -72,15 +103,57 @@ def request_hash(body: Any) -> str:
         payload = {k: v for k, v in body.items() if k != "meta"}
         if meta:
             payload["meta"] = meta
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_canonical(payload)).hexdigest()
+
+
+def _canonical(payload: Any) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _fingerprint(pack: Pack, inputs: Any, max_cost: int | None, timebox: int) -> str:
+    """ "v2:" + base64url SHA-256 of the request as understood: defaults applied, money normalised, no `meta`."""
+    payload = {
+        "pack_type": pack.pack_type,
+        "inputs": _inputs_with_defaults(pack, inputs),
+        "reservation": {"max_cost_usd": None if max_cost is None else format_usd(max_cost), "timebox_sec": timebox},
+    }
+    digest = base64.urlsafe_b64encode(hashlib.sha256(_canonical(payload)).digest()).rstrip(b"=").decode("ascii")
+    return FINGERPRINT_VERSION + digest
+
+
+def _inputs_with_defaults(pack: Pack, inputs: Any) -> Any:
+    """The inputs with the top-level defaults of the pack's schema filled in and its money inputs as 4-decimal
+    strings ("0.03" → "0.0300"); inputs that are no object, and values that are no money, are left as they are
+    (their request is refused by `submission_check` anyway)."""
+    if not isinstance(inputs, dict):
+        return inputs
+    filled = {
+        name: copy.deepcopy(spec["default"])
+        for name, spec in pack.input_schema.get("properties", {}).items()
+        if isinstance(spec, dict) and "default" in spec and name not in inputs
+    }
+    filled.update(inputs)
+    for name in pack.money_inputs:
+        micros = usd_micros(filled.get(name))
+        if micros is not None:
+            filled[name] = format_usd(micros)
+    return filled
+
+
+def fingerprint_matches(*, stored: str, fingerprint: str | None, body: Any) -> bool:
+    """Whether a retry is the payload of the run stored with `stored`. `fingerprint` is the retry's (None when it
+    could not be read: then it is another payload than any valid one stored); a legacy run is compared with the
+    legacy hash of the retry's raw body, as it was when that run was accepted."""
+    if stored.startswith(FINGERPRINT_VERSION):
+        return fingerprint == stored
+    return stored == legacy_request_hash(body)
 
 
 def _invalid(field: str, message: str) -> ApplicationError:
     return ApplicationError("VALIDATION_ERROR", f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
-def _shape(body: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def _shape(body: Any, *, reservation_required: bool) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The body's members with their JSON types checked: (body, reservation, meta)."""
     if not isinstance(body, dict):
         raise _invalid("body", "must be a JSON object")
@@ -91,7 +164,8 @@ def _shape(body: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         raise _invalid("pack_type", "is required and must be a string")
     if "inputs" not in body:
         raise _invalid("inputs", "is required")
-    reservation = _member_object(body, "reservation", known=RESERVATION_MEMBERS, required="max_cost_usd")
+    required = "max_cost_usd" if reservation_required else None
+    reservation = _member_object(body, "reservation", known=RESERVATION_MEMBERS, required=required)
     meta = _member_object(body, "meta", known=META_MEMBERS)
     return body, reservation, meta
 
@@ -192,31 +266,55 @@ def key_limits_check(*, pack_type: str, max_cost_micros: int, key_chain: tuple[K
         )
 
 
-def submission_parse(
-    *,
-    body: Any,
-    idempotency_key: str,
-    request_hash: str,
-    plan: Plan,
-    default_trace_id: str,
-    key_chain: tuple[KeyNode, ...] = (),
-) -> Submission:
-    """A valid submission, or the first ApplicationError in the documented order."""
-    body, reservation, meta = _shape(body)
-    max_cost = parse_max_cost(reservation["max_cost_usd"])
+def submission_read(*, body: Any, default_trace_id: str, reservation_required: bool = True) -> Draft:
+    """The request with its defaults applied and its fingerprint, or the first ApplicationError of its shape, money,
+    timebox, trace id and pack type. A quote (SPEC §9) may leave out the reservation or its max cost."""
+    body, reservation, meta = _shape(body, reservation_required=reservation_required)
+    max_cost = parse_max_cost(reservation["max_cost_usd"]) if "max_cost_usd" in reservation else None
     timebox = _timebox(reservation)
     trace_id = _trace_id(meta, default_trace_id)
     pack = _pack(body["pack_type"])
-    _check_inputs(pack, body["inputs"])
-    _check_price_and_plan(pack, body["inputs"], max_cost, plan)
-    key_limits_check(pack_type=pack.pack_type, max_cost_micros=max_cost, key_chain=key_chain)
+    return Draft(
+        pack=pack,
+        inputs=body["inputs"],
+        max_cost_micros=max_cost,
+        timebox_sec=timebox,
+        trace_id=trace_id,
+        fingerprint=_fingerprint(pack, body["inputs"], max_cost, timebox),
+        body=body,
+    )
+
+
+def suggested_max_cost_micros(pack: Pack, inputs: dict[str, Any]) -> int:
+    """What a quote without a reservation checks (SPEC §9: the price ceiling), at least the least reservation
+    there is (0.0001): a diagnostic run asking for cost 0 has a ceiling of 0, which no submit may reserve."""
+    return max(pack.price_ceiling_micros(inputs), GRANULE_MICROS)
+
+
+def submission_check(*, draft: Draft, idempotency_key: str, plan: Plan) -> Submission:
+    """The valid submission of a read request, or the first ApplicationError of its inputs, price floor and plan.
+    Without a max cost (a quote), the suggested one is checked."""
+    pack = draft.pack
+    _check_inputs(pack, draft.inputs)
+    max_cost = draft.max_cost_micros
+    if max_cost is None:
+        max_cost = suggested_max_cost_micros(pack, draft.inputs)
+    _check_price_and_plan(pack, draft.inputs, max_cost, plan)
     return Submission(
         idempotency_key=idempotency_key,
-        request_hash=request_hash,
+        request_hash=draft.fingerprint,
         pack_type=pack.pack_type,
         profile_version=f"{pack.pack_type}@{pack.version}",
-        inputs=body["inputs"],
-        timebox_sec=min(timebox, pack.max_timebox_sec),
+        inputs=draft.inputs,
+        timebox_sec=min(draft.timebox_sec, pack.max_timebox_sec),
         max_cost_micros=max_cost,
-        trace_id=trace_id,
+        trace_id=draft.trace_id,
+        body=draft.body,
     )
+
+
+def submission_parse(*, body: Any, idempotency_key: str, plan: Plan, default_trace_id: str) -> Submission:
+    """A valid submission, or the first ApplicationError in the documented order (for callers that need no
+    replay check: tests, benchmarks)."""
+    draft = submission_read(body=body, default_trace_id=default_trace_id)
+    return submission_check(draft=draft, idempotency_key=idempotency_key, plan=plan)

@@ -60,7 +60,7 @@ PROBLEMS: dict[str, ProblemType] = {
         405, "Method not allowed", "This path does not accept that method; see the Allow header."
     ),
     "IDEMPOTENCY_KEY_REUSED": ProblemType(
-        409,
+        422,  # draft-ietf-httpapi-idempotency-key-header; a 409 would make a generic retrying client loop
         "Idempotency-Key reused",
         "This Idempotency-Key was already used with a different payload. Use a new key for a new run.",
     ),

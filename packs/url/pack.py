@@ -69,6 +69,9 @@ class UrlPack(Pack):
     def price_floor_micros(self, inputs: dict[str, Any]) -> int:
         return FLOOR_MICROS
 
+    def price_ceiling_micros(self, inputs: dict[str, Any]) -> int:
+        return price_micros(int(inputs.get("max_bytes", DEFAULT_MAX_BYTES)))  # every byte it may read
+
     def pricing(self) -> dict[str, Any]:
         return {
             "model": "per_block_read",

@@ -30,7 +30,7 @@ from runs.services import (
     run_fail,
     run_lease,
 )
-from runs.submission import DEFAULT_TIMEBOX_SEC, request_hash, submission_parse
+from runs.submission import DEFAULT_TIMEBOX_SEC, submission_parse
 from tests.helpers.api import body, new_key
 from tests.helpers.personas import Persona
 
@@ -61,7 +61,6 @@ def queued_run(
     submission = submission_parse(
         body=payload,
         idempotency_key=key or new_key(),
-        request_hash=request_hash(payload),
         plan=plan,
         default_trace_id=uuid.uuid4().hex,
     )

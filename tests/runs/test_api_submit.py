@@ -155,11 +155,11 @@ def test_the_hash_is_canonical_json_key_order_and_whitespace_do_not_matter(unlim
     assert again.json()["run_id"] == first.json()["run_id"]
 
 
-def test_same_key_other_payload_is_409(unlimited: Persona) -> None:
+def test_same_key_other_payload_is_422(unlimited: Persona) -> None:
     key = new_key()
     first = accepted(unlimited.client, body(max_cost_usd="0.0500"), key=key)
     problem = assert_problem(
-        submit(unlimited.client, body(max_cost_usd="0.0600"), key=key), 409, "IDEMPOTENCY_KEY_REUSED"
+        submit(unlimited.client, body(max_cost_usd="0.0600"), key=key), 422, "IDEMPOTENCY_KEY_REUSED"
     )
     assert first["run_id"] in problem["detail"]
     assert _counts(unlimited) == (1, 1)

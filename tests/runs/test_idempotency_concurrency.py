@@ -75,6 +75,34 @@ def test_50_identical_submits_make_one_run_and_one_reservation() -> None:
     _audit_is_clean()
 
 
+def test_50_submits_of_one_payload_in_both_header_forms_and_spellings_make_one_run() -> None:
+    """Half the threads send the sf-String form of the key and every default spelt out, half the bare form and
+    nothing optional: one payload under one key (SPEC §4 "Idempotency"), so one run and one reservation."""
+    persona = make_persona(plan="unlimited", credit_micros=10 * USD)
+    key = new_key()
+    spelt_out = body(inputs={"cost_usd": "0.03", "sleep_ms": 0, "outcome": "succeed"}, timebox_sec=90)
+    terse = body(inputs={"cost_usd": "0.0300"}, max_cost_usd="0.05")
+    barrier = threading.Barrier(THREADS)
+
+    def one(i: int) -> tuple[int, str]:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {persona.api_key}")
+        try:
+            barrier.wait(timeout=30)
+            response = submit(client, spelt_out if i % 2 else terse, key=f'"{key}"' if i % 2 else key)
+            return response.status_code, json.loads(response.content).get("run_id", "")
+        finally:
+            close_thread_connection()
+
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        answers = list(pool.map(one, range(THREADS)))
+    assert Counter(status for status, _ in answers) == {202: THREADS}
+    assert len({run_id for _, run_id in answers}) == 1
+    assert Run.objects.filter(tenant=persona.tenant).count() == 1
+    assert balances(persona) == (10 * USD - 50_000, 50_000)
+    _audit_is_clean()
+
+
 def test_50_submits_on_money_for_exactly_10_accept_exactly_10() -> None:
     persona = make_persona(plan="unlimited", credit_micros=10 * 50_000)
     answers = _race(persona, [new_key() for _ in range(THREADS)], body(max_cost_usd="0.0500"))

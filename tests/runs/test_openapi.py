@@ -37,7 +37,8 @@ SUBMIT = ("POST", "/v1/runs")
 
 # Every operation of the API and the problem statuses it documents (401, 429 and 503 everywhere).
 OPERATIONS: dict[tuple[str, str], set[str]] = {
-    ("post", "/v1/runs"): {"400", "401", "402", "403", "409", "413", "415", "422", "429", "503"},
+    ("post", "/v1/runs"): {"400", "401", "402", "403", "413", "415", "422", "429", "503"},
+    ("post", "/v1/quotes"): {"400", "401", "402", "403", "413", "415", "422", "429", "503"},
     ("get", "/v1/runs"): {"401", "403", "422", "429", "503"},
     ("get", "/v1/runs/{run_id}"): {"401", "403", "404", "412", "429", "503"},
     ("post", "/v1/runs/{run_id}/cancel"): {"401", "403", "404", "409", "429", "503"},

@@ -167,3 +167,25 @@ def test_the_result_envelope_matches_its_schema_and_the_decision_output(
     _validator(document, "ResultEnvelope").validate(envelope)
     _validator(document, "DecisionOutput").validate(envelope["data"])
     assert not _validator(document, "DecisionOutput").is_valid({"winner": "A"})
+
+
+def test_the_quote_body_is_one_schema_per_pack_with_the_reservation_optional(
+    document: dict[str, Any], owner: Persona
+) -> None:
+    operation = document["paths"]["/v1/quotes"]["post"]
+    media = operation["requestBody"]["content"]["application/json"]
+    assert media["schema"] == {"$ref": REF + "RunQuoteInRequest"}
+    schemas = document["components"]["schemas"]
+    mapping = {pack.pack_type: f"{REF}{pack.pack_type.capitalize()}QuoteRequest" for pack in all_packs()}
+    assert schemas["RunQuoteInRequest"]["discriminator"] == {"propertyName": "pack_type", "mapping": mapping}
+    for ref in mapping.values():
+        request = schemas[ref.removeprefix(REF)]
+        assert request["required"] == ["pack_type", "inputs"]
+        assert request["properties"]["reservation"] == {"$ref": REF + "QuoteReservationInRequest"}
+    assert "max_cost_usd" not in schemas["QuoteReservationInRequest"].get("required", [])
+    assert "IDEMPOTENCY_KEY_REUSED" not in json.dumps(operation["responses"])
+    example = media["examples"]["decision"]["value"]
+    _validator(document, "RunQuoteInRequest").validate(example)
+    response = owner.client.post("/v1/quotes", data=json.dumps(example), content_type="application/json")
+    assert response.status_code == 200, response.content
+    _validator(document, "QuoteOut").validate(response.json())
