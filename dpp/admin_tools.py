@@ -103,6 +103,10 @@ class DppModelAdmin(_ModelAdmin):
     change_list_template = "dpp/admin/change_list.html"
     # (label, column or annotation in micros) of each money column summed over the filtered rows; see totals_of.
     totals: tuple[tuple[str, str], ...] = ()
+    # The filters of which one must be active for the totals to be summed (empty: always), where summing every row
+    # would cost more than a page may (docs/BENCHMARKS.md, admin lists); `totals_hint` says so instead.
+    totals_need: tuple[str, ...] = ()
+    totals_hint = ""
     # Shown when an add, change or delete is refused: why these rows are not edited here.
     refusal = "These rows are read-only in the admin: they change only through DPP's own services."
 
@@ -110,7 +114,10 @@ class DppModelAdmin(_ModelAdmin):
         response = super().changelist_view(request, extra_context)
         context = getattr(response, "context_data", None)
         if self.totals and isinstance(response, TemplateResponse) and context and "cl" in context:
-            context["totals"] = self.totals_of(context["cl"].queryset)
+            if self.totals_need and not any(request.GET.get(name) for name in self.totals_need):
+                context["totals_hint"] = self.totals_hint
+            else:
+                context["totals"] = self.totals_of(context["cl"].queryset)
         return response
 
     def totals_of(self, queryset: QuerySet[Any]) -> list[tuple[str, str]]:

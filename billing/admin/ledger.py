@@ -133,6 +133,11 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
         ("held Δ", "held_delta_micros"),
         ("charged", "charged_micros"),
     )
+    # Summing the entries of a day's 170,000 transactions takes ~0.4 s at 1M runs: only a tenant's or a run's.
+    totals_need = ("tenant", "run")
+    totals_hint = (
+        "Totals: filter by a tenant or a run to sum these columns (the runs list totals the charges of any period)."
+    )
     refusal = (
         "The ledger is append-only: a transaction and its entries are never changed or deleted, not by a "
         "superuser either (the database refuses it too), so that every balance can always be recomputed from "
