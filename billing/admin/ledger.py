@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.contrib.admin.utils import quote
+from django.contrib.admin.views.main import ORDER_VAR
 from django.core.exceptions import PermissionDenied
 from django.db.models import BigIntegerField, CharField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, Concat
@@ -172,6 +173,32 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[LedgerTransaction]:
         return with_deltas(super().get_queryset(request))
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """Drops a delta sort from `?o=` where get_sortable_by offers none (the header links never make one)."""
+        order = request.GET.get(ORDER_VAR)
+        if order:
+            sortable = self.get_sortable_by(request)
+            columns = list(self.get_list_display(request))  # no actions here: `o` counts these columns from 0
+            kept = [
+                part
+                for part in order.split(".")
+                if part.lstrip("-").isdigit()
+                and int(part.lstrip("-")) < len(columns)
+                and columns[int(part.lstrip("-"))] in sortable
+            ]
+            params = request.GET.copy()
+            params[ORDER_VAR] = ".".join(kept)
+            request.GET = params  # type: ignore[assignment]  # a mutable copy in place of the request's
+        return super().changelist_view(request, extra_context)
+
+    def get_sortable_by(self, request: HttpRequest) -> tuple[str, ...]:
+        """The deltas are per-row subqueries: sorting by one reads every matching transaction (5 s over the whole
+        ledger at 1M runs, 0.5 s over a day), so they sort within a tenant or a run, like the totals. The runs
+        list sorts charges over any period."""
+        if any(request.GET.get(name) for name in self.totals_need):
+            return tuple(self.sortable_by)
+        return ("id", "created")
 
     def totals_of(self, queryset: QuerySet[Any]) -> list[tuple[str, str]]:
         """The three deltas summed over the filtered transactions, from their entries in one query (a join on the
