@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "rangefilter",  # the admin's date-range filter (dpp.admin_tools.FinanceDateFilter)
     "dpp",
     "billing",
     "packs",

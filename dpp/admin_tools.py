@@ -4,29 +4,37 @@ The tables behind the admin grow to millions of rows (ledger entries, runs), so 
 page costs: no COUNT(*) over the whole table (`EstimatedCountPaginator`), no facet counts, no "N total" count,
 no list filter that loads every distinct value (`InputFilter` instead), no LIKE search. Exports stream.
 
-Amounts are shown with `dpp.money.format_usd`, through `usd_or_dash` where there may be none.
+Amounts are shown with `dpp.money.format_usd`, through `usd_or_dash` where there may be none. A finance list fits a
+1400-px screen: short ids (`short_link`), compact instants (`compact_instant`), no wrapping (dpp/admin/change_list).
+Its money columns sort, its date filter offers the auditor's periods and a custom range (`FinanceDateFilter`), and
+`totals` sums each money column of the filtered rows in one aggregate query.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.contenttypes import views as contenttype_views
 from django.contrib.contenttypes.fields import GenericForeignKey
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import CharField, Field, ForeignObjectRel, Model, QuerySet
+from django.db.models import CharField, Field, ForeignObjectRel, Model, QuerySet, Sum
 from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
+from django.utils import timezone
 from django.utils.functional import cached_property
+from django.utils.html import format_html
+from rangefilter.filters import DateRangeQuickSelectListFilter
 
 from dpp.db import sql
 from dpp.money import format_usd
@@ -80,14 +88,72 @@ def _estimated_rows(queryset: QuerySet[Any]) -> int | None:
     return sql.estimated_rows(table=queryset.model._meta.db_table, alias=queryset.db)
 
 
+REFUSAL_TEMPLATE = "dpp/admin/refused.html"
+
+
 class DppModelAdmin(_ModelAdmin):
-    """A changelist that costs one page, whatever the size of the table."""
+    """A changelist that costs one page, whatever the size of the table; totals of its money columns; a refused
+    write explained on an admin page (403), not a bare "403 Forbidden"."""
 
     paginator = EstimatedCountPaginator
     show_full_result_count = False  # no second COUNT(*) for "N total"
     show_facets = admin.ShowFacets.NEVER  # facet counts are one COUNT per filter choice
     list_per_page = 50
     list_max_show_all = 200
+    change_list_template = "dpp/admin/change_list.html"
+    # (label, column or annotation in micros) of each money column summed over the filtered rows; see totals_of.
+    totals: tuple[tuple[str, str], ...] = ()
+    # The filters of which one must be active for the totals to be summed (empty: always), where summing every row
+    # would cost more than a page may (docs/BENCHMARKS.md, admin lists); `totals_hint` says so instead.
+    totals_need: tuple[str, ...] = ()
+    totals_hint = ""
+    # Shown when an add, change or delete is refused: why these rows are not edited here.
+    refusal = "These rows are read-only in the admin: they change only through DPP's own services."
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if self.totals and isinstance(response, TemplateResponse) and context and "cl" in context:
+            if self.totals_need and not any(request.GET.get(name) for name in self.totals_need):
+                context["totals_hint"] = self.totals_hint
+            else:
+                context["totals"] = self.totals_of(context["cl"].queryset)
+        return response
+
+    def totals_of(self, queryset: QuerySet[Any]) -> list[tuple[str, str]]:
+        """Each money column summed over the filtered rows (all pages): one aggregate query, no ORDER BY."""
+        sums = queryset.order_by().aggregate(**{f"total_{name}": Sum(name) for _, name in self.totals})
+        return [(label, format_usd(sums[f"total_{name}"] or 0)) for label, name in self.totals]
+
+    def refused(self, request: HttpRequest, action: str) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"{action} refused",
+            "action": action.lower(),
+            "refusal": self.refusal,
+        }
+        return TemplateResponse(request, REFUSAL_TEMPLATE, context, status=403)
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except PermissionDenied:
+            return self.refused(request, "Change" if object_id else "Add")
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except PermissionDenied:
+            return self.refused(request, "Delete")
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
         """None — the admin's "does not exist" — for an id that no row can have, before the database sees it: a
@@ -175,6 +241,59 @@ class InputFilter(admin.SimpleListFilter):
             # The other active parameters, so that typing a value keeps them.
             "hidden": [(name, value) for name, value in changelist.params.items() if name != self.parameter_name],
         }
+
+
+class FinanceDateFilter(DateRangeQuickSelectListFilter):  # type: ignore[misc]  # rangefilter has no types
+    """A date filter with an auditor's periods — today, yesterday, the last 7 days, this month, last month — and a
+    custom range (from/to, both days included), on an indexed timestamp: the list stays a range scan."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        today = timezone.localdate()
+        first = today.replace(day=1)
+        last_month_end = first - dt.timedelta(days=1)
+        periods = (
+            ("Today", today, today),
+            ("Yesterday", today - dt.timedelta(days=1), today - dt.timedelta(days=1)),
+            ("Last 7 days", today - dt.timedelta(days=6), today),
+            ("This month", first, today),
+            ("Last month", last_month_end.replace(day=1), last_month_end),
+        )
+        self.links = (
+            ("Any date", {}),
+            *((label, {self.lookup_kwarg_gte: start, self.lookup_kwarg_lte: end}) for label, start, end in periods),
+        )
+
+
+def active_range(params: Mapping[str, str], field: str) -> tuple[dt.date | None, dt.date | None]:
+    """The days of a FinanceDateFilter on `field` in a changelist's parameters (either may be None)."""
+
+    def day(raw: str | None) -> dt.date | None:
+        try:
+            return dt.date.fromisoformat(raw) if raw else None
+        except ValueError:
+            return None
+
+    return day(params.get(f"{field}__range__gte")), day(params.get(f"{field}__range__lte"))
+
+
+SHORT_ID_CHARS = 8
+
+
+def short_id(value: object) -> str:
+    """An id shown by its first characters, the whole id in the tooltip: a UUID fits a narrow column."""
+    text = str(value)
+    return format_html('<span title="{}" class="dpp-id">{}</span>', text, text[:SHORT_ID_CHARS])
+
+
+def short_link(url: str, value: object) -> str:
+    """A short id (`short_id`) linking to its page."""
+    return format_html('<a href="{}">{}</a>', url, short_id(value))
+
+
+def compact_instant(value: dt.datetime | None) -> str:
+    """A timestamp in one short unbreakable token, in UTC to the second: "2026-12-06 23:27:59"."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d\u00a0%H:%M:%S") if value else "—"
 
 
 _TENANT_ID_RE = re.compile(r"[a-z0-9_-]{3,64}")

@@ -16,7 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from dpp.admin_tools import ReadOnlyModelAdmin, form_page
+from dpp.admin_tools import FinanceDateFilter, ReadOnlyModelAdmin, compact_instant, form_page
 from reaper.models import AuditFlag
 from reaper.services import audit_flag_resolve
 
@@ -52,8 +52,8 @@ class OpenFilter(admin.SimpleListFilter):
 
 @admin.register(AuditFlag)
 class AuditFlagAdmin(ReadOnlyModelAdmin):
-    list_display = ("id", "kind", "subject", "tenant_id", "is_open", "created_at", "resolved_at", "resolved_by")
-    list_filter = ("kind", OpenFilter)
+    list_display = ("id", "state", "kind", "subject", "tenant_id", "created", "resolved", "resolved_by")
+    list_filter = (OpenFilter, "kind", ("created_at", FinanceDateFilter))
     search_fields = ("subject",)
     search_help_text = "A run id or a tenant id, exactly."
     # Open flags (resolved_at NULL) first, newest first; then the most recently resolved.
@@ -83,9 +83,20 @@ class AuditFlagAdmin(ReadOnlyModelAdmin):
         term = search_term.strip()
         return (queryset.filter(subject=term) if term else queryset), False
 
-    @admin.display(description="open", boolean=True)
-    def is_open(self, obj: AuditFlag) -> bool:
-        return obj.is_open
+    @admin.display(description="state", ordering="resolved_at")
+    def state(self, obj: AuditFlag) -> str:
+        """An open flag is an alarm — red, first in its row — not a green check: it needs a person."""
+        if obj.is_open:
+            return format_html('<span class="dpp-alarm" title="{}">{}</span>', "needs a person", "⚠ OPEN")
+        return format_html('<span class="dpp-resolved">{}</span>', "resolved")
+
+    @admin.display(description="created (UTC)", ordering="created_at")
+    def created(self, obj: AuditFlag) -> str:
+        return compact_instant(obj.created_at)
+
+    @admin.display(description="resolved (UTC)", ordering="resolved_at")
+    def resolved(self, obj: AuditFlag) -> str:
+        return compact_instant(obj.resolved_at)
 
     @admin.display(description="run")
     def run(self, obj: AuditFlag) -> str:

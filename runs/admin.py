@@ -9,27 +9,34 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponseBase, HttpResponseRedirect
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from billing.models import LedgerTransaction
 from dpp.admin_tools import (
     CsvExportMixin,
+    FinanceDateFilter,
     ReadOnlyModelAdmin,
     TenantFilter,
     changelist_queryset,
+    compact_instant,
     csv_text,
     parse_uuid,
+    short_id,
     stream_csv,
     usd_or_dash,
 )
@@ -37,7 +44,7 @@ from dpp.http.errors import DependencyUnavailableError
 from dpp.money import format_usd
 from packs.registry import all_packs
 from runs import results
-from runs.models import Run
+from runs.models import Run, RunStatus
 
 INPUTS_SHOWN_CHARS = 20_000
 
@@ -89,18 +96,46 @@ class PackTypeFilter(admin.SimpleListFilter):
         return queryset.filter(pack_type=value) if value else queryset
 
 
+class LeaseFilter(admin.SimpleListFilter):
+    """Runs past their lease: PROCESSING, not finalizing, lease over (what the reaper re-drives; partial index)."""
+
+    title = "lease"
+    parameter_name = "lease"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Run]) -> list[tuple[str, str]]:
+        return [("expired", "past its lease")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Run]) -> QuerySet[Run]:
+        if self.value() != "expired":
+            return queryset
+        return queryset.filter(past_lease())
+
+
+def past_lease() -> Q:
+    """A run the reaper would call stale now (reaper.services.reap_stale_leases), on the runs_leased index."""
+    return Q(status=RunStatus.PROCESSING, finalize_stage__isnull=True, lease_expires_at__lt=timezone.now())
+
+
 @admin.register(Run)
 class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
-    list_display = ("id", "tenant", "pack_type", "status", "money_state", "reserved", "charged", "created_at")
+    list_display = ("short_id", "tenant", "pack_type", "status", "money_state", "reserved", "charged", "created_utc")
+    list_display_links = ("short_id",)
     list_filter = (
+        ("created_at", FinanceDateFilter),
         "status",
         "money_state",
+        LeaseFilter,
         PackTypeFilter,
         TenantFilter,
-        ("created_at", admin.DateFieldListFilter),
     )
     list_select_related = ("tenant",)
-    sortable_by = ("created_at",)  # the indexed order only: a click never sorts the whole table
+    sortable_by = ("created_utc", "reserved", "charged")
+    totals = (("reserved", "reserved_micros"), ("charged", "charged_micros"))
+    refusal = (
+        "Runs are read-only here, for everyone: a run moves only through DPP's services (submit, worker, "
+        "reaper, cancel), each with its ledger transaction. A money correction is an ADJUSTMENT, from the "
+        "tenant's page."
+    )
     search_fields = ("id",)  # shows the search box; get_search_results does the exact, indexed lookups
     search_help_text = "A run id, an Idempotency-Key or a trace id, exactly."
     ordering = ("-created_at", "-id")
@@ -147,7 +182,35 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     def get_urls(self) -> list[URLPattern]:
         wrap: Callable[..., Any] = self.admin_site.admin_view
         result = path("<path:object_id>/result/", wrap(self.result_view), name="runs_run_result")
-        return [result, *super().get_urls()]
+        activity = path("activity/", wrap(self.activity_view), name="runs_run_activity")
+        return [activity, result, *super().get_urls()]
+
+    def activity_view(self, request: HttpRequest) -> HttpResponse:
+        """Revenue and runs per day over the last 30 days, as bars drawn on the server (no script, no CDN)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        days = activity_days(days=ACTIVITY_DAYS)
+        most_runs = max((day.runs for day in days), default=0) or 1
+        most_revenue = max((day.revenue_micros for day in days), default=0) or 1
+        rows = [
+            {
+                "day": day.day,
+                "runs": day.runs,
+                "revenue": format_usd(day.revenue_micros),
+                "runs_pct": round(100 * day.runs / most_runs),
+                "revenue_pct": round(100 * day.revenue_micros / most_revenue),
+            }
+            for day in days
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Revenue and runs per day, last {ACTIVITY_DAYS} days",
+            "rows": rows,
+            "total_runs": sum(day.runs for day in days),
+            "total_revenue": format_usd(sum(day.revenue_micros for day in days)),
+        }
+        return TemplateResponse(request, "runs/admin/activity.html", context)
 
     @admin.display(description="result envelope")
     def result_link(self, run: Run) -> str:
@@ -192,6 +255,14 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
         if run_id is not None:
             match |= Q(pk=run_id)
         return queryset.filter(match), False
+
+    @admin.display(description="run")
+    def short_id(self, obj: Run) -> str:
+        return short_id(obj.pk)  # the list links it to the run's page (list_display_links)
+
+    @admin.display(description="created (UTC)", ordering="created_at")
+    def created_utc(self, obj: Run) -> str:
+        return compact_instant(obj.created_at)
 
     @admin.display(description="reserved", ordering="reserved_micros")
     def reserved(self, obj: Run) -> str:
@@ -258,6 +329,31 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
             self.message_user(request, "These filters cannot be exported.", messages.ERROR)
             return HttpResponseRedirect(reverse("admin:runs_run_changelist"))
         return stream_csv(filename="dpp-runs.csv", header=EXPORT_HEADER, rows=_export_rows(queryset))
+
+
+ACTIVITY_DAYS = 30
+
+
+@dataclass(frozen=True)
+class ActivityDay:
+    day: date
+    runs: int
+    revenue_micros: int
+
+
+def activity_days(*, days: int) -> list[ActivityDay]:
+    """Per UTC day, oldest first, today included: the runs accepted (by created_at) and the revenue charged (the
+    runs' charges by completed_at: what SETTLE credited to @revenue; ADJUSTMENTs are not in it). Two GROUP BY
+    queries on range scans of the created_at and completed_at indexes."""
+    first = timezone.now().astimezone(UTC).date() - timedelta(days=days - 1)
+    since = datetime.combine(first, time.min, tzinfo=UTC)
+    runs = Run.objects.order_by().filter(created_at__gte=since).annotate(day=TruncDate("created_at", tzinfo=UTC))
+    counts = dict(runs.values("day").annotate(n=Count("pk")).values_list("day", "n"))
+    charged = Run.objects.order_by().filter(completed_at__gte=since, charged_micros__gt=0)
+    charged = charged.annotate(day=TruncDate("completed_at", tzinfo=UTC))
+    revenue = dict(charged.values("day").annotate(total=Sum("charged_micros")).values_list("day", "total"))
+    every_day = (first + timedelta(days=offset) for offset in range(days))
+    return [ActivityDay(day, counts.get(day, 0), revenue.get(day) or 0) for day in every_day]
 
 
 def _export_rows(queryset: QuerySet[Run]) -> Iterator[list[str]]:

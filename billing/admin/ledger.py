@@ -14,8 +14,9 @@ from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.contrib.admin.utils import quote
+from django.contrib.admin.views.main import ORDER_VAR
 from django.core.exceptions import PermissionDenied
-from django.db.models import BigIntegerField, CharField, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models import BigIntegerField, CharField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, Concat
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import reverse
@@ -25,13 +26,17 @@ from billing.admin.forms import TransactionExportForm
 from billing.models import Account, LedgerEntry, LedgerTransaction, Plan
 from dpp.admin_tools import (
     CsvExportMixin,
+    FinanceDateFilter,
     InputFilter,
     ReadOnlyModelAdmin,
     ReadOnlyTabularInline,
     TenantFilter,
+    active_range,
+    compact_instant,
     csv_text,
     form_page,
     parse_row_id,
+    short_link,
     stream_csv,
 )
 from dpp.money import format_usd
@@ -76,7 +81,7 @@ def run_link(run_id: uuid.UUID | None) -> str:
     if run_id is None:
         return "—"
     # A URL name, not an import: billing does not depend on runs.
-    return format_html('<a href="{}">{}</a>', reverse("admin:runs_run_change", args=[run_id]), run_id)
+    return short_link(reverse("admin:runs_run_change", args=[run_id]), run_id)
 
 
 def tenant_link(tenant_id: str) -> str:
@@ -116,19 +121,34 @@ class LedgerEntryInline(ReadOnlyTabularInline):
 class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     list_display = (
         "id",
-        "created_at",
+        "created",
         "kind",
         "tenant",
         "run",
-        "actor",
+        "short_actor",
         "short_reason",
         "available_delta",
         "held_delta",
         "charged",
     )
-    list_filter = ("kind", TenantFilter, RunFilter, ("created_at", admin.DateFieldListFilter))
+    list_filter = (("created_at", FinanceDateFilter), "kind", TenantFilter, RunFilter)
     list_select_related = ("tenant",)
-    sortable_by = ("id", "created_at")  # the indexed orders only: a click never sorts the whole table
+    sortable_by = ("id", "created", "available_delta", "held_delta", "charged")
+    totals = (
+        ("available Δ", "available_delta_micros"),
+        ("held Δ", "held_delta_micros"),
+        ("charged", "charged_micros"),
+    )
+    # Summing the entries of a day's 170,000 transactions takes ~0.4 s at 1M runs: only a tenant's or a run's.
+    totals_need = ("tenant", "run")
+    totals_hint = (
+        "Totals: filter by a tenant or a run to sum these columns (the runs list totals the charges of any period)."
+    )
+    refusal = (
+        "The ledger is append-only: a transaction and its entries are never changed or deleted, not by a "
+        "superuser either (the database refuses it too), so that every balance can always be recomputed from "
+        "its entries and audited. A mistake is corrected by a new ADJUSTMENT with a reason, from the tenant's page."
+    )
     search_fields = ("id",)
     search_help_text = "A transaction id or a run id, exactly."
     fields = (
@@ -159,6 +179,43 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[LedgerTransaction]:
         return with_deltas(super().get_queryset(request))
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """Drops a delta sort from `?o=` where get_sortable_by offers none (the header links never make one)."""
+        order = request.GET.get(ORDER_VAR)
+        if order:
+            sortable = self.get_sortable_by(request)
+            columns = list(self.get_list_display(request))  # no actions here: `o` counts these columns from 0
+            kept = [
+                part
+                for part in order.split(".")
+                if part.lstrip("-").isdigit()
+                and int(part.lstrip("-")) < len(columns)
+                and columns[int(part.lstrip("-"))] in sortable
+            ]
+            params = request.GET.copy()
+            params[ORDER_VAR] = ".".join(kept)
+            request.GET = params  # type: ignore[assignment]  # a mutable copy in place of the request's
+        return super().changelist_view(request, extra_context)
+
+    def get_sortable_by(self, request: HttpRequest) -> tuple[str, ...]:
+        """The deltas are per-row subqueries: sorting by one reads every matching transaction (5 s over the whole
+        ledger at 1M runs, 0.5 s over a day), so they sort within a tenant or a run, like the totals. The runs
+        list sorts charges over any period."""
+        if any(request.GET.get(name) for name in self.totals_need):
+            return tuple(self.sortable_by)
+        return ("id", "created")
+
+    def totals_of(self, queryset: QuerySet[Any]) -> list[tuple[str, str]]:
+        """The three deltas summed over the filtered transactions, from their entries in one query (a join on the
+        entries' transaction index; summing the per-row subqueries would run three lookups per transaction)."""
+        entries = LedgerEntry.objects.filter(transaction__in=queryset.order_by().values("pk"))
+        sums = entries.aggregate(
+            available=Sum("amount_micros", filter=Q(account__id__endswith="/available")),
+            held=Sum("amount_micros", filter=Q(account__id__endswith="/held")),
+            charged=Sum("amount_micros", filter=Q(account__kind=Account.Kind.REVENUE)),
+        )
+        return [(label, format_usd(sums[key] or 0)) for (label, _), key in zip(self.totals, sums, strict=True)]
+
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[LedgerTransaction], search_term: str
     ) -> tuple[QuerySet[LedgerTransaction], bool]:
@@ -180,19 +237,27 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     def run(self, obj: LedgerTransaction) -> str:
         return run_link(obj.run_id)
 
+    @admin.display(description="created (UTC)", ordering="created_at")
+    def created(self, obj: LedgerTransaction) -> str:
+        return compact_instant(obj.created_at)
+
+    @admin.display(description="actor")
+    def short_actor(self, obj: LedgerTransaction) -> str:
+        return _shortened(obj.actor, 18)
+
     @admin.display(description="reason")
     def short_reason(self, obj: LedgerTransaction) -> str:
-        return obj.reason if len(obj.reason) <= 60 else f"{obj.reason[:59]}…"
+        return _shortened(obj.reason, 24)
 
-    @admin.display(description="available Δ (USD)")
+    @admin.display(description="available Δ (USD)", ordering="available_delta_micros")
     def available_delta(self, obj: LedgerTransaction) -> str:
         return format_usd(getattr(obj, "available_delta_micros", 0))
 
-    @admin.display(description="held Δ (USD)")
+    @admin.display(description="held Δ (USD)", ordering="held_delta_micros")
     def held_delta(self, obj: LedgerTransaction) -> str:
         return format_usd(getattr(obj, "held_delta_micros", 0))
 
-    @admin.display(description="charged (USD)")
+    @admin.display(description="charged (USD)", ordering="charged_micros")
     def charged(self, obj: LedgerTransaction) -> str:
         return format_usd(getattr(obj, "charged_micros", 0))
 
@@ -225,9 +290,23 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
         return stream_csv(filename=filename, header=EXPORT_HEADER, rows=_export_rows(queryset))
 
 
+def _shortened(text: str, length: int) -> str:
+    """A free-text cell cut to fit its column; the whole text is on the transaction's page."""
+    return text if len(text) <= length else f"{text[: length - 1]}…"
+
+
 def _export_initial(params: Mapping[str, str]) -> dict[str, Any]:
-    """The changelist's tenant, kind and created-date filters (`created_at__gte`/`__lt`, as the date filter
-    writes them) as the export form's values: the end day is inclusive there."""
+    """The changelist's tenant, kind and created-date filters as the export form's values: the date range filter
+    (`created_at__range__gte`/`__lte`, both days included), else raw `created_at__gte`/`__lt` (the end day is
+    inclusive in the form)."""
+    range_from, range_to = active_range(params, "created_at")
+    if range_from or range_to:
+        return {
+            "tenant": params.get("tenant"),
+            "kind": params.get("kind__exact"),
+            "date_from": range_from,
+            "date_to": range_to,
+        }
 
     def day(raw: str | None) -> dt.date | None:
         try:

@@ -16,7 +16,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -80,7 +80,11 @@ class TenantPlanInline(ReadOnlyTabularInline):
 class TenantAdmin(DppModelAdmin):
     list_display = ("id", "name", "status", "plan", "available", "held", "created_at")
     list_filter = ("status", PlanFilter)
-    search_fields = ("^id", "name")
+    # A part of the id or of the name, any case (ILIKE '%…%'): the tenants table is small (one row per customer,
+    # thousands), its scan costs a few milliseconds; see docs/BENCHMARKS.md (admin lists).
+    search_fields = ("id", "name")  # no prefix: icontains
+    search_help_text = "A part of the tenant's id or name, any case."
+    totals = (("available", "available_micros"), ("held", "held_micros"))
     fields = ("id", "name", "status", "plan", "available", "held", "created_at")
     readonly_fields = fields
     inlines = (ApiKeyInline, TenantPlanInline)
@@ -123,6 +127,15 @@ class TenantAdmin(DppModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Tenant | None = None) -> bool:
         return False
+
+    def totals_of(self, queryset: QuerySet[Any]) -> list[tuple[str, str]]:
+        """Both balances summed over the filtered tenants: one aggregate over their accounts."""
+        accounts = Account.objects.filter(tenant__in=queryset.order_by().values("pk"))
+        sums = accounts.aggregate(
+            available=Sum("balance_micros", filter=Q(kind=Account.Kind.AVAILABLE)),
+            held=Sum("balance_micros", filter=Q(kind=Account.Kind.HELD)),
+        )
+        return [("available", usd_or_dash(sums["available"] or 0)), ("held", usd_or_dash(sums["held"] or 0))]
 
     @admin.display(description="plan", ordering="plan_code")
     def plan(self, obj: Tenant) -> str:
