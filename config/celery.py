@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
+from celery.schedules import crontab
 from celery.signals import task_prerun
 from django.db import close_old_connections
 from kombu import Exchange, Queue
@@ -100,16 +101,35 @@ def task_queues(settings: Any) -> list[Queue]:
     ]
 
 
+def audit_schedule(seconds: int) -> crontab:
+    """The ledger audit on the wall clock (hourly: at minute 0), not every `seconds` from beat's start: beat keeps
+    no count across a restart of a timedelta, so a beat restarted more often than the interval never audited."""
+    if seconds % 3600 == 0:
+        return crontab(minute=0, hour=f"*/{seconds // 3600}" if seconds > 3600 else "*")
+    if seconds % 60 == 0 and 3600 % seconds == 0:
+        return crontab(minute=f"*/{seconds // 60}")
+    raise ValueError(f"DPP_LEDGER_AUDIT_INTERVAL_S={seconds}: whole hours, or minutes that divide an hour")
+
+
 def beat_schedule(settings: Any) -> dict[str, dict[str, Any]]:
-    """A reaper pass every DPP_REAPER_INTERVAL_S; the whole ledger audit every DPP_LEDGER_AUDIT_INTERVAL_S (0: off).
-    Each expires after its interval: a backlog of passes is not worth running twice."""
-    every = {"reaper-reconcile": ("dpp.reaper.reconcile", settings.DPP_REAPER_INTERVAL_S)}
-    if settings.DPP_LEDGER_AUDIT_INTERVAL_S:
-        every["ledger-audit"] = ("dpp.reaper.audit_ledger", settings.DPP_LEDGER_AUDIT_INTERVAL_S)
-    return {
-        name: {"task": task, "schedule": timedelta(seconds=seconds), "options": {"expires": seconds}}
-        for name, (task, seconds) in every.items()
+    """A reaper pass every DPP_REAPER_INTERVAL_S; the whole ledger audit every DPP_LEDGER_AUDIT_INTERVAL_S (0: off),
+    on the clock (audit_schedule). Each expires after its interval: a backlog of passes is not worth running twice."""
+    reaper_s = settings.DPP_REAPER_INTERVAL_S
+    schedule: dict[str, dict[str, Any]] = {
+        "reaper-reconcile": {
+            "task": "dpp.reaper.reconcile",
+            "schedule": timedelta(seconds=reaper_s),
+            "options": {"expires": reaper_s},
+        }
     }
+    audit_s = settings.DPP_LEDGER_AUDIT_INTERVAL_S
+    if audit_s:
+        schedule["ledger-audit"] = {
+            "task": "dpp.reaper.audit_ledger",
+            "schedule": audit_schedule(audit_s),
+            "options": {"expires": audit_s},
+        }
+    return schedule
 
 
 def configure(settings: Any) -> None:

@@ -13,6 +13,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -25,6 +26,7 @@ from billing.services import ReservationRacedError, ledger_reserve, ledger_settl
 from dpp.http.errors import ApplicationError
 from dpp.models import ApiKey, Tenant
 from dpp.money import minimum_fee
+from dpp.observability import run_finished_observe
 from runs.charges import Ending, charge_for
 from runs.dispatch import publish_run
 from runs.models import FinalizeStage, MoneyState, Run, RunStatus
@@ -178,6 +180,18 @@ def _finish(
         reason=outcome,
     )
     logger.info("run %s finished %s, charged %s micros", run.pk, outcome, charge)
+    transaction.on_commit(
+        partial(
+            run_finished_observe,
+            pack=run.pack_type,
+            status=status,
+            reason=reason_code,
+            charge_micros=charge,
+            created_at=run.created_at,
+            started_at=run.started_at,
+            completed_at=now,
+        )
+    )
     return True
 
 
