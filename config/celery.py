@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import task_prerun
+from celery.signals import task_prerun, worker_init
 from django.db import close_old_connections
 from kombu import Exchange, Queue
 
@@ -180,6 +180,32 @@ def _usable_database_connection(sender: Any = None, **kwargs: Any) -> None:
 
 # Connected by call, not by decorator: Celery's signals are untyped, and a decorator would untype the handler.
 task_prerun.connect(_usable_database_connection, dispatch_uid="dpp.usable_database_connection")
+
+
+def worker_metrics_registry() -> Any:
+    """What the worker's metrics port serves: with PROMETHEUS_MULTIPROC_DIR, the sum of every process writing to
+    that folder (the prefork pool's children count the runs), else this process's own registry (a solo pool)."""
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def _serve_worker_metrics(**_: Any) -> None:
+    """`celery worker` (its main process, before the pool forks) serves /metrics on DPP_WORKER_METRICS_PORT: the
+    runs' counters are counted where runs end, in the workers, which the API's /metrics does not see unless both
+    share a PROMETHEUS_MULTIPROC_DIR (docs/operations.md §5)."""
+    from django.conf import settings
+    from prometheus_client import start_http_server
+
+    if settings.DPP_WORKER_METRICS_PORT:
+        start_http_server(settings.DPP_WORKER_METRICS_PORT, registry=worker_metrics_registry())
+
+
+worker_init.connect(_serve_worker_metrics, dispatch_uid="dpp.serve_worker_metrics")
 
 
 def _setup() -> None:

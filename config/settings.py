@@ -210,6 +210,8 @@ DPP_REDRIVE_AFTER_S = env_int("DPP_REDRIVE_AFTER_S", 60, minimum=1)
 DPP_QUEUE_TTL_S = env_int("DPP_QUEUE_TTL_S", 3600, minimum=1)
 DPP_REAPER_BATCH = env_int("DPP_REAPER_BATCH", 500, minimum=1)
 DPP_LEDGER_AUDIT_INTERVAL_S = env_int("DPP_LEDGER_AUDIT_INTERVAL_S", 3600, minimum=0)  # 0: never scheduled
+# A celery worker serves its Prometheus metrics on this port (0: not served; config/celery.py).
+DPP_WORKER_METRICS_PORT = env_int("DPP_WORKER_METRICS_PORT", 0, minimum=0)
 
 # --- url pack -------------------------------------------------------------------------------------------
 DPP_URL_ALLOW_HTTP = env_bool("DPP_URL_ALLOW_HTTP", default=False)
