@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from freezegun import freeze_time
 
 from billing.selectors import balances_get, statement_get
 from billing.services import ledger_adjust, ledger_topup
 from dpp.money import format_usd, parse_usd
+from tests.helpers.admin import ensure_staff_groups, staff_client
 from tests.helpers.money import USD
 from tests.helpers.personas import Persona, make_persona
 from tests.helpers.problems import assert_problem
@@ -195,3 +197,28 @@ def test_the_command_in_text_and_its_refusals(two_months: Persona) -> None:
         with pytest.raises(CommandError, match=message):
             call_command("statement", *args, "--json", stdout=out)
         assert message in json.loads(out.getvalue())["error"]
+
+
+def test_the_admin_shows_the_statement_with_its_running_balance(two_months: Persona) -> None:
+    ensure_staff_groups()
+    client = staff_client("auditor", groups=["finance"])
+    tenant_id = two_months.tenant.pk
+    change = client.get(f"/admin/dpp/tenant/{tenant_id}/change/")
+    url = f"/admin/dpp/tenant/{tenant_id}/statement/"
+    assert f'href="{url}">Statement</a>' in change.content.decode()
+    page = client.get(url, {"month": "2026-05"})
+    assert page.status_code == 200
+    html = page.content.decode()
+    may = statement_get(tenant_id=tenant_id, month="2026-05")
+    assert page.context["statement"] == may
+    for running in ("10.0000", "9.9500", "9.9950", "9.9650", "9.9750"):
+        assert f"<strong>{running}</strong>" in html
+    assert html.count('<tr>\n        <td><a href="/admin/billing/ledgertransaction/') == len(may["lines"]) == 5
+    assert 'href="?month=2026-04" rel="prev"' in html
+    assert 'href="?month=2026-06" rel="next"' in html
+    june = client.get(url, {"month": "2026-06"}).context["statement"]
+    assert june["opening_available_usd"] == may["closing_available_usd"]
+    wrong = client.get(url, {"month": "2026-13"}, follow=True)
+    assert wrong.context["statement"]["month"] == timezone.now().strftime("%Y-%m")
+    assert "is not a month" in wrong.content.decode()
+    assert staff_client("nobody").get(url).status_code == 403  # staff without a view permission
