@@ -14,6 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_choice, env_int, env_list, env_str
+from dpp.sentry import sentry_init
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("DPP_VAR_DIR", str(BASE_DIR / "var"))).resolve()
@@ -325,3 +326,7 @@ LOGGING = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+# Error reporting (dpp/sentry.py): off unless SENTRY_DSN is set; never with personal data.
+SENTRY_DSN = env_str("SENTRY_DSN")
+SENTRY_ENABLED = sentry_init(dsn=SENTRY_DSN, environment=DPP_ENV)
