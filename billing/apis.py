@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.cache import patch_vary_headers
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.models import Plan
-from billing.selectors import balances_get, ledger_list, plan_by_id, plan_get
+from billing.selectors import balances_get, ledger_item, ledger_list, plan_by_id, plan_get, statement_get
 from dpp.http.errors import ApplicationError
 from dpp.http.openapi import problems
 from dpp.http.pagination import PAGE_PARAMETERS, decode_cursor, encode_cursor, parse_limit
 from dpp.http.ratelimit import RateLimitedViewMixin
+from dpp.http.renderers import CsvRenderer
 from dpp.models import Tenant
 from dpp.money import format_usd
 
@@ -110,7 +114,7 @@ class LedgerApi(TenantApiView):
         before_id = _cursor_id(position) if position else None
         rows = list(ledger_list(tenant_id=self.tenant(request).pk, before_id=before_id)[: limit + 1])
         next_cursor = encode_cursor({"id": rows[limit - 1].pk}) if len(rows) > limit else None
-        return Response({"data": [_ledger_item(txn) for txn in rows[:limit]], "next_cursor": next_cursor})
+        return Response({"data": [ledger_item(txn) for txn in rows[:limit]], "next_cursor": next_cursor})
 
 
 def _cursor_id(position: dict[str, Any]) -> int:
@@ -123,14 +127,53 @@ def _cursor_id(position: dict[str, Any]) -> int:
     return value
 
 
-def _ledger_item(txn: Any) -> dict[str, Any]:
-    return {
-        "transaction_id": txn.pk,
-        "kind": txn.kind,
-        "run_id": str(txn.run_id) if txn.run_id else None,
-        "created_at": txn.created_at,
-        "reason": txn.reason or None,
-        "available_delta_usd": format_usd(txn.available_delta_micros),
-        "held_delta_usd": format_usd(txn.held_delta_micros),
-        "charged_usd": format_usd(txn.charged_micros),
-    }
+class StatementLineOut(LedgerItemOut):
+    available_usd = serializers.CharField(help_text="your available balance after this line")
+
+
+class StatementOut(serializers.Serializer[Any]):
+    tenant_id = serializers.CharField()
+    month = serializers.CharField(help_text="YYYY-MM, a UTC calendar month")
+    opening_available_usd = serializers.CharField()
+    opening_held_usd = serializers.CharField()
+    topups_usd = serializers.CharField()
+    charges_usd = serializers.CharField(help_text="what went to revenue")
+    adjustments_usd = serializers.CharField(help_text="signed")
+    closing_available_usd = serializers.CharField(help_text="for the current month: now")
+    closing_held_usd = serializers.CharField()
+    runs = serializers.IntegerField(help_text="runs accepted in the month")
+    lines = StatementLineOut(many=True)
+
+
+class StatementApi(TenantApiView):
+    renderer_classes = [JSONRenderer, CsvRenderer]
+    csv_columns = tuple(StatementLineOut().fields)
+
+    @extend_schema(
+        operation_id="statement_get",
+        summary="Your statement of a month",
+        description=(
+            "Your statement of a UTC calendar month (YYYY-MM): opening and closing balances, the month's top-ups, "
+            "charges and adjustments, how many runs were accepted, and every ledger item of the month, oldest "
+            "first, with your available balance after it. Opening + top-ups - charges + adjustments = closing "
+            "available + closing held - opening held, and each month opens where the previous one closed. "
+            "`Accept: text/csv` gives the lines as CSV: one header row, then one row per line."
+        ),
+        responses={
+            (200, "application/json"): StatementOut,
+            (200, "text/csv"): OpenApiTypes.STR,
+            **problems("VALIDATION_ERROR"),
+        },
+        tags=["account"],
+    )
+    def get(self, request: Request, month: str) -> Response:
+        statement = statement_get(tenant_id=self.tenant(request).pk, month=month)
+        if request.accepted_renderer.format == CsvRenderer.format:
+            response = Response(
+                statement["lines"],
+                headers={"Content-Disposition": f'attachment; filename="statement-{month}.csv"'},
+            )
+        else:
+            response = Response(statement)
+        patch_vary_headers(response, ["Accept"])  # one URL, two representations: caches must tell them apart
+        return response

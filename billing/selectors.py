@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
-from billing.models import Account, KeySpend, LedgerTransaction, Plan
+from billing.models import Account, KeySpend, LedgerEntry, LedgerTransaction, Plan
+from dpp.http.errors import ApplicationError
+from dpp.money import format_usd
 
 AccountKind = Account.Kind
 
@@ -77,4 +81,86 @@ def key_spend_current(*, api_key_ids: list[int], at: datetime) -> dict[tuple[int
     return {
         (row.api_key_id, row.window_kind): (row.window_start, row.spent_micros)
         for row in rows.only("api_key_id", "window_kind", "window_start", "spent_micros")
+    }
+
+
+def ledger_item(txn: Any) -> dict[str, Any]:
+    """One transaction as GET /v1/ledger shows it (a row of ledger_list, with its annotations)."""
+    return {
+        "transaction_id": txn.pk,
+        "kind": txn.kind,
+        "run_id": str(txn.run_id) if txn.run_id else None,
+        "created_at": txn.created_at,
+        "reason": txn.reason or None,
+        "available_delta_usd": format_usd(txn.available_delta_micros),
+        "held_delta_usd": format_usd(txn.held_delta_micros),
+        "charged_usd": format_usd(txn.charged_micros),
+    }
+
+
+# [0-9], not \d: \d also matches other scripts' digits, which int() would accept.
+_MONTH_RE = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
+
+
+def statement_month_parse(month: str) -> tuple[datetime, datetime]:
+    """The UTC bounds [start, end) of a `YYYY-MM` month; anything else is a 422 VALIDATION_ERROR (SPEC §13)."""
+    match = _MONTH_RE.fullmatch(month)
+    year, number = (int(match[1]), int(match[2])) if match else (0, 1)
+    try:  # year 0000 (also what no match gives), or the month after 9999-12
+        return datetime(year, number, 1, tzinfo=UTC), datetime(year + number // 12, number % 12 + 1, 1, tzinfo=UTC)
+    except ValueError:
+        raise ApplicationError(
+            "VALIDATION_ERROR",
+            "The month must be YYYY-MM with a month 01-12.",
+            errors=[{"field": "month", "message": "expected YYYY-MM with a month 01-12"}],
+        ) from None
+
+
+def balances_before(*, tenant_id: str, moment: datetime) -> Balances:
+    """The tenant's available and held balances as of `moment`: the sum of its accounts' entries of transactions
+    created before it (one query; the tenant filter lets it use billing_txn_tenant_id, not every transaction)."""
+    available = Account.tenant_account_id(tenant_id, AccountKind.AVAILABLE)
+    held = Account.tenant_account_id(tenant_id, AccountKind.HELD)
+    totals = dict(
+        LedgerEntry.objects.filter(
+            transaction__tenant_id=tenant_id, transaction__created_at__lt=moment, account_id__in=[available, held]
+        )
+        .values("account_id")
+        .annotate(total=Sum("amount_micros"))
+        .values_list("account_id", "total")
+    )
+    return Balances(available_micros=totals.get(available, 0), held_micros=totals.get(held, 0))
+
+
+def statement_get(*, tenant_id: str, month: str) -> dict[str, Any]:
+    """The tenant's statement of a UTC calendar month (SPEC §13), as the API, `manage.py statement` and the admin
+    show it. Closing = opening + the month's lines, so each month's opening is the previous month's closing and
+    opening + top-ups - charges + adjustments = closing available + closing held - opening held, to the micro. For
+    the current month the lines stop at now (no transaction is created in the future)."""
+    start, end = statement_month_parse(month)
+    opening = balances_before(tenant_id=tenant_id, moment=start)
+    rows: list[Any] = list(  # annotated by ledger_list
+        ledger_list(tenant_id=tenant_id).filter(created_at__gte=start, created_at__lt=end).order_by("pk")
+    )
+    available, held = opening.available_micros, opening.held_micros
+    totals = dict.fromkeys(LedgerTransaction.Kind.values, 0)  # by kind: what it moved into the tenant's accounts
+    lines = []
+    for txn in rows:
+        available += txn.available_delta_micros
+        held += txn.held_delta_micros
+        totals[txn.kind] += txn.available_delta_micros + txn.held_delta_micros
+        lines.append({**ledger_item(txn), "available_usd": format_usd(available)})
+    return {
+        "tenant_id": tenant_id,
+        "month": month,
+        "opening_available_usd": format_usd(opening.available_micros),
+        "opening_held_usd": format_usd(opening.held_micros),
+        "topups_usd": format_usd(totals[LedgerTransaction.Kind.TOPUP]),
+        # A SETTLE takes the charge out of the tenant's accounts (held -> revenue); the rest goes back to available.
+        "charges_usd": format_usd(-totals[LedgerTransaction.Kind.SETTLE]),
+        "adjustments_usd": format_usd(totals[LedgerTransaction.Kind.ADJUSTMENT]),
+        "closing_available_usd": format_usd(available),
+        "closing_held_usd": format_usd(held),
+        "runs": sum(1 for line in lines if line["kind"] == LedgerTransaction.Kind.RESERVE),
+        "lines": lines,
     }

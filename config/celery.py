@@ -13,7 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_prerun
+from celery.schedules import crontab
+from celery.signals import task_prerun, worker_init
 from django.db import close_old_connections
 from kombu import Exchange, Queue
 
@@ -100,16 +101,35 @@ def task_queues(settings: Any) -> list[Queue]:
     ]
 
 
+def audit_schedule(seconds: int) -> crontab:
+    """The ledger audit on the wall clock (hourly: at minute 0), not every `seconds` from beat's start: beat keeps
+    no count across a restart of a timedelta, so a beat restarted more often than the interval never audited."""
+    if seconds % 3600 == 0:
+        return crontab(minute=0, hour=f"*/{seconds // 3600}" if seconds > 3600 else "*")
+    if seconds % 60 == 0 and 3600 % seconds == 0:
+        return crontab(minute=f"*/{seconds // 60}")
+    raise ValueError(f"DPP_LEDGER_AUDIT_INTERVAL_S={seconds}: whole hours, or minutes that divide an hour")
+
+
 def beat_schedule(settings: Any) -> dict[str, dict[str, Any]]:
-    """A reaper pass every DPP_REAPER_INTERVAL_S; the whole ledger audit every DPP_LEDGER_AUDIT_INTERVAL_S (0: off).
-    Each expires after its interval: a backlog of passes is not worth running twice."""
-    every = {"reaper-reconcile": ("dpp.reaper.reconcile", settings.DPP_REAPER_INTERVAL_S)}
-    if settings.DPP_LEDGER_AUDIT_INTERVAL_S:
-        every["ledger-audit"] = ("dpp.reaper.audit_ledger", settings.DPP_LEDGER_AUDIT_INTERVAL_S)
-    return {
-        name: {"task": task, "schedule": timedelta(seconds=seconds), "options": {"expires": seconds}}
-        for name, (task, seconds) in every.items()
+    """A reaper pass every DPP_REAPER_INTERVAL_S; the whole ledger audit every DPP_LEDGER_AUDIT_INTERVAL_S (0: off),
+    on the clock (audit_schedule). Each expires after its interval: a backlog of passes is not worth running twice."""
+    reaper_s = settings.DPP_REAPER_INTERVAL_S
+    schedule: dict[str, dict[str, Any]] = {
+        "reaper-reconcile": {
+            "task": "dpp.reaper.reconcile",
+            "schedule": timedelta(seconds=reaper_s),
+            "options": {"expires": reaper_s},
+        }
     }
+    audit_s = settings.DPP_LEDGER_AUDIT_INTERVAL_S
+    if audit_s:
+        schedule["ledger-audit"] = {
+            "task": "dpp.reaper.audit_ledger",
+            "schedule": audit_schedule(audit_s),
+            "options": {"expires": audit_s},
+        }
+    return schedule
 
 
 def configure(settings: Any) -> None:
@@ -160,6 +180,32 @@ def _usable_database_connection(sender: Any = None, **kwargs: Any) -> None:
 
 # Connected by call, not by decorator: Celery's signals are untyped, and a decorator would untype the handler.
 task_prerun.connect(_usable_database_connection, dispatch_uid="dpp.usable_database_connection")
+
+
+def worker_metrics_registry() -> Any:
+    """What the worker's metrics port serves: with PROMETHEUS_MULTIPROC_DIR, the sum of every process writing to
+    that folder (the prefork pool's children count the runs), else this process's own registry (a solo pool)."""
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def _serve_worker_metrics(**_: Any) -> None:
+    """`celery worker` (its main process, before the pool forks) serves /metrics on DPP_WORKER_METRICS_PORT: the
+    runs' counters are counted where runs end, in the workers, which the API's /metrics does not see unless both
+    share a PROMETHEUS_MULTIPROC_DIR (docs/operations.md §5)."""
+    from django.conf import settings
+    from prometheus_client import start_http_server
+
+    if settings.DPP_WORKER_METRICS_PORT:
+        start_http_server(settings.DPP_WORKER_METRICS_PORT, registry=worker_metrics_registry())
+
+
+worker_init.connect(_serve_worker_metrics, dispatch_uid="dpp.serve_worker_metrics")
 
 
 def _setup() -> None:

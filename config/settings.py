@@ -14,6 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_choice, env_int, env_list, env_str
+from dpp.sentry import sentry_init
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("DPP_VAR_DIR", str(BASE_DIR / "var"))).resolve()
@@ -213,6 +214,8 @@ DPP_REAPER_BATCH = env_int("DPP_REAPER_BATCH", 500, minimum=1)
 # Over how many of the 16 shard accounts of revenue and funding new movements spread (SPEC §12); 1: one hot row.
 DPP_PLATFORM_SHARDS = env_int("DPP_PLATFORM_SHARDS", 16, minimum=1)
 DPP_LEDGER_AUDIT_INTERVAL_S = env_int("DPP_LEDGER_AUDIT_INTERVAL_S", 3600, minimum=0)  # 0: never scheduled
+# A celery worker serves its Prometheus metrics on this port (0: not served; config/celery.py).
+DPP_WORKER_METRICS_PORT = env_int("DPP_WORKER_METRICS_PORT", 0, minimum=0)
 
 # --- url pack -------------------------------------------------------------------------------------------
 DPP_URL_ALLOW_HTTP = env_bool("DPP_URL_ALLOW_HTTP", default=False)
@@ -326,3 +329,7 @@ LOGGING = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+# Error reporting (dpp/sentry.py): off unless SENTRY_DSN is set; never with personal data.
+SENTRY_DSN = env_str("SENTRY_DSN")
+SENTRY_ENABLED = sentry_init(dsn=SENTRY_DSN, environment=DPP_ENV)

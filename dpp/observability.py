@@ -198,6 +198,47 @@ RATE_LIMIT_FAIL_OPEN = Counter(
     "dpp_rate_limit_fail_open_total", "Requests let through because Redis was unreachable for rate limiting."
 )
 
+RUNS_FINISHED = Counter(
+    "dpp_runs_finished_total",
+    "Runs that reached a terminal state, by pack, status and reason code (empty for a completed run).",
+    ("pack", "status", "reason"),
+)
+CHARGED_MICROS = Counter("dpp_charged_micros_total", "USD micros charged to tenants by runs as they ended.", ("pack",))
+_RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 90, 180, 600)
+RUN_DURATION = Histogram(
+    "dpp_run_duration_seconds",
+    "From a run's start to its terminal state (runs that started).",
+    ("pack",),
+    buckets=_RUN_BUCKETS,
+)
+QUEUE_WAIT = Histogram(
+    "dpp_run_queue_wait_seconds",
+    "From a run's acceptance to its start (or to its end, for one that never started).",
+    ("pack",),
+    buckets=(*_RUN_BUCKETS, 1800, 3600),
+)
+# Counted by the webhook sender: outcome is delivered, failed (will be retried) or exhausted (given up).
+WEBHOOK_DELIVERIES = Counter("dpp_webhook_deliveries_total", "Webhook delivery attempts by outcome.", ("outcome",))
+
+
+def run_finished_observe(
+    *,
+    pack: str,
+    status: str,
+    reason: str,
+    charge_micros: int,
+    created_at: datetime,
+    started_at: datetime | None,
+    completed_at: datetime,
+) -> None:
+    """Count a run's terminal transition (called on commit: a rolled-back one is not counted)."""
+    RUNS_FINISHED.labels(pack, status, reason).inc()
+    CHARGED_MICROS.labels(pack).inc(charge_micros)
+    QUEUE_WAIT.labels(pack).observe(max(0.0, ((started_at or completed_at) - created_at).total_seconds()))
+    if started_at is not None:
+        RUN_DURATION.labels(pack).observe(max(0.0, (completed_at - started_at).total_seconds()))
+
+
 # Collectors that read the database at scrape time (registered by other apps, e.g. the reaper's gauges). In
 # gunicorn's multiprocess mode /metrics builds a fresh registry per scrape and adds these to it.
 DB_COLLECTORS: list[Collector] = []

@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -244,3 +246,25 @@ def tenant_set_status(*, tenant: Tenant, status: str, actor: str) -> bool:
     if updated:
         logger.info("tenant %s set %s by %s", tenant.pk, status, actor)
     return updated == 1
+
+
+STAFF_GROUPS = ("finance", "ops")  # made by billing's migration 0005 (SPEC §1)
+
+
+@transaction.atomic
+def staff_user_create(*, username: str, group: str, password: str, email: str = "") -> User:
+    """A staff login for the admin in one of the staff groups, never a superuser; the password must pass
+    AUTH_PASSWORD_VALIDATORS (ValidationError otherwise, nothing created)."""
+    staff_group = Group.objects.filter(name=group).first() if group in STAFF_GROUPS else None
+    if staff_group is None:
+        raise ValidationError(f"no staff group {group!r}: one of {', '.join(STAFF_GROUPS)} (made by migrate)")
+    if User.objects.filter(username=username).exists():
+        raise ValidationError(f"user {username!r} exists already")
+    user = User(username=username, email=email, is_staff=True)
+    user.full_clean(exclude=["password"])  # the user name's characters and length, the e-mail's shape
+    validate_password(password, user)
+    user.set_password(password)
+    user.save()
+    user.groups.add(staff_group)
+    logger.info("staff user %s created in group %s", username, group)
+    return user

@@ -14,6 +14,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -28,6 +29,7 @@ from dpp.http.errors import ApplicationError
 from dpp.key_limits import KeyNode
 from dpp.models import ApiKey, Tenant
 from dpp.money import minimum_fee
+from dpp.observability import run_finished_observe
 from dpp.services import api_key_chain
 from runs.charges import Ending, charge_for
 from runs.dispatch import publish_run
@@ -267,6 +269,18 @@ def _finish(
         counted_run=run if run.key_spend_counted else None,  # its key spend counters get back what is released
     )
     logger.info("run %s finished %s, charged %s micros", run.pk, outcome, charge)
+    transaction.on_commit(
+        partial(
+            run_finished_observe,
+            pack=run.pack_type,
+            status=status,
+            reason=reason_code,
+            charge_micros=charge,
+            created_at=run.created_at,
+            started_at=run.started_at,
+            completed_at=now,
+        )
+    )
     return True
 
 

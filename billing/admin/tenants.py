@@ -11,6 +11,7 @@ money except through the ledger.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
@@ -18,13 +19,14 @@ from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from billing.admin.forms import STALE_FORM, AdjustForm, TopupForm
 from billing.models import Account, KeySpend, LedgerTransaction, Plan, TenantPlan
-from billing.selectors import balances_get
+from billing.selectors import balances_get, statement_get, statement_month_parse
 from billing.services import ledger_manual_post
 from dpp.admin_tools import DppModelAdmin, ReadOnlyTabularInline, TenantFilter, form_page, staff_actor, usd_or_dash
 from dpp.http.errors import ApplicationError
@@ -155,6 +157,7 @@ class TenantAdmin(DppModelAdmin):
         return [
             path("<path:object_id>/topup/", wrap(self.topup_view), name="{}_{}_topup".format(*info)),
             path("<path:object_id>/adjust/", wrap(self.adjust_view), name="{}_{}_adjust".format(*info)),
+            path("<path:object_id>/statement/", wrap(self.statement_view), name="{}_{}_statement".format(*info)),
             *super().get_urls(),
         ]
 
@@ -167,6 +170,33 @@ class TenantAdmin(DppModelAdmin):
             "can_adjust": request.user.has_perm(ADJUST_PERMISSION),
         }
         return super().change_view(request, object_id, form_url, extra)
+
+    def statement_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The tenant's statement of a month (?month=YYYY-MM, this month by default): totals and every line with
+        the running balance, from billing.selectors.statement_get, as the API and `manage.py statement` show it."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        tenant = self.get_object(request, unquote(object_id))
+        if tenant is None:
+            self.message_user(request, f"There is no tenant {unquote(object_id)!r}.", messages.WARNING)
+            return HttpResponseRedirect(reverse("admin:dpp_tenant_changelist", current_app=self.admin_site.name))
+        month = request.GET.get("month") or timezone.now().strftime("%Y-%m")
+        try:
+            start, end = statement_month_parse(month)
+        except ApplicationError:
+            self.message_user(request, f"{month!r} is not a month (YYYY-MM): this month instead.", messages.WARNING)
+            month = timezone.now().strftime("%Y-%m")
+            start, end = statement_month_parse(month)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": tenant,
+            "title": f"Statement of {tenant.pk} for {month}",
+            "statement": statement_get(tenant_id=tenant.pk, month=month),
+            "previous_month": (start - timedelta(days=1)).strftime("%Y-%m"),
+            "next_month": end.strftime("%Y-%m"),
+        }
+        return TemplateResponse(request, "billing/admin/tenant_statement.html", context)
 
     def topup_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self._movement_view(request, object_id, TopupForm, TOPUP_PERMISSION)

@@ -51,13 +51,17 @@ class _UnreadableBodyError(Exception):
     """The server could not deliver the request's body (broken chunk encoding, client gone)."""
 
 
+_STATIC_PREFIX = "/" + settings.STATIC_URL.lstrip("/")
+
+
 def _route(request: HttpRequest) -> str:
     match = getattr(request, "resolver_match", None)
     if match is None:  # answered before the URL was resolved (a 413), or a path no route has
         try:
             match = resolve(request.path_info)
         except Resolver404:
-            return "unmatched"
+            # Files whitenoise serves (the admin's and /docs' CSS and JavaScript) never reach the URLconf.
+            return "static" if request.path_info.startswith(_STATIC_PREFIX) else "unmatched"
     return f"/{match.route}" if match.route else "unmatched"
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+from celery.beat import ScheduleEntry
+from celery.schedules import crontab
 from django.conf import settings
 from django.db import connection
+from freezegun import freeze_time
 
-from config.celery import app, beat_schedule
+from config.celery import app, audit_schedule, beat_schedule
 from reaper.models import AuditFlag
 from reaper.tasks import audit_ledger
 from runs.audit import full_audit
@@ -55,9 +59,46 @@ def test_each_violated_invariant_raises_one_flag_once(caplog: pytest.LogCaptureF
 def test_beat_runs_the_audit_every_interval_unless_it_is_0() -> None:
     schedule = beat_schedule(settings)
     assert schedule["ledger-audit"]["task"] == "dpp.reaper.audit_ledger" in app.tasks
-    assert schedule["ledger-audit"]["schedule"].total_seconds() == settings.DPP_LEDGER_AUDIT_INTERVAL_S == 3600
+    assert schedule["ledger-audit"]["schedule"] == crontab(minute=0)
+    assert settings.DPP_LEDGER_AUDIT_INTERVAL_S == 3600
     assert schedule["ledger-audit"]["options"] == {"expires": 3600}
     assert schedule["reaper-reconcile"]["task"] == "dpp.reaper.reconcile" in app.tasks
     off = beat_schedule(SimpleNamespace(DPP_REAPER_INTERVAL_S=30, DPP_LEDGER_AUDIT_INTERVAL_S=0))
     assert set(off) == {"reaper-reconcile"}
     assert app.conf.beat_schedule == schedule
+
+
+def _due_after_restarts(schedule: object, *, restart_every_min: int, until: str) -> list[str]:
+    """Beat started at 10:00 UTC and restarted every `restart_every_min` minutes from 10:07 (10:07, 10:17, ...):
+    each start makes a fresh entry (last_run_at=None, as with a lost or new schedule file); the minutes at which the
+    audit was due."""
+    ran = []
+    with freeze_time("2026-06-01T10:00:00Z") as clock:
+        entry = ScheduleEntry(name="ledger-audit", task="dpp.reaper.audit_ledger", schedule=schedule, app=app)
+        while clock.time_to_freeze.strftime("%H:%M") != until:
+            if (clock.time_to_freeze.minute - 7) % restart_every_min == 0:
+                entry = ScheduleEntry(name="ledger-audit", task="dpp.reaper.audit_ledger", schedule=schedule, app=app)
+            if entry.is_due().is_due:
+                ran.append(clock.time_to_freeze.strftime("%H:%M"))
+                entry = next(entry)  # what beat does after sending it: last_run_at = now
+            clock.tick(60)
+    return ran
+
+
+def test_a_beat_restarted_every_10_minutes_still_audits_on_the_hour() -> None:
+    hourly = audit_schedule(3600)
+    assert _due_after_restarts(hourly, restart_every_min=10, until="13:01") == ["11:00", "12:00", "13:00"]
+    assert _due_after_restarts(hourly, restart_every_min=1000, until="13:01") == ["11:00", "12:00", "13:00"]
+    # The timedelta it replaces counted an hour from every start: restarted every 10 minutes, it never ran.
+    assert _due_after_restarts(timedelta(hours=1), restart_every_min=10, until="13:01") == []
+    with freeze_time("2026-06-01T10:50:00Z"):
+        fresh = ScheduleEntry(name="ledger-audit", task="dpp.reaper.audit_ledger", schedule=hourly, app=app)
+        assert fresh.is_due().is_due is False
+        assert hourly.remaining_estimate(fresh.last_run_at).total_seconds() == 600
+
+
+def test_other_audit_intervals_are_on_the_clock_too() -> None:
+    assert audit_schedule(900) == crontab(minute="*/15")
+    assert audit_schedule(7200) == crontab(minute=0, hour="*/2")
+    with pytest.raises(ValueError, match="whole hours"):
+        audit_schedule(3601)

@@ -45,6 +45,7 @@ OPERATIONS: dict[tuple[str, str], set[str]] = {
     ("get", "/v1/runs/{run_id}/result"): {"401", "403", "404", "409", "410", "412", "429", "503"},
     ("get", "/v1/account"): {"401", "403", "429", "503"},
     ("get", "/v1/ledger"): {"401", "403", "422", "429", "503"},
+    ("get", "/v1/statements/{month}"): {"401", "403", "422", "429", "503"},
     ("get", "/v1/usage"): {"401", "403", "422", "429", "503"},
     ("get", "/v1/packs"): {"401", "403", "429", "503"},
     ("post", "/v1/keys"): {"401", "403", "422", "429", "503"},
@@ -85,7 +86,7 @@ def test_every_v1_route_and_method_is_documented(document: dict[str, Any]) -> No
         assert isinstance(pattern, URLPattern)
         path = "/v1/" + str(pattern.pattern).replace("<str:run_id>", "{run_id}").replace(
             "<str:key_prefix>", "{key_prefix}"
-        )
+        ).replace("<str:month>", "{month}")
         view = pattern.callback.view_class  # type: ignore[attr-defined]
         for method in ("get", "post", "put", "patch", "delete"):
             assert (hasattr(view, method) and method != "options") == ((method, path) in OPERATIONS), (method, path)
