@@ -210,6 +210,8 @@ DPP_REDRIVE_AFTER_S = env_int("DPP_REDRIVE_AFTER_S", 60, minimum=1)
 DPP_QUEUE_TTL_S = env_int("DPP_QUEUE_TTL_S", 3600, minimum=1)
 DPP_REAPER_BATCH = env_int("DPP_REAPER_BATCH", 500, minimum=1)
 DPP_LEDGER_AUDIT_INTERVAL_S = env_int("DPP_LEDGER_AUDIT_INTERVAL_S", 3600, minimum=0)  # 0: never scheduled
+# How long an MCP tool call without the tasks extension waits for its run (SPEC §11), at most its timebox.
+DPP_MCP_WAIT_S = env_int("DPP_MCP_WAIT_S", 25, minimum=0)
 
 # --- url pack -------------------------------------------------------------------------------------------
 DPP_URL_ALLOW_HTTP = env_bool("DPP_URL_ALLOW_HTTP", default=False)
