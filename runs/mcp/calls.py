@@ -29,7 +29,8 @@ logger = logging.getLogger("dpp.runs.mcp")
 
 MCP_PATH = "/mcp"
 PENDING_POLL = "call get_run"
-_WAIT_POLL_S = 0.1
+# The wait polls soon at first (most runs end in tens of ms) and backs off to 250 ms: ≤ ~110 reads in 25 s.
+_WAIT_FIRST_S, _WAIT_BACKOFF, _WAIT_MAX_S = 0.01, 1.5, 0.25
 _PACK_ARGUMENTS = frozenset({"inputs", "max_cost_usd", "timebox_sec", "idempotency_key"})
 
 
@@ -144,8 +145,9 @@ def ended_result(caller: Caller, run: Run) -> dict[str, Any] | None:
 
 async def run_wait(caller: Caller, run: Run, timebox_sec: int) -> Run:
     """Poll the run in the database until it ends or min(timebox, DPP_MCP_WAIT_S) has passed."""
-    deadline = time.monotonic() + min(timebox_sec, settings.DPP_MCP_WAIT_S)
+    deadline, pause = time.monotonic() + min(timebox_sec, settings.DPP_MCP_WAIT_S), _WAIT_FIRST_S
     while not run.is_terminal and time.monotonic() < deadline:
-        await anyio.sleep(_WAIT_POLL_S)
+        await anyio.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+        pause = min(pause * _WAIT_BACKOFF, _WAIT_MAX_S)
         run = await in_db(owned_run)(caller, str(run.pk))
     return run
