@@ -1,6 +1,8 @@
 """Benchmark: what an MCP tool call adds over plain REST for the same run (SPEC §11; target ≤ 10 ms at p50).
 
-    .venv/bin/python bench/mcp.py --base-url http://127.0.0.1:8000 --key dpp_live_… [--calls 200]
+(Not bench/mcp.py: run as a script, that name would shadow the `mcp` package.)
+
+    .venv/bin/python bench/mcp_overhead.py --base-url http://127.0.0.1:8000 --key dpp_live_… [--calls 200]
 
 Against a running DPP (`make run`: gunicorn and a worker) and a key whose plan allows the decision pack. One
 decision run is made and completed first (an MCP call with an idempotency key); then, `--calls` times each,
@@ -30,7 +32,10 @@ from mcp.client.streamable_http import streamable_http_client
 DECISION = {
     "question": "Which supplier?",
     "options": ["A", "B", "C"],
-    "criteria": [{"name": "price", "weight": 2, "direction": "cost"}, {"name": "quality", "weight": 1}],
+    "criteria": [
+        {"name": "price", "weight": 2, "direction": "cost"},
+        {"name": "quality", "weight": 1, "direction": "benefit"},
+    ],
     "scores": {"A": {"price": 10, "quality": 7}, "B": {"price": 12, "quality": 9}, "C": {"price": 8, "quality": 5}},
 }
 
