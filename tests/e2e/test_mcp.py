@@ -30,7 +30,7 @@ from runs.serializers import MONEY_PATTERN
 from tests.e2e.harness import E2E, assert_money_balanced, fast_env, purge_queues, redis_stack
 from tests.helpers.inputs import DECISION_INPUTS
 from tests.helpers.money import USD
-from tests.helpers.personas import make_persona
+from tests.helpers.personas import make_persona, make_plan, persona_on_plan
 from tests.processes import celery_worker, gunicorn
 
 pytestmark = [*E2E]
@@ -201,6 +201,14 @@ def test_refusals_are_tool_errors_and_a_bad_key_is_401() -> None:
             return names, poor, invalid, not_listed.value
 
         names, poor, invalid, not_listed = scenario(stack.base_url, broke.api_key, steps)
+        slow = persona_on_plan(make_plan(f"mcp-{uuid.uuid4().hex[:8]}", submits_per_min=1))
+
+        async def over(client: Client) -> tuple[Any, ...]:
+            first = await client.call_tool("run_decision", decision_args(timebox_sec=1))  # no worker: pending
+            second = await client.call_tool("run_decision", decision_args(timebox_sec=1))
+            return first, second, await client.call_tool("get_balance", {})  # reads are another budget
+
+        first, limited, reads = scenario(stack.base_url, slow.api_key, over)
         bad_key = requests.post(
             f"{stack.base_url}/mcp",
             json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
@@ -218,6 +226,15 @@ def test_refusals_are_tool_errors_and_a_bad_key_is_401() -> None:
     assert not_listed.code == types.INVALID_PARAMS  # the JSON-RPC error for an unknown tool
     assert "Unknown tool" in not_listed.message
     assert Run.objects.filter(tenant_id=broke.tenant.pk).count() == 0
+    assert first.structured_content == {
+        "run_id": first.structured_content["run_id"],
+        "status": "QUEUED",
+        "poll": "call get_run",
+    }
+    assert limited.is_error is True
+    assert limited.structured_content["reason_code"] == "RATE_LIMITED"
+    assert reads.is_error is False
+    assert Run.objects.filter(tenant_id=slow.tenant.pk).count() == 1
     for response in (bad_key, no_key):
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
