@@ -216,6 +216,8 @@ DPP_PLATFORM_SHARDS = env_int("DPP_PLATFORM_SHARDS", 16, minimum=1)
 DPP_LEDGER_AUDIT_INTERVAL_S = env_int("DPP_LEDGER_AUDIT_INTERVAL_S", 3600, minimum=0)  # 0: never scheduled
 # A celery worker serves its Prometheus metrics on this port (0: not served; config/celery.py).
 DPP_WORKER_METRICS_PORT = env_int("DPP_WORKER_METRICS_PORT", 0, minimum=0)
+# How long an MCP tool call without the tasks extension waits for its run (SPEC §11), at most its timebox.
+DPP_MCP_WAIT_S = env_int("DPP_MCP_WAIT_S", 25, minimum=0)
 
 # --- url pack -------------------------------------------------------------------------------------------
 DPP_URL_ALLOW_HTTP = env_bool("DPP_URL_ALLOW_HTTP", default=False)

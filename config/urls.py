@@ -8,6 +8,7 @@ from dpp.admin_tools import view_on_site
 from dpp.http import health as dpp_views
 from dpp.http import problems
 from dpp.http.openapi import OpenApiDocumentView
+from runs.mcp.views import McpApi
 
 urlpatterns = [
     path("health", dpp_views.health, name="health"),
@@ -19,6 +20,7 @@ urlpatterns = [
     path("redoc", SpectacularRedocView.as_view(url_name="openapi"), name="redoc"),
     path("v1/", include("billing.urls")),
     path("v1/", include("runs.urls")),
+    path("mcp", McpApi.as_view(), name="mcp"),  # SPEC §11: the packs as MCP tools
     # Before the admin's own route of the same shortcut, so that an id with a NUL is a 404 there too.
     path("admin/r/<path:content_type_id>/<path:object_id>/", admin.site.admin_view(view_on_site)),
     path("admin/", admin.site.urls),

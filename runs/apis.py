@@ -370,23 +370,7 @@ class QuotesApi(TenantApiView):
     def post(self, request: Request) -> Response:
         tenant, plan = self.tenant(request), self.plan(request)
         quote = services.run_quote(tenant=tenant, plan=plan, key=_api_key(request), body=request.data)
-        return Response(
-            {
-                "pack_type": quote.pack_type,
-                "price_floor_usd": format_usd(quote.price_floor_micros),
-                "price_ceiling_usd": format_usd(quote.price_ceiling_micros),
-                "price_exact": quote.price_exact,
-                "suggested_max_cost_usd": format_usd(quote.suggested_max_cost_micros),
-                "minimum_fee_usd": format_usd(quote.minimum_fee_micros),
-                "available_usd": format_usd(quote.available_micros),
-                "key_spend_remaining_usd": _usd_or_none(quote.key_spend_remaining_micros),
-                "accepted": True,  # a quote that would be refused is that refusal's problem instead
-            }
-        )
-
-
-def _usd_or_none(micros: int | None) -> str | None:
-    return None if micros is None else format_usd(micros)
+        return Response(presenters.quote_body(quote))
 
 
 class RunResultApi(ConditionalGetMixin, RunOwnerMixin, TenantApiView):

@@ -103,3 +103,19 @@ def run_body(run: Run, *, available_micros: int, request: Request) -> dict[str, 
             "profile_version": run.profile_version,
         },
     }
+
+
+def quote_body(quote: Any) -> dict[str, Any]:
+    """A quote as POST /v1/quotes and the MCP tool quote_run show it (SPEC §9)."""
+    remaining = quote.key_spend_remaining_micros
+    return {
+        "pack_type": quote.pack_type,
+        "price_floor_usd": format_usd(quote.price_floor_micros),
+        "price_ceiling_usd": format_usd(quote.price_ceiling_micros),
+        "price_exact": quote.price_exact,
+        "suggested_max_cost_usd": format_usd(quote.suggested_max_cost_micros),
+        "minimum_fee_usd": format_usd(quote.minimum_fee_micros),
+        "available_usd": format_usd(quote.available_micros),
+        "key_spend_remaining_usd": None if remaining is None else format_usd(remaining),
+        "accepted": True,  # a quote that would be refused is that refusal's problem instead
+    }

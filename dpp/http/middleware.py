@@ -41,6 +41,8 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 # Error responses deliberately not problems: the admin's own HTML pages (HTML_PATHS). And /readyz's 503, whose
 # body is the SPEC's {"status": "not_ready", "services": …} (its other errors, a 405, are problems).
 _READYZ = "/readyz"
+# And the MCP transport's own errors on /mcp (a JSON-RPC error body with its 4xx, which an MCP client reads).
+_MCP = "/mcp"
 # Metric labels take only these methods, others are "other": any token is a method to HTTP, and a label per
 # invented one (`curl -X FOOBAR123`) would grow /metrics without bound at an anonymous client's will.
 _LABELLED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
@@ -115,6 +117,7 @@ class RequestContextMiddleware:
             and not response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE)
             and not request.path_info.startswith(HTML_PATHS)
             and not (request.path_info == _READYZ and response.status_code == 503)
+            and request.path_info != _MCP
         ):
             converted = problem_from_status(response.status_code, request)
             for header, value in response.items():  # Allow, Retry-After, the security and CORS headers…
@@ -195,7 +198,7 @@ class BodyLimitMiddleware:
 
 # The admin's middleware (sessions, users, messages, CSRF) does nothing for the API, which authenticates by key,
 # keeps no session and renders no HTML (DRF views are CSRF-exempt): skipped there, it saves ~10 % of a poll's CPU.
-API_PREFIXES = ("/v1/", "/health", "/readyz", "/metrics")
+API_PREFIXES = ("/v1/", "/mcp", "/health", "/readyz", "/metrics")
 
 
 class _SkippedOnApi:
