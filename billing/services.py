@@ -21,6 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing import sql
+from billing.low_balance import low_balance_watch
 from billing.models import Account, LedgerEntry, LedgerTransaction, Plan, TenantPlan
 from dpp.http.errors import ApplicationError
 from dpp.models import Tenant
@@ -145,6 +146,7 @@ def ledger_reserve(
     deltas: dict[str, int] = {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}
     if not _move_tenant_balances(tenant_id, deltas, open_delta=1, max_open=max_open):
         raise _refused(_reserve_refusal(tenant_id, amount_micros, max_open))
+    low_balance_watch(tenant_id=tenant_id, rose=False)
     return txn
 
 
@@ -230,6 +232,7 @@ def _topup(*, tenant: Tenant, amount_micros: int, actor: str, reason: str, trace
         },
     )
     _move_platform_balance(AccountKind.FUNDING, -amount_micros)
+    low_balance_watch(tenant_id=tenant.pk, rose=True)
     return txn
 
 
@@ -265,6 +268,7 @@ def _adjust(
         },
     )
     _move_platform_balance(counterparty, -amount_micros)
+    low_balance_watch(tenant_id=tenant.pk, rose=amount_micros > 0)
     return txn
 
 

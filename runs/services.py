@@ -30,6 +30,7 @@ from runs.dispatch import publish_run
 from runs.models import FinalizeStage, MoneyState, Run, RunStatus
 from runs.results import Envelope
 from runs.submission import Submission, request_hash, submission_parse
+from runs.webhooks import run_ending_announce
 
 logger = logging.getLogger("dpp.runs")
 
@@ -177,6 +178,7 @@ def _finish(
         trace_id=run.trace_id,
         reason=outcome,
     )
+    run_ending_announce(run=run)
     logger.info("run %s finished %s, charged %s micros", run.pk, outcome, charge)
     return True
 
