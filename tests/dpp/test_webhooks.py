@@ -96,6 +96,8 @@ def test_a_500_then_200_gets_two_attempts_with_one_webhook_id_about_5_s_apart(
         delivery = WebhookDelivery.objects.get()
         assert delivery.attempts == 1
         assert delivery.last_status_code == 500
+        assert delivery.next_attempt_at is not None
+        assert delivery.last_attempt_at is not None
         wait = (delivery.next_attempt_at - delivery.last_attempt_at).total_seconds()
         assert 4.5 <= wait <= 5.5
         assert send_pending() == ["not due"]
