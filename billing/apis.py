@@ -14,14 +14,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.models import Plan
-from billing.selectors import balances_get, ledger_item, ledger_list, plan_by_id, plan_get, statement_get
+from billing.presenters import account_object
+from billing.selectors import ledger_item, ledger_list, plan_by_id, plan_get, statement_get
 from dpp.http.errors import ApplicationError
 from dpp.http.openapi import problems
 from dpp.http.pagination import PAGE_PARAMETERS, decode_cursor, encode_cursor, parse_limit
 from dpp.http.ratelimit import RateLimitedViewMixin
 from dpp.http.renderers import CsvRenderer
 from dpp.models import Tenant
-from dpp.money import format_usd
 
 
 class TenantApiView(RateLimitedViewMixin, APIView):
@@ -82,17 +82,7 @@ class AccountApi(TenantApiView):
         tags=["account"],
     )
     def get(self, request: Request) -> Response:
-        tenant = self.tenant(request)
-        balances = balances_get(tenant_id=tenant.pk)
-        return Response(
-            {
-                "tenant_id": tenant.pk,
-                "plan": self.plan(request).code,
-                "available_usd": format_usd(balances.available_micros),
-                "held_usd": format_usd(balances.held_micros),
-                "currency": "USD",
-            }
-        )
+        return Response(account_object(tenant_id=self.tenant(request).pk, plan_code=self.plan(request).code))
 
 
 class LedgerApi(TenantApiView):

@@ -25,6 +25,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing import sql
+from billing.low_balance import low_balance_watch
 from billing.models import Account, KeySpend, LedgerEntry, LedgerTransaction, Plan, TenantPlan
 from config.adapters.django_hot import hot_cursor
 from dpp.http.errors import ApplicationError
@@ -170,6 +171,7 @@ def ledger_reserve(
     deltas: dict[str, int] = {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}
     if not _move_tenant_balances(tenant_id, deltas, open_delta=1, max_open=max_open):
         raise _refused(_reserve_refusal(tenant_id, amount_micros, max_open))
+    low_balance_watch(tenant_id=tenant_id, rose=False)
     return txn
 
 
@@ -377,6 +379,7 @@ def _topup(*, tenant: Tenant, amount_micros: int, actor: str, reason: str, trace
         },
     )
     _move_platform_balance(funding, -amount_micros)
+    low_balance_watch(tenant_id=tenant.pk, rose=True)
     return txn
 
 
@@ -413,6 +416,7 @@ def _adjust(
         },
     )
     _move_platform_balance(platform, -amount_micros)
+    low_balance_watch(tenant_id=tenant.pk, rose=amount_micros > 0)
     return txn
 
 

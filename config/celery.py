@@ -94,10 +94,11 @@ def reaper_queue(settings: Any) -> str:
 
 
 def task_queues(settings: Any) -> list[Queue]:
-    """The runs' queue and the reaper's, each as Celery declares its default queue (a direct exchange of its name)."""
+    """The runs' queue, the reaper's and the webhooks' (DPP_WEBHOOK_QUEUE: a receiver that hangs for its 10 s must
+    never hold a run's worker), each as Celery declares its default queue (a direct exchange of its name)."""
     return [
         Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
-        for name in (settings.DPP_TASK_QUEUE, reaper_queue(settings))
+        for name in (settings.DPP_TASK_QUEUE, reaper_queue(settings), settings.DPP_WEBHOOK_QUEUE)
     ]
 
 
@@ -146,7 +147,10 @@ def configure(settings: Any) -> None:
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.DPP_TASK_QUEUE,
         task_queues=task_queues(settings),  # what `celery worker` consumes unless -Q names others
-        task_routes={"dpp.reaper.*": {"queue": reaper_queue(settings)}},
+        task_routes={
+            "dpp.reaper.*": {"queue": reaper_queue(settings)},
+            "dpp.webhooks.*": {"queue": settings.DPP_WEBHOOK_QUEUE},
+        },
         task_serializer="json",
         accept_content=["json"],
         result_backend=None,

@@ -199,6 +199,8 @@ REDIS_URL = env_str("REDIS_URL", "")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 DPP_BROKER_DIR = Path(env_str("DPP_BROKER_DIR", str(VAR_DIR / "broker"))).resolve()
 DPP_TASK_QUEUE = env_str("DPP_TASK_QUEUE", "dpp-runs")
+# Webhook deliveries have their own queue (and worker): a slow receiver never delays a run (SPEC §10).
+DPP_WEBHOOK_QUEUE = env_str("DPP_WEBHOOK_QUEUE", f"{DPP_TASK_QUEUE}-webhooks")
 DPP_SQS_QUEUE_PREFIX = env_str("DPP_SQS_QUEUE_PREFIX", "")
 DPP_SQS_REGION = env_str("DPP_SQS_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
 DPP_SQS_IS_SECURE = env_bool("DPP_SQS_IS_SECURE", default=True)

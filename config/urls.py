@@ -21,6 +21,7 @@ urlpatterns = [
     path("v1/", include("billing.urls")),
     path("v1/", include("runs.urls")),
     path("mcp", McpApi.as_view(), name="mcp"),  # SPEC §11: the packs as MCP tools
+    path("v1/", include("billing.webhook_urls")),
     # Before the admin's own route of the same shortcut, so that an id with a NUL is a 404 there too.
     path("admin/r/<path:content_type_id>/<path:object_id>/", admin.site.admin_view(view_on_site)),
     path("admin/", admin.site.urls),

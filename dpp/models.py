@@ -11,6 +11,8 @@ Invariants:
   every key below it" is one prefix match. Both are written once, when the key is created;
 - a key's limits are each optional; a child's may not exceed its parent's (dpp.services checks it when they are
   set). Spend limits are counted in billing (KeySpend), never here.
+Webhooks (SPEC §10): endpoints, events and deliveries are the outbox of events, written in the transaction of
+the state change they announce (dpp.webhooks).
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(auto_now_add=True)
+    # balance.low (SPEC §10): sent once when available falls below the threshold (0: off); `low_balance_notified`
+    # is the crossing's memory, set by the CAS that records the event and cleared when available is back above.
+    low_balance_threshold_micros = models.BigIntegerField(default=0)
+    low_balance_notified = models.BooleanField(default=False)
 
     class Meta:
         ordering = ("id",)
@@ -120,3 +126,95 @@ class AdminLoginFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username} from {self.address} at {self.failed_at:%Y-%m-%d %H:%M:%S}"
+
+
+class WebhookEndpoint(models.Model):
+    """A tenant's receiver of events. The signing secrets are HMAC keys: they must be recoverable to sign, so they
+    are stored as issued (`whsec_…`), like the pepper they are secrets of the database; never shown after issue.
+    After a rotation the previous secret signs too until `previous_secret_expires_at` (24 h)."""
+
+    class Status(models.TextChoices):
+        ENABLED = "enabled"
+        DISABLED = "disabled"
+
+    id = models.CharField(primary_key=True, max_length=40)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="webhook_endpoints")
+    url = models.CharField(max_length=2048)
+    events = models.JSONField(default=list)
+    description = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
+    secret = models.CharField(max_length=100)
+    previous_secret = models.CharField(max_length=100, blank=True)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+    # Since when every attempt has failed (None: the last attempt succeeded); 5 days of it disables the endpoint.
+    failing_since = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["tenant", "created_at"], name="dpp_whendpoint_tenant")]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=["enabled", "disabled"]), name="dpp_whendpoint_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.tenant_id}) {self.url}"
+
+
+class WebhookEvent(models.Model):
+    """One event (`evt_…`, the `webhook-id` of every attempt): its type and the `data` it carries, as it was in the
+    transaction that wrote it."""
+
+    id = models.CharField(primary_key=True, max_length=40)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="webhook_events")
+    type = models.CharField(max_length=32)
+    payload = models.JSONField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["tenant", "created_at"], name="dpp_whevent_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.type} ({self.tenant_id})"
+
+
+class WebhookDelivery(models.Model):
+    """One event to one endpoint. `attempts` counts attempts started (each claimed by a CAS on it); while pending,
+    `next_attempt_at` is when the next may start (during an attempt: when it is overdue, i.e. its sender died)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="deliveries")
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=8)  # a redelivery allows one more
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("-id",)
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            models.Index(fields=["endpoint", "-id"], name="dpp_whdelivery_endpoint"),
+            # The reaper's work list: only pending rows, so a pass costs what it acts on, not history.
+            models.Index(fields=["next_attempt_at"], name="dpp_whdelivery_due", condition=Q(status="pending")),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["event", "endpoint"], name="dpp_whdelivery_once"),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "delivered", "failed"]), name="dpp_whdelivery_status"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} -> {self.endpoint_id} ({self.status})"

@@ -268,3 +268,15 @@ def staff_user_create(*, username: str, group: str, password: str, email: str = 
     user.groups.add(staff_group)
     logger.info("staff user %s created in group %s", username, group)
     return user
+
+
+def tenant_low_balance_set(*, tenant_id: str, threshold_micros: int) -> Tenant:
+    """The threshold under which `balance.low` is sent (0: off); a new threshold is armed afresh."""
+    if threshold_micros < 0:
+        raise ValidationError("the threshold cannot be negative")
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    if tenant is None:
+        raise ValidationError(f"no tenant {tenant_id!r}")
+    tenant.low_balance_threshold_micros, tenant.low_balance_notified = threshold_micros, False
+    tenant.save(update_fields=["low_balance_threshold_micros", "low_balance_notified"])
+    return tenant

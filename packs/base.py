@@ -19,7 +19,6 @@ Guarantees every pack keeps:
 from __future__ import annotations
 
 import functools
-import ipaddress
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -29,11 +28,10 @@ from typing import Any, ClassVar
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from dpp.http.outbound import OutboundPolicy
 from dpp.money import GRANULE_MICROS
 
 PACK_REASON_CODES = frozenset({"PACK_FAILED", "TIMEBOX_EXCEEDED", "URL_BLOCKED", "FETCH_FAILED"})
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class PackError(Exception):
@@ -59,16 +57,8 @@ class FieldError:
     message: str
 
 
-@dataclass(frozen=True)
-class UrlPolicy:
-    """Where the ``url`` pack may go. The defaults are production's; the rest exists for tests."""
-
-    allow_http: bool = False
-    extra_allowed_networks: tuple[IPNetwork, ...] = ()
-    # host, port -> IP address strings; None means socket.getaddrinfo.
-    resolver: Callable[[str, int], list[str]] | None = None
-    # An extra CA bundle trusted on top of the system's (tests: a local CA).
-    ca_file: str | None = None
+# Where the ``url`` pack may go: the platform's outbound policy (the defaults are production's).
+UrlPolicy = OutboundPolicy
 
 
 @dataclass

@@ -28,6 +28,7 @@ from billing.models import Account, LedgerTransaction
 from dpp.http.errors import DependencyUnavailableError
 from dpp.money import format_usd
 from dpp.observability import log_context
+from dpp.webhooks.outbox import deliveries_redrive
 from reaper.models import AuditFlag
 from runs import results, services
 from runs.dispatch import publish_run
@@ -68,6 +69,8 @@ class ReconcileReport:
     redrive_failed: int = 0
     # Actions that raised (their transaction rolled back, nothing changed): each run is flagged ACTION_FAILED.
     actions_failed: int = 0
+    # Webhook deliveries overdue (their task lost or their sender dead) published again (SPEC §10).
+    webhooks_redriven: int = 0
     actions: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -353,4 +356,6 @@ def reconcile_once(*, dry_run: bool = False, run_id: uuid.UUID | None = None) ->
     _audit_recent_runs(report, run_id)
     if run_id is None:
         _audit_held(report)
+        if not dry_run:
+            report.webhooks_redriven = deliveries_redrive(limit=settings.DPP_REAPER_BATCH)
     return report

@@ -63,13 +63,15 @@ def cost_headers(run: Run) -> dict[str, str]:
     return headers
 
 
-def _result(run: Run, request: Request) -> dict[str, Any] | None:
+def _result(run: Run, request: Request | None) -> dict[str, Any] | None:
     if run.status != RunStatus.COMPLETED or not run.result_key:
         return None
     expires_at = results.result_expires_at(run)
     expired = expires_at is not None and expires_at <= timezone.now()
     if expired:
         url = None
+    elif request is None:  # a webhook's copy: the API path, never a signed link that would outlive its event
+        url = reverse("run-result", args=[run.pk])
     elif results.is_local_storage():
         url = request.build_absolute_uri(reverse("run-result", args=[run.pk]))
     else:
@@ -77,7 +79,8 @@ def _result(run: Run, request: Request) -> dict[str, Any] | None:
     return {"url": url, "sha256": run.result_sha256, "bytes": run.result_bytes, "expires_at": _iso(expires_at)}
 
 
-def run_body(run: Run, *, available_micros: int, request: Request) -> dict[str, Any]:
+def run_body(run: Run, *, available_micros: int, request: Request | None) -> dict[str, Any]:
+    """GET /v1/runs/{id}'s object; without a request (a webhook's data) `result.url` is the API path."""
     error = None
     if run.status in (RunStatus.FAILED, RunStatus.CANCELED, RunStatus.EXPIRED):
         error = {"reason_code": run.reason_code, "detail": run.error_detail}

@@ -45,6 +45,7 @@ from runs.submission import (
     submission_read,
     suggested_max_cost_micros,
 )
+from runs.webhooks import run_ending_announce
 
 logger = logging.getLogger("dpp.runs")
 
@@ -268,6 +269,7 @@ def _finish(
         reason=outcome,
         counted_run=run if run.key_spend_counted else None,  # its key spend counters get back what is released
     )
+    run_ending_announce(run=run)
     logger.info("run %s finished %s, charged %s micros", run.pk, outcome, charge)
     transaction.on_commit(
         partial(

@@ -173,7 +173,8 @@ def celery_worker(
     args = [str(BIN / "celery"), "-A", app, "worker", "--loglevel", "INFO", "--concurrency", str(concurrency)]
     args += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}-{free_port()}@%h"]
     queue = worker_env.get("DPP_TASK_QUEUE", "dpp-runs")
-    args += ["-Q", f"{queue},{queue}-reaper", *extra_args]  # the runs' queue and the reaper's (config.celery)
+    webhooks = worker_env.get("DPP_WEBHOOK_QUEUE", f"{queue}-webhooks")
+    args += ["-Q", f"{queue},{queue}-reaper,{webhooks}", *extra_args]  # runs, reaper, webhooks (config.celery)
     with _logged_start(Process(name, args, worker_env, _log_dir()), "ready", what="celery worker") as proc:
         yield proc
 

@@ -86,6 +86,12 @@ PROBLEMS: dict[str, ProblemType] = {
     ),
     "INVALID_MONEY_SCALE": ProblemType(422, "Too many decimals", "Money amounts have at most 4 decimals (0.0001 USD)."),
     "UNKNOWN_PACK_TYPE": ProblemType(422, "Unknown pack type", "See GET /v1/packs for the packs there are."),
+    "WEBHOOK_URL_BLOCKED": ProblemType(
+        422,
+        "Webhook URL blocked",
+        "A webhook URL must be https and every address its host resolves to public: no private, loopback, "
+        "link-local, metadata or other reserved address.",
+    ),
     "INVALID_INPUTS": ProblemType(
         422, "Invalid inputs", "The inputs do not match the pack's JSON Schema; see `errors`."
     ),

@@ -6,8 +6,8 @@ Guarantees:
 - It never reads more than the reservation pays for: at most
   ``min(max_bytes, ((max_cost_micros − 2_000) // 100) × 10_240)`` bytes, so cost ≤ reservation;
   a body cut there reports ``truncated: true``.
-- Any HTTP status is a successful fetch. Destinations follow ``packs.url.addresses`` (blocked →
-  ``URL_BLOCKED``), the connection rules follow ``packs.url.client`` (failures → ``FETCH_FAILED``).
+- Any HTTP status is a successful fetch. Destinations follow ``dpp.http.outbound.addresses`` (blocked →
+  ``URL_BLOCKED``), the connection rules follow ``dpp.http.outbound.client`` (failures → ``FETCH_FAILED``).
 - ``validate`` refuses (at submit) a URL that is not https (or http when allowed), carries
   credentials, is malformed, or whose host is an IP literal in a blocked range. It resolves no name.
 """
@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any, ClassVar
 
+from dpp.http.outbound.addresses import block_reason
+from dpp.http.outbound.target import InvalidUrlError, parse_target
 from dpp.money import format_usd
 from packs.base import FieldError, Pack, PackContext, PackError, PackResult, UrlPolicy, ceil_div
-from packs.url.addresses import block_reason
 from packs.url.client import fetch
 from packs.url.extract import extract
-from packs.url.target import InvalidUrlError, parse_target
 
 BASE_MICROS = 2_000
 PER_BLOCK_MICROS = 100

@@ -71,6 +71,9 @@ def test_groups_exist_after_migrate_with_the_intended_permissions(db: None) -> N
     views = {
         "dpp.view_tenant",
         "dpp.view_apikey",
+        "dpp.view_webhookendpoint",
+        "dpp.view_webhookevent",
+        "dpp.view_webhookdelivery",
         "billing.view_plan",
         "billing.view_tenantplan",
         "billing.view_account",

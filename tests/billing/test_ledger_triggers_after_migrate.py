@@ -89,6 +89,7 @@ def test_sqlite_ledger_is_append_only_after_a_full_migrate(tmp_path: Path) -> No
 def test_sqlite_database_migrated_before_the_fix_gets_its_triggers_back(tmp_path: Path) -> None:
     env = _sqlite_env(tmp_path)
     manage(["migrate", "billing", "0008", "--noinput", "-v0"], env, timeout=300)  # a database of before the fix
+    manage(["migrate", "dpp", "--noinput", "-v0"], env, timeout=300)  # today's tenants (dpp needs only billing 0005)
     db = sqlite3.connect(tmp_path / "dpp.sqlite3")
     try:
         assert _sqlite_triggers(db) == set()  # what 0007's rebuild left: the state existing databases are in

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from packs.url import client
-from packs.url.addresses import IPAddress
+from dpp.http.outbound import client
+from dpp.http.outbound.addresses import IPAddress
 from tests.packs.url.servers import CANARY_BODY, Canaries, Server, respond
 
 

@@ -6,7 +6,7 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
-from packs.url.addresses import block_reason, parse_ip_literal
+from dpp.http.outbound.addresses import block_reason, parse_ip_literal
 
 
 @pytest.mark.parametrize(

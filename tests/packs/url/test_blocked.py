@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from dpp.http.outbound import client as url_client
 from packs.base import PackError, UrlPolicy
 from packs.url import UrlPack, pack
-from packs.url import client as url_client
 from tests.helpers.packs import LOOPBACK_ONE, make_context
 from tests.packs.url.servers import CANARY_BODY, Canaries, FakeResolver
 

@@ -1,6 +1,6 @@
-"""Which IP addresses the ``url`` pack may connect to, and IP host literals in every form.
+"""Which IP addresses outbound requests (the ``url`` pack, webhooks) may connect to, and IP host literals in every form.
 
-The rule (SPEC §5): an address is allowed iff it lies inside ``UrlPolicy.extra_allowed_networks``
+The rule (SPEC §5): an address is allowed iff it lies inside ``OutboundPolicy.extra_allowed_networks``
 (tests only), or all of these hold:
 - it is not in the explicit blocklist below: private, loopback, link-local, CGNAT (100.64/10),
   multicast, reserved, unspecified, benchmarking, documentation, broadcast, IETF special ranges,
@@ -25,6 +25,7 @@ import re
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 
 IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
 
 _METADATA = frozenset(
     {

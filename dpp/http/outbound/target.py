@@ -1,4 +1,5 @@
-"""Parsing a URL the ``url`` pack may request, strictly, once; every later step uses the result.
+"""Parsing a URL an outbound request (the ``url`` pack, a webhook) may go to, strictly, once; every later step
+uses the result.
 
 Guarantees: the scheme is ``https`` (or ``http`` when allowed); there are no credentials, no
 whitespace, control characters or backslashes (where URL parsers disagree); the host is either an IP
@@ -12,7 +13,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import SplitResult, quote, urlsplit
 
-from packs.url.addresses import IPAddress, parse_ip_literal
+from dpp.http.outbound.addresses import IPAddress, parse_ip_literal
 
 MAX_URL_CHARS = 8192  # for redirect targets; a submitted URL is limited to 2048 by the schema
 _DEFAULT_PORTS = {"http": 80, "https": 443}
