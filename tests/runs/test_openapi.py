@@ -46,12 +46,23 @@ OPERATIONS: dict[tuple[str, str], set[str]] = {
     ("get", "/v1/ledger"): {"401", "403", "422", "429", "503"},
     ("get", "/v1/usage"): {"401", "403", "422", "429", "503"},
     ("get", "/v1/packs"): {"401", "403", "429", "503"},
+    ("get", "/v1/webhook-endpoints"): {"401", "403", "429", "503"},
+    ("post", "/v1/webhook-endpoints"): {"401", "403", "422", "429", "503"},
+    ("get", "/v1/webhook-endpoints/{endpoint_id}"): {"401", "403", "404", "429", "503"},
+    ("patch", "/v1/webhook-endpoints/{endpoint_id}"): {"401", "403", "404", "422", "429", "503"},
+    ("delete", "/v1/webhook-endpoints/{endpoint_id}"): {"401", "403", "404", "429", "503"},
+    ("post", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): {"401", "403", "404", "429", "503"},
+    ("get", "/v1/webhook-endpoints/{endpoint_id}/deliveries"): {"401", "403", "404", "429", "503"},
+    ("post", "/v1/events/{event_id}/redeliver"): {"401", "403", "404", "429", "503"},
 }
 SUCCESS: dict[tuple[str, str], set[str]] = {
     ("post", "/v1/runs"): {"202"},
     ("post", "/v1/runs/{run_id}/cancel"): {"200", "202"},
     ("get", "/v1/runs/{run_id}"): {"200", "304"},
     ("get", "/v1/runs/{run_id}/result"): {"200", "302", "304"},
+    ("post", "/v1/webhook-endpoints"): {"201"},
+    ("delete", "/v1/webhook-endpoints/{endpoint_id}"): {"204"},
+    ("post", "/v1/events/{event_id}/redeliver"): {"202"},
 }
 
 
