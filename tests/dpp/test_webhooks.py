@@ -272,3 +272,20 @@ def test_balance_low_once_per_crossing(receiver: Receiver, django_capture_on_com
     with django_capture_on_commit_callbacks(execute=False):
         completed_run(persona, cost_micros=11_000)  # reserves 0.0500: below the threshold again
     assert WebhookEvent.objects.filter(type="balance.low").count() == 2
+
+
+def test_a_hanging_receiver_fails_the_attempt_at_10_s(django_capture_on_commit_callbacks: Any) -> None:
+    receiver = Receiver(hang_s=13)
+    try:
+        persona = make_persona(plan="unlimited")
+        register(persona, receiver.url())
+        with django_capture_on_commit_callbacks(execute=False):
+            run = completed_run(persona, cost_micros=11_000)  # the run ended, whatever the receiver does
+            started = time.monotonic()
+            assert send_pending() == ["retry"]
+        took = time.monotonic() - started
+    finally:
+        receiver.close()
+    assert 9.5 <= took <= 11.5
+    assert WebhookDelivery.objects.get().last_error == "FETCH_FAILED: no answer within 10 s"
+    assert run_row(run.pk).status == "COMPLETED"

@@ -53,6 +53,14 @@ OPERATIONS: dict[tuple[str, str], set[str]] = {
     ("get", "/v1/keys/{key_prefix}"): {"401", "403", "404", "429", "503"},
     ("patch", "/v1/keys/{key_prefix}"): {"401", "403", "404", "422", "429", "503"},
     ("post", "/v1/keys/{key_prefix}/revoke"): {"401", "403", "404", "429", "503"},
+    ("get", "/v1/webhook-endpoints"): {"401", "403", "429", "503"},
+    ("post", "/v1/webhook-endpoints"): {"401", "403", "422", "429", "503"},
+    ("get", "/v1/webhook-endpoints/{endpoint_id}"): {"401", "403", "404", "429", "503"},
+    ("patch", "/v1/webhook-endpoints/{endpoint_id}"): {"401", "403", "404", "422", "429", "503"},
+    ("delete", "/v1/webhook-endpoints/{endpoint_id}"): {"401", "403", "404", "429", "503"},
+    ("post", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): {"401", "403", "404", "429", "503"},
+    ("get", "/v1/webhook-endpoints/{endpoint_id}/deliveries"): {"401", "403", "404", "429", "503"},
+    ("post", "/v1/events/{event_id}/redeliver"): {"401", "403", "404", "429", "503"},
 }
 SUCCESS: dict[tuple[str, str], set[str]] = {
     ("post", "/v1/runs"): {"202"},
@@ -60,6 +68,9 @@ SUCCESS: dict[tuple[str, str], set[str]] = {
     ("get", "/v1/runs/{run_id}"): {"200", "304"},
     ("get", "/v1/runs/{run_id}/result"): {"200", "302", "304"},
     ("post", "/v1/keys"): {"201"},
+    ("post", "/v1/webhook-endpoints"): {"201"},
+    ("delete", "/v1/webhook-endpoints/{endpoint_id}"): {"204"},
+    ("post", "/v1/events/{event_id}/redeliver"): {"202"},
 }
 
 

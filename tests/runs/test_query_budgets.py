@@ -23,7 +23,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # The issue's budgets are 8, 4 and 4; a warm process does better: the plan's id comes with the key (billing.auth),
 # its definition from a per-process cache, and a run's tenant balance in the run's own query.
-SUBMIT_BUDGET, POLL_BUDGET, LIST_BUDGET = 6, 2, 2
+# A submit also asks whether its reservation crossed the tenant's balance.low threshold (one conditional UPDATE of
+# the tenant, billing.low_balance), and a run's ending which endpoints want it (dpp.webhooks): one query each.
+SUBMIT_BUDGET, POLL_BUDGET, LIST_BUDGET = 7, 2, 2
 ISSUE_BUDGETS = {"submit": 8, "poll": 4, "list": 4}
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
 
@@ -42,7 +44,8 @@ def test_submit_budget(unlimited: Persona, django_assert_max_num_queries: Any) -
         response = submit(unlimited.client, body())
     assert response.status_code == 202
     statements = _statements(queries)
-    # the key (with its tenant and plan id); then INSERT run, INSERT transaction with its entries, UPDATE accounts
+    # the key (with its tenant and plan id); then INSERT run, INSERT transaction with its entries, UPDATE accounts,
+    # the balance.low check
     assert len(statements) <= SUBMIT_BUDGET - 2, "\n".join(statements)
     assert len(queries.captured_queries) - len(statements) == 2  # one transaction: BEGIN, COMMIT
 
@@ -110,7 +113,8 @@ def test_cancel_budget(unlimited: Persona, django_assert_max_num_queries: Any) -
     # the key; the run as the API shows it; the run to change; UPDATE run, the SETTLE's transaction with its
     # entries, UPDATE accounts (BEGIN … COMMIT); the balance for the answer. The winning CAS updates the run in
     # memory: it is not read a third time.
-    with django_assert_max_num_queries(9), CaptureQueriesContext(connection) as queries:
+    # the webhook endpoints that want the ending.
+    with django_assert_max_num_queries(10), CaptureQueriesContext(connection) as queries:
         response = unlimited.client.post(f"/v1/runs/{run_id}/cancel")
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "CANCELED"
