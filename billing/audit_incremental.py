@@ -90,12 +90,20 @@ def _safe_watermarks(cursor: CursorWrapper) -> Marks | None:
 
 def _tables(old: Marks, new: Marks) -> tuple[WorkTable, ...]:
     """The working tables of what is new since the watermarks `old` (ints, formatted into the SQL)."""
-    (old_txn, old_entry), (new_txn, new_entry) = old, new
-    everything = f"""
+    deltas = _delta_tables(old, new)
+    if old == (0, 0):  # the first audit (no checkpoint yet) reads every transaction, as the full audit does
+        everything = f"""
 SELECT {TXN_LEG_COLUMNS}, TRUE AS is_new
   FROM billing_ledgertransaction t
   LEFT JOIN billing_ledgerentry e ON e.transaction_id = t.id
  GROUP BY t.id"""  # noqa: S608 - constants
+        return (WorkTable("audit_txn_legs", everything, analyze=False), RUN_LEGS, *deltas)
+    return (*_fresh_tables(old), RUN_LEGS, *deltas)
+
+
+def _fresh_tables(old: Marks) -> tuple[WorkTable, WorkTable, WorkTable]:
+    """The transactions written or appended to after the watermarks `old`, with the other legs of their runs."""
+    old_txn, old_entry = old
     # What is new (its own table, analyzed, so that the planner knows how few rows the joins below start from):
     # the transactions after the watermark, those with an entry after the entry watermark, and every other
     # transaction of the runs they touch (through the unique index of RESERVE and SETTLE per run). Each join is a
@@ -128,6 +136,12 @@ SELECT {TXN_KEY_COLUMNS}, legs.*, t.id > {old_txn:d} AS is_new
  CROSS JOIN LATERAL (SELECT {TXN_LEG_AGGREGATES}
                        FROM billing_ledgerentry e WHERE e.transaction_id = t.id) legs""",  # noqa: S608
     )
+    return fresh, touched, txn_legs
+
+
+def _delta_tables(old: Marks, new: Marks) -> tuple[WorkTable, WorkTable]:
+    """Per account, what moved after the checkpoint `old`: in total, and up to the next checkpoint `new`."""
+    (_, old_entry), (new_txn, new_entry) = old, new
     # Per account, its entries after the checkpoint: all of them, and those the next checkpoint will hold.
     entry_delta = WorkTable(
         "audit_entry_delta",
@@ -153,9 +167,7 @@ SELECT l.tenant_id || '/held' AS account_id,
  WHERE l.is_new AND l.kind IN ('RESERVE', 'SETTLE')
  GROUP BY l.tenant_id""",  # noqa: S608
     )
-    if old == (0, 0):  # the first audit (no checkpoint yet) reads every transaction, as the full audit does
-        return (WorkTable("audit_txn_legs", everything, analyze=False), RUN_LEGS, entry_delta, open_delta)
-    return (fresh, touched, txn_legs, RUN_LEGS, entry_delta, open_delta)
+    return entry_delta, open_delta
 
 
 _AT_CHECKPOINT = """FROM billing_account a

@@ -125,6 +125,23 @@ def api_key_node(api_key: ApiKey) -> KeyNode:
     )
 
 
+def _child_depth(tenant: Tenant, parent: ApiKey, limits: KeyLimits) -> int:
+    """The depth of a new key below `parent`, or 422 if the parent cannot have it (another tenant's or revoked,
+    at the last level, or `limits` beyond its own)."""
+    if parent.tenant_id != tenant.pk or parent.revoked_at is not None:
+        raise ValidationError("the parent key must be an active key of the same tenant")
+    depth = parent.depth + 1
+    if depth > MAX_KEY_DEPTH:
+        raise _invalid(
+            "VALIDATION_ERROR",
+            "parent_prefix",
+            f"keys go at most {MAX_KEY_DEPTH} levels below the tenant's first key; {parent.prefix} is at the"
+            " last level and cannot have keys below it",
+        )
+    _check_within(limits, api_key_chain(api_key=parent))
+    return depth
+
+
 @transaction.atomic
 def api_key_issue(
     *,
@@ -138,19 +155,7 @@ def api_key_issue(
     """A new key for the tenant, below `parent` if given (within its limits, at most MAX_KEY_DEPTH below the
     tenant's first key); only its HMAC and its 16-character prefix are stored."""
     _check_shape(limits)
-    depth = 0
-    if parent is not None:
-        if parent.tenant_id != tenant.pk or parent.revoked_at is not None:
-            raise ValidationError("the parent key must be an active key of the same tenant")
-        depth = parent.depth + 1
-        if depth > MAX_KEY_DEPTH:
-            raise _invalid(
-                "VALIDATION_ERROR",
-                "parent_prefix",
-                f"keys go at most {MAX_KEY_DEPTH} levels below the tenant's first key; {parent.prefix} is at the"
-                " last level and cannot have keys below it",
-            )
-        _check_within(limits, api_key_chain(api_key=parent))
+    depth = 0 if parent is None else _child_depth(tenant, parent, limits)
     secret = keys.generate(environment)
     api_key = ApiKey.objects.create(
         tenant=tenant,

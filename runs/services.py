@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -271,6 +271,12 @@ def _finish(
     )
     run_ending_announce(run=run)
     logger.info("run %s finished %s, charged %s micros", run.pk, outcome, charge)
+    _observe_after_commit(run, status=status, reason_code=reason_code, charge=charge, completed_at=now)
+    return True
+
+
+def _observe_after_commit(run: Run, *, status: str, reason_code: str, charge: int, completed_at: datetime) -> None:
+    """The run's ending in the metrics, once its transaction has committed (a rolled-back ending is not counted)."""
     transaction.on_commit(
         partial(
             run_finished_observe,
@@ -280,10 +286,9 @@ def _finish(
             charge_micros=charge,
             created_at=run.created_at,
             started_at=run.started_at,
-            completed_at=now,
+            completed_at=completed_at,
         )
     )
-    return True
 
 
 @dataclass(frozen=True)
