@@ -16,7 +16,7 @@ from celery import Celery
 from celery.schedules import crontab
 from celery.signals import task_prerun, worker_init
 from django.db import close_old_connections
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
