@@ -49,8 +49,8 @@ TOPUP_MICROS = 1_000_000_000  # 1000 USD per tenant: every reservation fits
 # 1 → partial (charge = minimum fee of 5_000), 2 → full (charge = reserved). The tenants, their accounts and
 # TOPUPs are written by the first pass only (first = 1); the balances move by the sums of the pass's entries.
 SEED_SQL = [
-    """INSERT INTO dpp_tenant (id, name, status, created_at)
-       SELECT 'bench-' || lpad(i::text, 6, '0'), 'bench tenant ' || i, 'ACTIVE', now()
+    """INSERT INTO dpp_tenant (id, name, status, created_at, low_balance_threshold_micros, low_balance_notified)
+       SELECT 'bench-' || lpad(i::text, 6, '0'), 'bench tenant ' || i, 'ACTIVE', now(), 0, false
          FROM generate_series(1, %(tenants)s) i WHERE %(first)s = 1""",
     """INSERT INTO billing_account (id, tenant_id, kind, balance_micros, open_reservations, created_at)
        SELECT t.id || '/' || lower(k.kind), t.id, k.kind, 0, 0, now()
@@ -69,14 +69,14 @@ SEED_SQL = [
     """INSERT INTO runs_run (id, tenant_id, pack_type, profile_version, status, money_state, finalize_stage, version,
                              idempotency_key, request_hash, inputs, timebox_sec, trace_id, reserved_micros,
                              minimum_fee_micros, charged_micros, reason_code, error_detail, result_key, result_sha256,
-                             created_at, updated_at, completed_at)
+                             created_at, updated_at, completed_at, key_spend_counted)
        SELECT run_id, tenant_id, 'decision', 'bench',
               CASE WHEN charge IS NULL THEN 'QUEUED' WHEN charge = 0 THEN 'CANCELED' ELSE 'COMPLETED' END,
               CASE WHEN charge IS NULL THEN 'RESERVED' WHEN charge = 0 THEN 'REFUNDED' ELSE 'SETTLED' END,
               CASE WHEN charge IS NULL THEN NULL ELSE 'COMMITTED' END,
               CASE WHEN charge IS NULL THEN 0 ELSE 3 END,
               'bench-' || r, repeat('0', 64), '{}'::jsonb, 90, md5(r::text), reserved, 5000, charge,
-              '', '', '', '', at, at, CASE WHEN charge IS NULL THEN NULL ELSE at END
+              '', '', '', '', at, at, CASE WHEN charge IS NULL THEN NULL ELSE at END, false
          FROM bench_runs""",
     """INSERT INTO billing_ledgertransaction (id, kind, tenant_id, run_id, actor, reason, trace_id, created_at)
        SELECT id, 'TOPUP', 'bench-' || lpad(id::text, 6, '0'), NULL, 'bench', 'bench credit', '',
