@@ -106,6 +106,15 @@ def test_every_problem_status_lists_its_reason_codes_with_an_example_each(docume
         } <= codes, path
 
 
+def test_every_webhook_operation_lists_the_403_of_a_key_with_a_parent(document: dict[str, Any]) -> None:
+    webhooks = [
+        (m, p, op) for m, p, op in _operations(document) if p.startswith(("/v1/webhook-endpoints", "/v1/events"))
+    ]
+    assert len(webhooks) == 8
+    for method, path, operation in webhooks:
+        assert operation["responses"]["403"]["x-reason-codes"] == ["FORBIDDEN", "TENANT_SUSPENDED"], (method, path)
+
+
 @pytest.mark.parametrize(
     ("path", "statuses"), [("/v1/runs/{run_id}", {"200", "304"}), ("/v1/runs/{run_id}/result", {"200", "304"})]
 )
