@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ from django.db.models.functions import Coalesce
 
 from billing.models import Account, KeySpend, LedgerEntry, LedgerTransaction, Plan
 from dpp.http.errors import ApplicationError
+from dpp.key_limits import KeyNode, limited_nodes
 from dpp.money import format_usd
 
 AccountKind = Account.Kind
@@ -82,6 +84,23 @@ def key_spend_current(*, api_key_ids: list[int], at: datetime) -> dict[tuple[int
         (row.api_key_id, row.window_kind): (row.window_start, row.spent_micros)
         for row in rows.only("api_key_id", "window_kind", "window_start", "spent_micros")
     }
+
+
+def key_spend_spent(*, nodes: Sequence[KeyNode], at: datetime) -> dict[int, int]:
+    """What each of these keys has committed in its own spend window containing `at`: key id → spent (0 without a
+    counter row). No query for no keys."""
+    counters = key_spend_current(api_key_ids=[node.id for node in nodes], at=at) if nodes else {}
+    return {node.id: counters.get((node.id, node.spend_window), (at, 0))[1] for node in nodes}
+
+
+def key_spend_remaining(*, key_chain: Sequence[KeyNode], at: datetime) -> int | None:
+    """What the chain's spend limits still let its key commit at `at`: the least room over every key of the chain
+    that has a spend limit (the tightest is the one that refuses a submit; 0 when one is spent), None when none
+    has a spend limit. Read without a lock: a concurrent submit may take the room right after."""
+    limited = limited_nodes(tuple(key_chain))
+    spent = key_spend_spent(nodes=limited, at=at)
+    rooms = [(node.spend_limit_micros or 0) - spent[node.id] for node in limited]
+    return max(min(rooms), 0) if rooms else None
 
 
 def ledger_item(txn: Any) -> dict[str, Any]:

@@ -26,10 +26,11 @@ from django.utils import timezone
 
 from billing import sql
 from billing.low_balance import low_balance_watch
-from billing.models import Account, KeySpend, LedgerEntry, LedgerTransaction, Plan, TenantPlan
+from billing.models import Account, LedgerEntry, LedgerTransaction, Plan, TenantPlan
+from billing.selectors import key_spend_spent
 from config.adapters.django_hot import hot_cursor
 from dpp.http.errors import ApplicationError
-from dpp.key_limits import KeyNode, limited_nodes, resets_at, window_bounds
+from dpp.key_limits import KeyNode, limited_nodes, nearest, over_limit, resets_at, window_bounds
 from dpp.models import Tenant
 from dpp.money import GRANULE_MICROS, MICROS_PER_USD, format_usd, parse_usd
 from dpp.services import tenant_create
@@ -175,11 +176,22 @@ def ledger_reserve(
     return txn
 
 
-def ledger_reserve_refusal(*, tenant_id: str, amount_micros: int, max_open: int | None) -> ApplicationError | None:
-    """What ledger_reserve would refuse now, the very same problem (402 INSUFFICIENT_FUNDS, 429
-    CONCURRENCY_LIMITED), or None; read without a lock and without writing (a quote, runs.services.run_quote)."""
-    refusal = _reserve_refusal(tenant_id, amount_micros, max_open)
-    return refusal if isinstance(refusal, ApplicationError) else None
+def ledger_reserve_refusal(
+    *,
+    tenant_id: str,
+    amount_micros: int,
+    max_open: int | None,
+    key_chain: Sequence[KeyNode] = (),
+    at: datetime | None = None,
+) -> ApplicationError | None:
+    """What ledger_reserve would refuse now, the very same problem in its order (402 KEY_SPEND_LIMIT, then 402
+    INSUFFICIENT_FUNDS, 429 CONCURRENCY_LIMITED), or None; read without a lock and without writing (a quote,
+    runs.services.run_quote)."""
+    refusal = key_spend_refusal(key_chain=key_chain, amount_micros=amount_micros, at=at or timezone.now())
+    if refusal is None:
+        balances = _reserve_refusal(tenant_id, amount_micros, max_open)
+        refusal = balances if isinstance(balances, ApplicationError) else None
+    return refusal
 
 
 def _reserve_refusal(tenant_id: str, amount_micros: int, max_open: int | None) -> Exception:
@@ -260,16 +272,30 @@ def key_spend_reserve(*, key_chain: Sequence[KeyNode], amount_micros: int, accep
         return
     # A key whose limit is below the amount itself refuses without a counter row (none is inserted for it); the
     # others are counted, and which of them refuse decides the key named, nearest first.
-    candidates = [node for node in limited if amount_micros <= (node.spend_limit_micros or 0)]
+    candidates = [node for node in limited if not over_limit(node, spent_micros=0, amount_micros=amount_micros)]
     counted: set[int] = set()
     if candidates:
         sql, params = _key_spend_upsert(candidates, amount_micros, accepted_at)
         with hot_cursor() as cursor:
             cursor.execute(sql, params)
             counted = {row[0] for row in cursor.fetchall()}
-    refused = [node for node in limited if node.id not in counted]
-    if refused:
-        raise _refused(_key_limit_error(refused[-1], amount_micros, accepted_at))
+    refusing = nearest(limited, lambda node: node.id not in counted)
+    if refusing is not None:
+        # The refusing key's spend as it is now: its counter row, if it has one, is locked by the upsert.
+        spent = key_spend_spent(nodes=[refusing], at=accepted_at)[refusing.id]
+        raise _refused(_key_limit_error(refusing, amount_micros, accepted_at, spent_micros=spent))
+
+
+def key_spend_refusal(*, key_chain: Sequence[KeyNode], amount_micros: int, at: datetime) -> ApplicationError | None:
+    """What key_spend_reserve would refuse at `at` — the very same 402 KEY_SPEND_LIMIT, naming the same key — or
+    None; the counters read without a lock and nothing written (a quote). The upsert's condition, spent + X ≤
+    limit, is dpp.key_limits.over_limit here."""
+    limited = limited_nodes(tuple(key_chain))
+    spent = key_spend_spent(nodes=limited, at=at)
+    refusing = nearest(limited, lambda node: over_limit(node, spent_micros=spent[node.id], amount_micros=amount_micros))
+    if refusing is None:
+        return None
+    return _key_limit_error(refusing, amount_micros, at, spent_micros=spent[refusing.id])
 
 
 def _timestamp(value: datetime) -> Any:
@@ -298,14 +324,10 @@ def _key_spend_upsert(limited: Sequence[KeyNode], amount: int, at: datetime) -> 
     return sql, params
 
 
-def _key_limit_error(node: KeyNode, amount_micros: int, at: datetime) -> ApplicationError:
-    """The 402 of SPEC §4.1, with the refusing key's spend as it is now (its counter row is locked by us)."""
-    start, _ = window_bounds(node.spend_window, at)
-    spent = (
-        KeySpend.objects.filter(api_key_id=node.id, window_kind=node.spend_window, window_start=start)
-        .values_list("spent_micros", flat=True)
-        .first()
-    ) or 0
+def _key_limit_error(node: KeyNode, amount_micros: int, at: datetime, *, spent_micros: int) -> ApplicationError:
+    """The 402 of SPEC §4.1: the refusing key, its limit, window and spend, when the window resets (one function
+    for the submit's refusal and the quote's)."""
+    spent = spent_micros
     limit = node.spend_limit_micros or 0
     resets = resets_at(node.spend_window, at)
     return ApplicationError(

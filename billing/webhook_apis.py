@@ -14,7 +14,7 @@ from billing.apis import TenantApiView
 from dpp.http.errors import ApplicationError
 from dpp.http.openapi import problems
 from dpp.http.pagination import PAGE_PARAMETERS, decode_cursor, encode_cursor, parse_limit
-from dpp.models import WebhookDelivery, WebhookEndpoint
+from dpp.models import ApiKey, WebhookDelivery, WebhookEndpoint
 from dpp.webhooks import endpoints
 from dpp.webhooks.outbox import EVENT_TYPES
 from dpp.webhooks.presenters import delivery_object, endpoint_object
@@ -77,12 +77,28 @@ def _body(request: Request) -> dict[str, Any]:
     return request.data
 
 
-class WebhookEndpointsApi(TenantApiView):
+class WebhooksApiView(TenantApiView):
+    # Every webhook operation: only a key without a parent (SPEC §8). Checked after DRF's initial() has
+    # authenticated and counted the request (the rate limit comes before any other check, SPEC §4.2) and before
+    # any lookup, so the refusal is the same whichever id is named.
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        assert isinstance(request.auth, ApiKey)  # noqa: S101 - guaranteed by dpp.http.auth.IsTenant
+        endpoints.webhook_manager_require(request.auth)
+
+
+# The 403 of a key with a parent (WebhooksApiView), beside TENANT_SUSPENDED's.
+_KEY_WITH_PARENT = "FORBIDDEN"
+
+
+class WebhookEndpointsApi(WebhooksApiView):
     @extend_schema(
         operation_id="webhook_endpoints_list",
         summary="Your webhook endpoints",
-        description="Your webhook endpoints, newest first (at most 10). Secrets are never shown here.",
-        responses={200: _page("WebhookEndpointPage", EndpointOut(many=True)), **problems()},
+        description="Your webhook endpoints, newest first (at most 10). Secrets are never shown here. Webhook "
+        "endpoints belong to the tenant: every webhook operation needs a key without a parent (else 403 FORBIDDEN).",
+        responses={200: _page("WebhookEndpointPage", EndpointOut(many=True)), **problems(_KEY_WITH_PARENT)},
         tags=["webhooks"],
     )
     def get(self, request: Request) -> Response:
@@ -97,7 +113,7 @@ class WebhookEndpointsApi(TenantApiView):
         "endpoints per tenant. The answer carries the signing `secret`, shown only here.",
         request=EndpointIn,
         examples=[CREATE_EXAMPLE],
-        responses={201: EndpointWithSecretOut, **problems("VALIDATION_ERROR", "WEBHOOK_URL_BLOCKED")},
+        responses={201: EndpointWithSecretOut, **problems(_KEY_WITH_PARENT, "VALIDATION_ERROR", "WEBHOOK_URL_BLOCKED")},
         tags=["webhooks"],
     )
     def post(self, request: Request) -> Response:
@@ -111,12 +127,12 @@ class WebhookEndpointsApi(TenantApiView):
         return Response(endpoint_object(issued.endpoint, secret=issued.secret), status=201)
 
 
-class WebhookEndpointApi(TenantApiView):
+class WebhookEndpointApi(WebhooksApiView):
     @extend_schema(
         operation_id="webhook_endpoints_get",
         summary="Get a webhook endpoint",
         description="One of your endpoints (without its secret); another tenant's → 404.",
-        responses={200: EndpointOut, **problems("NOT_FOUND")},
+        responses={200: EndpointOut, **problems(_KEY_WITH_PARENT, "NOT_FOUND")},
         tags=["webhooks"],
     )
     def get(self, request: Request, endpoint_id: str) -> Response:
@@ -129,7 +145,10 @@ class WebhookEndpointApi(TenantApiView):
         description="Change `url` (checked as at registration), `events`, `description` or `status` (`enabled` "
         "re-enables an endpoint disabled after 5 days of failures).",
         request=EndpointPatchIn,
-        responses={200: EndpointOut, **problems("NOT_FOUND", "VALIDATION_ERROR", "WEBHOOK_URL_BLOCKED")},
+        responses={
+            200: EndpointOut,
+            **problems(_KEY_WITH_PARENT, "NOT_FOUND", "VALIDATION_ERROR", "WEBHOOK_URL_BLOCKED"),
+        },
         tags=["webhooks"],
     )
     def patch(self, request: Request, endpoint_id: str) -> Response:
@@ -142,7 +161,7 @@ class WebhookEndpointApi(TenantApiView):
         operation_id="webhook_endpoints_delete",
         summary="Delete a webhook endpoint",
         description="The endpoint and its deliveries are gone; nothing more is sent to it.",
-        responses={204: None, **problems("NOT_FOUND")},
+        responses={204: None, **problems(_KEY_WITH_PARENT, "NOT_FOUND")},
         tags=["webhooks"],
     )
     def delete(self, request: Request, endpoint_id: str) -> Response:
@@ -150,14 +169,14 @@ class WebhookEndpointApi(TenantApiView):
         return Response(status=204)
 
 
-class WebhookSecretRotateApi(TenantApiView):
+class WebhookSecretRotateApi(WebhooksApiView):
     @extend_schema(
         operation_id="webhook_endpoints_rotate_secret",
         summary="Rotate a webhook endpoint's secret",
         description="A new signing secret, shown only here; for 24 h every delivery is signed with both the new "
         "and the previous one (two `v1,` entries in webhook-signature).",
         request=None,
-        responses={200: EndpointWithSecretOut, **problems("NOT_FOUND")},
+        responses={200: EndpointWithSecretOut, **problems(_KEY_WITH_PARENT, "NOT_FOUND")},
         tags=["webhooks"],
     )
     def post(self, request: Request, endpoint_id: str) -> Response:
@@ -165,14 +184,17 @@ class WebhookSecretRotateApi(TenantApiView):
         return Response(endpoint_object(issued.endpoint, secret=issued.secret))
 
 
-class WebhookDeliveriesApi(TenantApiView):
+class WebhookDeliveriesApi(WebhooksApiView):
     @extend_schema(
         operation_id="webhook_endpoints_deliveries",
         summary="An endpoint's deliveries",
         description="The deliveries to one of your endpoints, newest first, cursor pages: each event's status "
         "(pending, delivered, failed), attempts, last status code or error, next attempt.",
         parameters=PAGE_PARAMETERS,
-        responses={200: _page("WebhookDeliveryPage", DeliveryOut(many=True)), **problems("NOT_FOUND")},
+        responses={
+            200: _page("WebhookDeliveryPage", DeliveryOut(many=True)),
+            **problems(_KEY_WITH_PARENT, "NOT_FOUND"),
+        },
         tags=["webhooks"],
     )
     def get(self, request: Request, endpoint_id: str) -> Response:
@@ -190,7 +212,7 @@ class WebhookDeliveriesApi(TenantApiView):
         return Response({"data": [delivery_object(row) for row in page[:limit]], "next_cursor": next_cursor})
 
 
-class EventRedeliverApi(TenantApiView):
+class EventRedeliverApi(WebhooksApiView):
     @extend_schema(
         operation_id="events_redeliver",
         summary="Redeliver an event",
@@ -198,7 +220,7 @@ class EventRedeliverApi(TenantApiView):
         request=None,
         responses={
             202: inline_serializer("Redelivery", {"queued": serializers.IntegerField()}),
-            **problems("NOT_FOUND"),
+            **problems(_KEY_WITH_PARENT, "NOT_FOUND"),
         },
         tags=["webhooks"],
     )

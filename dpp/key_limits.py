@@ -7,6 +7,7 @@ Pure values and arithmetic, no database: a key's chain (root first, the key itse
 from __future__ import annotations
 
 import calendar
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -69,9 +70,20 @@ def limited_nodes(chain: tuple[KeyNode, ...]) -> tuple[KeyNode, ...]:
     return tuple(node for node in chain if node.has_spend_limit)
 
 
+def nearest(chain: tuple[KeyNode, ...], matches: Callable[[KeyNode], bool]) -> KeyNode | None:
+    """The key of the chain nearest to the key itself (the key first, then up the tree) that `matches`."""
+    return next((node for node in reversed(chain) if matches(node)), None)
+
+
 def nearest_limited(chain: tuple[KeyNode, ...]) -> KeyNode | None:
     """The key whose spend window a key reports: its own if limited, else its nearest limited ancestor's."""
-    return next((node for node in reversed(chain) if node.has_spend_limit), None)
+    return nearest(chain, lambda node: node.has_spend_limit)
+
+
+def over_limit(node: KeyNode, *, spent_micros: int, amount_micros: int) -> bool:
+    """Whether `amount_micros` more would take the key's spend over its limit (the test of key_spend_reserve's
+    conditional upsert, billing.services, read in Python by a quote)."""
+    return node.spend_limit_micros is not None and spent_micros + amount_micros > node.spend_limit_micros
 
 
 def max_cost_per_run(chain: tuple[KeyNode, ...]) -> int | None:

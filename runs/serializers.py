@@ -67,7 +67,9 @@ class QuoteOut(serializers.Serializer[Any]):
     minimum_fee_usd = serializers.CharField(help_text="of the given max_cost_usd, or else of the suggested one")
     available_usd = serializers.CharField(help_text="your available balance now")
     key_spend_remaining_usd = serializers.CharField(
-        allow_null=True, help_text="what the API key may still spend in its window; null: no limit"
+        allow_null=True,
+        help_text="what your API key may still commit now: the least room left under its spend limit and those of "
+        "the keys above it (the tightest is the one that refuses); null: no key of the chain has a spend limit",
     )
     accepted = serializers.BooleanField(help_text="always true: a submit that would be refused gets its problem")
 

@@ -23,7 +23,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.models import Plan
-from billing.selectors import balances_get
+from billing.selectors import balances_get, key_spend_remaining
 from billing.services import ReservationRacedError, ledger_reserve, ledger_reserve_refusal, ledger_settle
 from dpp.http.errors import ApplicationError
 from dpp.key_limits import KeyNode
@@ -196,7 +196,7 @@ class Quote:
     suggested_max_cost_micros: int
     minimum_fee_micros: int  # of the given reservation, or else of the suggested one
     available_micros: int
-    key_spend_remaining_micros: int | None  # None: the key has no spend limit
+    key_spend_remaining_micros: int | None  # the least room along the key's chain; None: no key of it has a limit
 
     @property
     def price_exact(self) -> bool:
@@ -208,13 +208,18 @@ def run_quote(*, tenant: Tenant, plan: Plan, key: ApiKey, body: Any) -> Quote:
     suggested one) but with nothing reserved, created or stored, no idempotency key either: a Quote, or the very
     problem the submit would answer (402, 403, 422, 429 CONCURRENCY_LIMITED).
 
-    The funds and concurrency checks read the balances without locking them: a quote says what a submit would
-    get now, and a submit right after it may still meet another's reservation.
+    The key spend, funds and concurrency checks read the counters and balances without locking them: a quote
+    says what a submit would get now, and a submit right after it may still meet another's reservation.
     """
     draft = submission_read(body=body, default_trace_id="", reservation_required=False)
     submission = _submit_checks(tenant=tenant, plan=plan, key=key, draft=draft, idempotency_key="")
+    chain, now = key_chain(key), timezone.now()
     refusal = ledger_reserve_refusal(
-        tenant_id=tenant.pk, amount_micros=submission.max_cost_micros, max_open=plan.max_concurrent_runs
+        tenant_id=tenant.pk,
+        amount_micros=submission.max_cost_micros,
+        max_open=plan.max_concurrent_runs,
+        key_chain=chain,
+        at=now,
     )
     if refusal is not None:
         raise refusal
@@ -226,7 +231,7 @@ def run_quote(*, tenant: Tenant, plan: Plan, key: ApiKey, body: Any) -> Quote:
         suggested_max_cost_micros=suggested_max_cost_micros(pack, inputs),
         minimum_fee_micros=minimum_fee(submission.max_cost_micros),
         available_micros=balances_get(tenant_id=tenant.pk).available_micros,
-        key_spend_remaining_micros=None,
+        key_spend_remaining_micros=key_spend_remaining(key_chain=chain, at=now),
     )
 
 

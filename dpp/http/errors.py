@@ -54,7 +54,12 @@ PROBLEMS: dict[str, ProblemType] = {
         403, "Key cannot manage keys", "This API key may not create, change or revoke keys (can_manage_keys)."
     ),
     "TENANT_SUSPENDED": ProblemType(403, "Tenant suspended", "This tenant is suspended; contact support."),
-    "FORBIDDEN": ProblemType(403, "Forbidden", "You are not allowed to do this."),
+    "FORBIDDEN": ProblemType(
+        403,
+        "Forbidden",
+        "Your API key may not do this: e.g. webhook endpoints belong to the tenant, and only a key without a "
+        "parent manages them.",
+    ),
     "NOT_FOUND": ProblemType(404, "Not found", "There is no such resource, or it is not yours."),
     "METHOD_NOT_ALLOWED": ProblemType(
         405, "Method not allowed", "This path does not accept that method; see the Allow header."

@@ -20,7 +20,8 @@ class FieldErrorSerializer(serializers.Serializer[Any]):
     message = serializers.CharField()
 
 
-# An RFC 9457 problem; `errors` on validation failures; 402 adds available_usd and required_usd.
+# An RFC 9457 problem; `errors` on validation failures; 402 INSUFFICIENT_FUNDS adds available_usd and
+# required_usd, 402 KEY_SPEND_LIMIT required_usd and the refusing key's limit, spend and window (SPEC §4.1).
 # (Inline: a field named `errors` would shadow Serializer.errors.)
 ProblemSerializer = inline_serializer(
     "Problem",
@@ -35,6 +36,13 @@ ProblemSerializer = inline_serializer(
         "errors": FieldErrorSerializer(many=True, required=False),
         "available_usd": serializers.CharField(required=False),
         "required_usd": serializers.CharField(required=False),
+        "limit_usd": serializers.CharField(required=False, help_text="KEY_SPEND_LIMIT: the refusing key's limit"),
+        "spent_usd": serializers.CharField(required=False, help_text="KEY_SPEND_LIMIT: its spend in the window"),
+        "window": serializers.ChoiceField(choices=["day", "month", "total"], required=False),
+        "resets_at": serializers.DateTimeField(
+            required=False, allow_null=True, help_text="KEY_SPEND_LIMIT: when the window restarts (null: total)"
+        ),
+        "key_prefix": serializers.CharField(required=False, help_text="KEY_SPEND_LIMIT: the key whose limit refused"),
     },
 )
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from dpp.http.errors import ApplicationError
 from dpp.http.outbound import OutboundError, destinations_check
 from dpp.http.outbound.target import InvalidUrlError, parse_target
-from dpp.models import Tenant, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from dpp.models import ApiKey, Tenant, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from dpp.webhooks.outbox import EVENT_TYPES, publish_on_commit, subscribed_endpoint_ids
 from dpp.webhooks.policy import Deadline, outbound_policy
 
@@ -29,6 +29,17 @@ MAX_DESCRIPTION_CHARS = 500
 class IssuedEndpoint:
     endpoint: WebhookEndpoint
     secret: str  # shown once: in the answer to the create or the rotation
+
+
+def webhook_manager_require(api_key: ApiKey) -> None:
+    """403 FORBIDDEN unless the key has no parent: webhook endpoints belong to the tenant, and only a key without
+    a parent manages them (SPEC §8) — every endpoint operation and the redelivery, whatever the id named."""
+    if api_key.parent_id is not None:
+        raise ApplicationError(
+            "FORBIDDEN",
+            "Webhook endpoints belong to the tenant: only an API key without a parent (such as the tenant's first "
+            "key) may list, register, change, rotate, delete them or redeliver their events; this key has a parent.",
+        )
 
 
 def new_secret() -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from dpp.models import WebhookDelivery, WebhookEvent
+from dpp.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from dpp.webhooks import policy
 from dpp.webhooks.outbox import webhook_event_record
 from dpp.webhooks.sending import webhook_delivery_attempt
@@ -20,9 +20,11 @@ from runs.services import run_commit
 from tests.dpp.webhook_receiver import Receiver
 from tests.helpers.money import USD
 from tests.helpers.personas import Persona, make_persona
+from tests.helpers.problems import assert_problem
 from tests.helpers.states import claimed_run, completed_run, run_row, store_envelope
 from tests.packs.url.servers import FakeResolver
 from tests.packs.url.test_blocked import LITERALS, NAMES
+from tests.runs.keys_support import child_key, root_key
 
 pytestmark = pytest.mark.django_db
 LOOPBACK_ONE = (ipaddress.ip_network("127.0.0.1/32"),)
@@ -196,6 +198,42 @@ def test_other_tenants_see_404(receiver: Receiver, django_capture_on_commit_call
         assert response.status_code == 404, response.content
     assert other.client.get("/v1/webhook-endpoints").json()["data"] == []
     assert owner.client.get(base).json()["description"] == ""
+
+
+def test_only_a_key_without_a_parent_manages_webhooks(
+    receiver: Receiver, django_capture_on_commit_callbacks: Any
+) -> None:
+    owner = make_persona(plan="unlimited")  # its key has no parent and may not manage keys: it manages webhooks
+    endpoint = register(owner, receiver.url())
+    with django_capture_on_commit_callbacks(execute=False):
+        completed_run(owner, cost_micros=11_000)
+    event = WebhookEvent.objects.get()
+    manager = child_key(root_key(owner), can_manage_keys=True)  # may manage keys, yet has a parent
+    agent = child_key(manager)
+    base = f"/v1/webhook-endpoints/{endpoint['id']}"
+    deliveries = list(WebhookDelivery.objects.values_list("pk", "status", "attempts", "next_attempt_at"))
+    for key in (manager, agent):
+        with django_capture_on_commit_callbacks(execute=False) as published:
+            for name, response in (
+                ("list", key.client.get("/v1/webhook-endpoints")),
+                ("create", key.client.post("/v1/webhook-endpoints", {"url": receiver.url()}, format="json")),
+                ("get", key.client.get(base)),
+                ("patch", key.client.patch(base, {"description": "mine"}, format="json")),
+                ("rotate", key.client.post(f"{base}/rotate-secret")),
+                ("deliveries", key.client.get(f"{base}/deliveries")),
+                ("redeliver", key.client.post(f"/v1/events/{event.pk}/redeliver")),
+                ("delete", key.client.delete(base)),
+                ("unknown id", key.client.get("/v1/webhook-endpoints/ep_nope")),  # no lookup: the same 403
+            ):
+                problem = assert_problem(response, 403, "FORBIDDEN")
+                assert "without a parent" in problem["detail"], name
+        assert published == []  # no redelivery queued
+    shown = owner.client.get(base).json()
+    assert (shown["description"], shown["status"]) == ("", "enabled")
+    assert WebhookEndpoint.objects.get().secret == endpoint["secret"]  # not rotated
+    assert list(WebhookDelivery.objects.values_list("pk", "status", "attempts", "next_attempt_at")) == deliveries
+    assert len(owner.client.get("/v1/webhook-endpoints").json()["data"]) == 1
+    assert owner.client.post(f"{base}/rotate-secret").status_code == 200
 
 
 def test_an_eleventh_endpoint_is_refused(receiver: Receiver) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx2
@@ -24,14 +25,17 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict
 
-from billing.models import LedgerTransaction
+from billing.models import KeySpend, LedgerTransaction
+from dpp.key_limits import window_bounds
 from runs.models import Run
 from runs.serializers import MONEY_PATTERN
-from tests.e2e.harness import E2E, assert_money_balanced, fast_env, purge_queues, redis_stack
+from tests.e2e.harness import E2E, TenantInfo, assert_money_balanced, fast_env, purge_queues, redis_stack
 from tests.helpers.inputs import DECISION_INPUTS
 from tests.helpers.money import USD
 from tests.helpers.personas import make_persona, make_plan, persona_on_plan
+from tests.helpers.problems import without_request_members
 from tests.processes import celery_worker, gunicorn
+from tests.runs.keys_support import child_key, root_key
 
 pytestmark = [*E2E]
 
@@ -340,3 +344,74 @@ def test_a_restart_of_the_api_between_a_task_and_its_get_loses_nothing() -> None
     assert (polled.meta or {})["dpp/run_id"] == waited.structured_content["run_id"]
     assert polled.structured_content["slept_ms"] >= 2_500
     assert Run.objects.filter(tenant=tenant.tenant, status="COMPLETED").count() == 2
+
+
+def _tomorrow() -> str:
+    return window_bounds("day", datetime.now(tz=UTC))[1].isoformat().replace("+00:00", "Z")
+
+
+def rest_quote(base_url: str, api_key: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """POST /v1/quotes of what quote_run was given: the §9 body, or the problem."""
+    reservation = {name: arguments[name] for name in ("max_cost_usd",) if name in arguments}
+    payload = {"pack_type": arguments["pack_type"], "inputs": arguments["inputs"], "reservation": reservation}
+    headers = {"Authorization": f"Bearer {api_key}"}
+    answer: dict[str, Any] = requests.post(f"{base_url}/v1/quotes", json=payload, headers=headers, timeout=10).json()
+    return answer
+
+
+def test_quote_run_and_a_key_over_its_spend_limit_are_the_v1_answers_as_tool_results() -> None:
+    with redis_stack() as stack, stack.worker(concurrency=1):
+        persona = make_persona(plan="unlimited", credit_micros=USD, prefix="mcp")
+        key = child_key(root_key(persona), spend_limit_micros=60_000, spend_window="day")
+        decision = {"pack_type": "decision", "inputs": DECISION_INPUTS}
+        resets = {_tomorrow()}
+
+        async def steps(client: Client) -> tuple[Any, ...]:
+            quoted = await client.call_tool("quote_run", decision)
+            called = await client.call_tool("run_decision", decision_args(max_cost_usd="0.0100"))  # charged 0.0056
+            after = await client.call_tool("quote_run", decision)
+            over = await client.call_tool("run_decision", decision_args(max_cost_usd="0.0600"))
+            refused = await client.call_tool("quote_run", {**decision, "max_cost_usd": "0.0600"})
+            return quoted, called, after, over, refused
+
+        quoted, called, after, over, refused = scenario(stack.base_url, key.secret, steps)
+        rest = [rest_quote(stack.base_url, key.secret, arguments) for arguments in (decision, decision)]
+        rest_refused = rest_quote(stack.base_url, key.secret, {**decision, "max_cost_usd": "0.0600"})
+        resets.add(_tomorrow())  # a UTC midnight may have passed meanwhile
+        assert_money_balanced(stack, TenantInfo(persona.tenant.pk, persona.api_key, USD), 5_600)
+
+    assert quoted.is_error is False, quoted
+    assert quoted.structured_content == {
+        "pack_type": "decision",
+        "price_floor_usd": DECISION_PRICE,
+        "price_ceiling_usd": DECISION_PRICE,
+        "price_exact": True,
+        "suggested_max_cost_usd": DECISION_PRICE,
+        "minimum_fee_usd": "0.0050",
+        "available_usd": "1.0000",
+        "key_spend_remaining_usd": "0.0600",
+        "accepted": True,
+    }
+    assert called.is_error is False, called
+    assert called.meta["dpp/charged_usd"] == DECISION_PRICE
+    # Settled: the key's spend is the charge, not the reservation; the quote sees it, as POST /v1/quotes does.
+    assert after.structured_content["key_spend_remaining_usd"] == "0.0544"
+    assert after.structured_content == rest[1]
+    assert after.content[0].text.startswith("{")
+
+    assert over.is_error is True, over
+    problem = over.structured_content
+    assert (problem["status"], problem["reason_code"]) == (402, "KEY_SPEND_LIMIT")
+    assert {name: problem[name] for name in ("limit_usd", "spent_usd", "required_usd", "window", "key_prefix")} == {
+        "limit_usd": "0.0600",
+        "spent_usd": "0.0056",
+        "required_usd": "0.0600",
+        "window": "day",
+        "key_prefix": key.prefix,
+    }
+    assert problem["resets_at"] in resets
+    assert refused.is_error is True, refused
+    assert without_request_members(refused.structured_content) == without_request_members(problem)
+    assert without_request_members(rest_refused) == without_request_members(problem)  # /v1's very problem
+    assert Run.objects.filter(tenant=persona.tenant).count() == 1  # the refusals and the quotes created nothing
+    assert KeySpend.objects.get(api_key__prefix=key.prefix).spent_micros == 5_600

@@ -89,18 +89,30 @@ def test_every_problem_status_lists_its_reason_codes_with_an_example_each(docume
                 assert PROBLEMS[code].status == int(status), (method, path, code)
                 assert examples[code]["value"]["reason_code"] == code
                 _validator(document, "Problem").validate(examples[code]["value"])
-    submit_codes = {
-        code
-        for response in document["paths"]["/v1/runs"]["post"]["responses"].values()
-        for code in response.get("x-reason-codes", [])
-    }
-    assert {
-        "INVALID_INPUTS",
-        "MAX_COST_TOO_LOW",
-        "INSUFFICIENT_FUNDS",
-        "RATE_LIMITED",
-        "CONCURRENCY_LIMITED",
-    } <= submit_codes
+    for path in ("/v1/runs", "/v1/quotes"):  # a quote answers the problem the submit of its body would get
+        codes = {
+            code
+            for response in document["paths"][path]["post"]["responses"].values()
+            for code in response.get("x-reason-codes", [])
+        }
+        assert {
+            "INVALID_INPUTS",
+            "MAX_COST_TOO_LOW",
+            "INSUFFICIENT_FUNDS",
+            "RATE_LIMITED",
+            "CONCURRENCY_LIMITED",
+            "KEY_SPEND_LIMIT",
+            "MAX_COST_OVER_KEY_LIMIT",
+        } <= codes, path
+
+
+def test_every_webhook_operation_lists_the_403_of_a_key_with_a_parent(document: dict[str, Any]) -> None:
+    webhooks = [
+        (m, p, op) for m, p, op in _operations(document) if p.startswith(("/v1/webhook-endpoints", "/v1/events"))
+    ]
+    assert len(webhooks) == 8
+    for method, path, operation in webhooks:
+        assert operation["responses"]["403"]["x-reason-codes"] == ["FORBIDDEN", "TENANT_SUSPENDED"], (method, path)
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,7 @@
 """Benchmark: what an MCP tool call adds over plain REST for the same run (SPEC §11; target ≤ 10 ms at p50).
 
-(Not bench/mcp.py: run as a script, that name would shadow the `mcp` package.)
-
-    .venv/bin/python bench/mcp_overhead.py --base-url http://127.0.0.1:8000 --key dpp_live_… [--calls 200]
+    .venv/bin/python bench/mcp.py --base-url http://127.0.0.1:8000 --key dpp_live_… [--calls 200]
+    .venv/bin/python -m bench.mcp --base-url http://127.0.0.1:8000 --key dpp_live_… [--calls 200]   (the same)
 
 Against a running DPP (`make run`: gunicorn and a worker) and a key whose plan allows the decision pack. One
 decision run is made and completed first (an MCP call with an idempotency key); then, `--calls` times each,
@@ -21,13 +20,21 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
-import httpx2
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
+# Run as a script (`python bench/mcp.py`), Python puts this file's folder first on sys.path, and there `import mcp`
+# finds this very file instead of the SDK's package (it would import itself and fail). So the folder leaves the
+# path before the SDK is imported; as `python -m bench.mcp` it is not on the path and nothing changes.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
+
+import httpx2  # noqa: E402 - after the sys.path fix above
+from mcp import Client  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 DECISION = {
     "question": "Which supplier?",
