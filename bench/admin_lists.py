@@ -28,23 +28,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from bench.ledger_audit import _seed, _table_sizes  # noqa: E402  (the same seeding, one source)
 
 DB_NAME = "dpp_bench_admin"
 GOAL_MS = 300.0
-
-
-def _admin_url() -> str:
-    return os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-
-
-def _recreate_database(admin_url: str, *, drop_only: bool = False) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        if not drop_only:
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
 
 
 def _pages() -> dict[str, str]:
@@ -119,15 +107,11 @@ def main() -> int:
     parser.add_argument("--only", help="time only the pages whose name contains this")
     args = parser.parse_args()
 
-    admin_url = _admin_url()
+    admin_url = common.admin_url()
     if not args.reuse:
-        _recreate_database(admin_url)
+        common.recreate_database(admin_url, DB_NAME)
     try:
-        os.environ["DATABASE_URL"] = admin_url.rsplit("/", 1)[0] + "/" + DB_NAME
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-        import django
-
-        django.setup()
+        common.setup_django(common.db_url(admin_url, DB_NAME))
         from django.core.management import call_command
         from django.db import connection
 
@@ -165,7 +149,7 @@ def main() -> int:
         return 0 if summary["ok"] else 1
     finally:
         if not (args.keep or args.reuse):
-            _recreate_database(admin_url, drop_only=True)
+            common.recreate_database(admin_url, DB_NAME, drop_only=True)
 
 
 if __name__ == "__main__":

@@ -33,38 +33,17 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import common  # noqa: E402
 
 DB_NAME = "dpp_bench_hot_rows"
 GOAL_RATIO = 4.0
 CHARGE_MICROS = 10_000  # each run reserves and is charged 0.0100
 CREDIT_MICROS = 1_000_000 * 1_000_000  # 1M USD per tenant: every reservation fits
 VARIANTS = (("sharded", 16), ("shared", 1))
+# For the bench's database only, every session opened on it: a commit as slow as a replicated database's.
+DATABASE_SETTINGS = {"commit_delay": "2000", "commit_siblings": "1"}
 
 Job = tuple[str, uuid.UUID]  # (tenant id, run id) of a reserved run
-
-
-def _admin_url() -> str:
-    return os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-
-
-def _recreate_database(admin_url: str, *, drop_only: bool = False) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        if not drop_only:
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
-            # For this database only: every session opened on it from now on.
-            conn.execute(f"ALTER DATABASE {DB_NAME} SET commit_delay = 2000")
-            conn.execute(f"ALTER DATABASE {DB_NAME} SET commit_siblings = 1")
-
-
-def _setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
 
 
 def _onboard(tenants: int) -> list[str]:
@@ -172,17 +151,17 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help=f"keep the database {DB_NAME}")
     args = parser.parse_args()
 
-    admin_url = _admin_url()
-    _recreate_database(admin_url)
+    admin_url = common.admin_url()
+    common.recreate_database(admin_url, DB_NAME, settings=DATABASE_SETTINGS)
     try:
-        return _bench(args, admin_url.rsplit("/", 1)[0] + "/" + DB_NAME)
+        return _bench(args, common.db_url(admin_url, DB_NAME))
     finally:
         if not args.keep:
-            _recreate_database(admin_url, drop_only=True)
+            common.recreate_database(admin_url, DB_NAME, drop_only=True)
 
 
 def _bench(args: argparse.Namespace, url: str) -> int:
-    _setup_django(url)
+    common.setup_django(url)
     from django.core.management import call_command
     from django.db import connection
 

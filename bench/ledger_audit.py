@@ -37,6 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import common  # noqa: E402
 
 DB_NAME = "dpp_bench_ledger"
 GOAL_SECONDS = 15.0
@@ -130,31 +131,6 @@ BALANCE_TRIGGERS = (
     ("billing_ledgerentry", "billing_entry_balanced"),
     ("billing_ledgertransaction", "billing_transaction_balanced"),
 )
-
-
-def _admin_url() -> str:
-    return os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-
-
-def _bench_url(admin_url: str) -> str:
-    return admin_url.rsplit("/", 1)[0] + "/" + DB_NAME
-
-
-def _recreate_database(admin_url: str, *, drop_only: bool = False) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        if not drop_only:
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
-
-
-def _setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
 
 
 def _set_triggers(cursor: Any, *, enabled: bool) -> None:
@@ -296,11 +272,11 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help=f"time the audit on a kept {DB_NAME}, no re-seeding")
     args = parser.parse_args()
 
-    admin_url = _admin_url()
+    admin_url = common.admin_url()
     if not args.reuse:
-        _recreate_database(admin_url)
+        common.recreate_database(admin_url, DB_NAME)
     try:
-        _setup_django(_bench_url(admin_url))
+        common.setup_django(common.db_url(admin_url, DB_NAME))
         from django.core.management import call_command
         from django.db import connection
 
@@ -360,7 +336,7 @@ def main() -> int:
         return 0 if result["ok"] else 1
     finally:
         if not (args.keep or args.reuse):
-            _recreate_database(admin_url, drop_only=True)
+            common.recreate_database(admin_url, DB_NAME, drop_only=True)
 
 
 if __name__ == "__main__":

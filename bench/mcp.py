@@ -26,13 +26,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-# Run as a script (`python bench/mcp.py`), Python puts this file's folder first on sys.path, and there `import mcp`
-# finds this very file instead of the SDK's package (it would import itself and fail). So the folder leaves the
-# path before the SDK is imported; as `python -m bench.mcp` it is not on the path and nothing changes.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench import common  # noqa: E402, F401 - takes bench/ off sys.path, so that `import mcp` finds the SDK
 
-import httpx2  # noqa: E402 - after the sys.path fix above
+# isort: split
+import httpx2  # noqa: E402
 from mcp import Client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 

@@ -31,10 +31,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import common  # noqa: E402
 
 DB_NAME = "dpp_bench_pipeline"
 QUEUE = "dpp-bench-pipeline"
@@ -47,24 +47,6 @@ RUN_BODY = {
     "reservation": {"max_cost_usd": "0.0100", "timebox_sec": 30},
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def admin_url() -> str:
-    return os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-
-
-def bench_db_url() -> str:
-    parts = urlsplit(admin_url())
-    return urlunsplit(parts._replace(path=f"/{DB_NAME}"))
-
-
-def recreate_database(*, drop_only: bool = False) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        if not drop_only:
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
 
 
 # --- measurements from /proc ----------------------------------------------------------------------------
@@ -342,7 +324,7 @@ def _env(broker: str, var_dir: Path, moto: str | None) -> dict[str, str]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": bench_db_url(),
+        "DATABASE_URL": common.db_url(common.admin_url(), DB_NAME),
         "DPP_TASK_QUEUE": QUEUE,
         "DPP_VAR_DIR": str(var_dir),
         "DPP_LOCAL_STORAGE_DIR": str(var_dir / "results"),
@@ -398,8 +380,9 @@ def _run_broker(broker: str, args: argparse.Namespace, var_dir: Path) -> dict[st
     if args.prefetch:
         child += ["--prefetch", str(args.prefetch)]
     # A fresh database per broker: one broker's history must not weigh on the next one's reaper passes.
-    recreate_database()
-    migrate_env = {**os.environ, "DATABASE_URL": bench_db_url(), "DPP_VAR_DIR": str(var_dir)}
+    common.recreate_database(common.admin_url(), DB_NAME)
+    database_url = common.db_url(common.admin_url(), DB_NAME)
+    migrate_env = {**os.environ, "DATABASE_URL": database_url, "DPP_VAR_DIR": str(var_dir)}
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=migrate_env, check=True)
     with contextlib.ExitStack() as stack:
         moto = stack.enter_context(_moto(var_dir)) if broker == "sqs" else None
@@ -474,7 +457,7 @@ def main() -> int:
             results[broker] = figures
     finally:
         if not args.keep:
-            recreate_database(drop_only=True)
+            common.recreate_database(common.admin_url(), DB_NAME, drop_only=True)
     results["load_average_after"] = load_average()
     if "redis" in results:
         results["goal_redis_per_s"] = GOAL_REDIS_PER_S

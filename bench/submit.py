@@ -61,6 +61,7 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import common  # noqa: E402
 
 DB_NAME = os.environ.get("BENCH_DB_NAME", "dpp_bench")  # another name for benchmarks side by side
 PGBENCH_DB = "dpp_bench_pgbench"
@@ -76,23 +77,6 @@ SUBMIT_BODY = json.dumps(
     }
 ).encode()
 TARGETS = {"submit_vs_pgbench": 0.07, "p99_c8_ms": 40.0, "get_c8_rps": 600.0}
-
-
-def _admin_url() -> str:
-    return os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-
-
-def _db_url(admin_url: str, name: str) -> str:
-    return admin_url.rsplit("/", 1)[0] + "/" + name
-
-
-def _recreate_database(admin_url: str, name: str, *, drop_only: bool = False) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        if not drop_only:
-            conn.execute(f"CREATE DATABASE {name}")
 
 
 def _setup_django(url: str, redis_url: str, var_dir: str) -> None:
@@ -367,10 +351,10 @@ def _read_requests(agents: list[Agent], run_ids: list[tuple[int, str]]) -> Any:
 
 def _pgbench(admin_url: str, clients: int = 8, jobs: int = 2, seconds: int = 20) -> float:
     """TPC-B-like tps (without initial connection time) of `pgbench -c 8 -j 2 -T 20` on scale 10."""
-    parts = urlsplit(_db_url(admin_url, PGBENCH_DB))
+    parts = urlsplit(common.db_url(admin_url, PGBENCH_DB))
     base = ["-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 5432), "-U", parts.username or "postgres"]
     env = {**os.environ, **({"PGPASSWORD": parts.password} if parts.password else {})}
-    _recreate_database(admin_url, PGBENCH_DB)
+    common.recreate_database(admin_url, PGBENCH_DB)
     try:
         subprocess.run(["pgbench", *base, "-i", "-s", "10", "-q", PGBENCH_DB], check=True, env=env, capture_output=True)
         done = subprocess.run(
@@ -381,7 +365,7 @@ def _pgbench(admin_url: str, clients: int = 8, jobs: int = 2, seconds: int = 20)
             text=True,
         )
     finally:
-        _recreate_database(admin_url, PGBENCH_DB, drop_only=True)
+        common.recreate_database(admin_url, PGBENCH_DB, drop_only=True)
     match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", done.stdout)
     if match is None:
         raise RuntimeError(f"no tps in pgbench's output:\n{done.stdout}")
@@ -503,13 +487,13 @@ def main() -> int:
     parser.add_argument("--key-rounds", type=int, default=5, help="(plain, keyed) pairs of --key-variant")
     args = parser.parse_args()
 
-    admin_url = _admin_url()
+    admin_url = common.admin_url()
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
     var_dir = tempfile.mkdtemp(prefix="dpp-bench-submit-")
-    _recreate_database(admin_url, DB_NAME)
+    common.recreate_database(admin_url, DB_NAME)
     load_before = os.getloadavg()[0]
     try:
-        _setup_django(_db_url(admin_url, DB_NAME), redis_url, var_dir)
+        _setup_django(common.db_url(admin_url, DB_NAME), redis_url, var_dir)
         from django.db import connection
 
         from tests.processes import gunicorn
@@ -579,7 +563,7 @@ def main() -> int:
             from django.db import connections
 
             connections.close_all()
-            _recreate_database(admin_url, DB_NAME, drop_only=True)
+            common.recreate_database(admin_url, DB_NAME, drop_only=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+"""What the benchmarks share: the PostgreSQL server they make throwaway databases on, and how they make them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# Run as a script (`python bench/x.py`), Python puts this folder first on sys.path, and there `import mcp` (the SDK,
+# imported by the project's URLconf) would find bench/mcp.py instead. Every bench imports this module before Django
+# or the SDK, so the folder leaves the path here; as `python -m bench.x` it is not on the path and nothing changes.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
+
+
+def admin_url() -> str:
+    """The maintenance database the benches connect to in order to create and drop their own databases."""
+    return os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def db_url(admin: str, name: str) -> str:
+    """The URL of database `name` on the server of `admin`."""
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
+def recreate_database(
+    admin: str, name: str, *, drop_only: bool = False, settings: dict[str, str] | None = None
+) -> None:
+    """Drop database `name` (closing its sessions) and, unless `drop_only`, create it empty, with `settings`
+    (`ALTER DATABASE … SET`) applied to every session opened on it from then on."""
+    import psycopg
+
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        if drop_only:
+            return
+        conn.execute(f"CREATE DATABASE {name}")
+        for setting, value in (settings or {}).items():
+            conn.execute(f"ALTER DATABASE {name} SET {setting} = {value}")
+
+
+def setup_django(url: str) -> None:
+    """Configure Django on database `url` with the project's settings."""
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
