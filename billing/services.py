@@ -2,9 +2,10 @@
 of the balances it moves, inside the caller's database transaction.
 
 Lock order, to keep PostgreSQL free of deadlocks, the same in every transaction that moves money: the spend
-counters of the submitting key's chain first (KeySpend, root key first, then down to the submitting key), then a
-tenant's two account rows (one UPDATE, rows in key order), platform rows last and as late as possible. A platform
-row is one of its kind's 16 shards (SPEC §12), picked by the run id or the tenant: still hold it briefly.
+counters of the submitting key's chain first (KeySpend, root key first, then down to the submitting key), then the
+account rows of the movement: the tenant's and the platform shard it posts to, in one UPDATE that locks them in key
+order (billing.sql.balances_move). A platform row is one of its kind's 16 shards (SPEC §12), picked by the run id or
+the tenant: the balances move last in their transaction, so that it is held briefly.
 `ledger_reserve` and `ledger_settle` run inside a run service's transaction (the run's state change and its
 money commit together); `ledger_topup`, `ledger_adjust`, `ledger_manual_post` (what a person posts: the admin,
 the `topup` command) and `tenant_onboard` are top-level and durable.
@@ -21,7 +22,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from billing import sql
@@ -71,19 +71,29 @@ def _check_amount(micros: int, *, allow_zero: bool = False) -> None:
         raise ValueError(f"{micros} is not a positive multiple of {GRANULE_MICROS} micros")
 
 
-def _move_tenant_balances(
-    tenant_id: str, deltas: Mapping[str, int], *, open_delta: int = 0, max_open: int | None = None
+def _move_balances(
+    tenant_id: str,
+    deltas: Mapping[str, int],
+    *,
+    open_delta: int = 0,
+    max_open: int | None = None,
+    platform: tuple[str, int] | None = None,
 ) -> bool:
-    """One conditional UPDATE of the tenant's account rows; False (roll back!) if a guard refused it.
+    """One conditional UPDATE of the tenant's account rows and of the `platform` shard (account id, delta) the
+    movement posts to; False (roll back!) if a guard refused it.
 
-    Guards: no balance goes negative; with `max_open`, the held account has fewer open reservations than that.
-    `open_delta` moves the held account's count of open reservations (+1 reserve, -1 settle).
+    Guards: no tenant balance goes negative; with `max_open`, the held account has fewer open reservations than
+    that. `open_delta` moves the held account's count of open reservations (+1 reserve, -1 settle).
     """
     moves = [(Account.tenant_account_id(tenant_id, kind), delta) for kind, delta in deltas.items() if delta]
-    if not moves:
+    rows = len(moves) + (1 if platform is not None and platform[1] else 0)
+    if not rows:
         return True
     held_id = Account.tenant_account_id(tenant_id, AccountKind.HELD)
-    return sql.balances_move(moves=moves, held_id=held_id, open_delta=open_delta, max_open=max_open) == len(moves)
+    return (
+        sql.balances_move(moves=moves, held_id=held_id, open_delta=open_delta, max_open=max_open, platform=platform)
+        == rows
+    )
 
 
 def _refused(error: Exception) -> Exception:
@@ -91,12 +101,6 @@ def _refused(error: Exception) -> Exception:
     rollback, so it cannot commit even if a caller catches the error that follows."""
     transaction.set_rollback(True)
     return error
-
-
-def _move_platform_balance(account_id: str, delta: int) -> None:
-    """Move a platform shard's balance (last in the transaction: see the lock order above)."""
-    if delta:
-        Account.objects.filter(pk=account_id).update(balance_micros=F("balance_micros") + delta)
 
 
 def _post(
@@ -170,7 +174,7 @@ def ledger_reserve(
     # the tenant waits for these row locks, held until commit.
     key_spend_reserve(key_chain=key_chain, amount_micros=amount_micros, accepted_at=accepted_at or timezone.now())
     deltas: dict[str, int] = {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}
-    if not _move_tenant_balances(tenant_id, deltas, open_delta=1, max_open=max_open):
+    if not _move_balances(tenant_id, deltas, open_delta=1, max_open=max_open):
         raise _refused(_reserve_refusal(tenant_id, amount_micros, max_open))
     low_balance_watch(tenant_id=tenant_id, rose=False)
     return txn
@@ -248,9 +252,8 @@ def ledger_settle(
     if counted_run is not None:  # the counters before the accounts (the lock order)
         key_spend_release(run=counted_run, released_micros=released)
     deltas: dict[str, int] = {AccountKind.AVAILABLE: released, AccountKind.HELD: -reserved_micros}
-    if not _move_tenant_balances(tenant_id, deltas, open_delta=-1):
+    if not _move_balances(tenant_id, deltas, open_delta=-1, platform=(revenue, charge_micros)):
         raise _refused(LedgerInvariantError(f"held balance of {tenant_id} is below the reservation of run {run_id}"))
-    _move_platform_balance(revenue, charge_micros)
     return txn
 
 
@@ -386,9 +389,9 @@ def _topup(*, tenant: Tenant, amount_micros: int, actor: str, reason: str, trace
     """funding → available: credit bought or granted."""
     _require_actor_and_reason(actor, reason)
     _check_amount(amount_micros)
-    if not _move_tenant_balances(tenant.pk, {AccountKind.AVAILABLE: amount_micros}):
-        raise _refused(LedgerInvariantError(f"tenant {tenant.pk} has no accounts"))
     funding = Account.platform_account_for(AccountKind.FUNDING, tenant.pk)
+    if not _move_balances(tenant.pk, {AccountKind.AVAILABLE: amount_micros}, platform=(funding, -amount_micros)):
+        raise _refused(LedgerInvariantError(f"tenant {tenant.pk} has no accounts"))
     txn = _post(
         kind=Kind.TOPUP,
         tenant_id=tenant.pk,
@@ -400,7 +403,6 @@ def _topup(*, tenant: Tenant, amount_micros: int, actor: str, reason: str, trace
             Account.tenant_account_id(tenant.pk, AccountKind.AVAILABLE): amount_micros,
         },
     )
-    _move_platform_balance(funding, -amount_micros)
     low_balance_watch(tenant_id=tenant.pk, rose=True)
     return txn
 
@@ -416,7 +418,8 @@ def _adjust(
     if counterparty not in (AccountKind.REVENUE, AccountKind.FUNDING):
         raise ValueError("an adjustment's counterparty is REVENUE or FUNDING")
     _check_amount(abs(amount_micros))
-    if not _move_tenant_balances(tenant.pk, {AccountKind.AVAILABLE: amount_micros}):
+    platform = Account.platform_account_for(counterparty, tenant.pk)
+    if not _move_balances(tenant.pk, {AccountKind.AVAILABLE: amount_micros}, platform=(platform, -amount_micros)):
         available = format_usd(_available_micros(tenant.pk))
         raise _refused(
             ApplicationError(
@@ -425,7 +428,6 @@ def _adjust(
                 extra={"available_usd": available, "required_usd": format_usd(-amount_micros)},
             )
         )
-    platform = Account.platform_account_for(counterparty, tenant.pk)
     txn = _post(
         kind=Kind.ADJUSTMENT,
         tenant_id=tenant.pk,
@@ -437,7 +439,6 @@ def _adjust(
             Account.tenant_account_id(tenant.pk, AccountKind.AVAILABLE): amount_micros,
         },
     )
-    _move_platform_balance(platform, -amount_micros)
     low_balance_watch(tenant_id=tenant.pk, rose=amount_micros > 0)
     return txn
 

@@ -20,39 +20,56 @@ if TYPE_CHECKING:
 OPEN_PLAN_ID_SQL = "(SELECT p.plan_id FROM billing_tenantplan p WHERE p.tenant_id = k.tenant_id AND p.ended_at IS NULL)"
 
 
-def balances_move(*, moves: list[tuple[str, int]], held_id: str, open_delta: int, max_open: int | None) -> int:
-    """Move the tenant's balances by `moves` (account id, delta) in one conditional UPDATE; the rows it changed
-    (fewer than the moves: a guard refused — no balance goes negative, the held row's open reservations stay
-    under `max_open`). `open_delta` moves the held row's count of open reservations.
+def balances_move(
+    *,
+    moves: list[tuple[str, int]],
+    held_id: str,
+    open_delta: int,
+    max_open: int | None,
+    platform: tuple[str, int] | None = None,
+) -> int:
+    """Move the tenant's balances by `moves` (account id, delta), and a platform shard's by `platform`, in one
+    conditional UPDATE; the rows it changed (fewer than the moves: a guard refused — no tenant balance goes negative,
+    the held row's open reservations stay under `max_open`; the platform row has no guard). `open_delta` moves the
+    held row's count of open reservations.
 
     Why: the hottest statement of the platform; built through the ORM's expressions it cost more CPU than the rest
-    of a submit's queries together. The rows are locked in key order first (a subquery FOR UPDATE): an UPDATE alone
-    locks them in scan order, which can differ between two statements and deadlock two accepts of one tenant.
-    SQLite has no row locks (it serialises writers), hence no FOR UPDATE there.
+    of a submit's queries together, and the platform row in the same statement saves a settle a round trip. The rows
+    are locked in key order first (a subquery FOR UPDATE): an UPDATE alone locks them in scan order, which can
+    differ between two statements and deadlock two accepts of one tenant; and as every movement locks its tenant's
+    rows and its shard in this one statement, all of them take those locks in the same (key) order. SQLite has no
+    row locks (it serialises writers), hence no FOR UPDATE there.
     """
-    whens = " ".join("WHEN %s THEN CAST(%s AS bigint)" for _ in moves)
-    guards = " OR ".join(
-        "(id = %s AND balance_micros >= CAST(%s AS bigint)"
-        + (" AND open_reservations < CAST(%s AS bigint))" if pk == held_id and max_open is not None else ")")
-        for pk, _ in moves
-    )
+    rows = [*moves, *([platform] if platform is not None and platform[1] else [])]
+    whens = " ".join("WHEN %s THEN CAST(%s AS bigint)" for _ in rows)
+    guards = " OR ".join(_guard(pk == held_id and max_open is not None) for pk, _ in moves)
+    if len(rows) > len(moves):
+        guards += " OR id = %s"
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    in_list = ", ".join("%s" for _ in moves)
+    in_list = ", ".join("%s" for _ in rows)
     statement = (
         f"UPDATE billing_account SET balance_micros = balance_micros + CASE id {whens} END, "  # noqa: S608 - constants
         "open_reservations = open_reservations + CASE id WHEN %s THEN CAST(%s AS integer) ELSE 0 END "
         f"WHERE id IN (SELECT id FROM billing_account WHERE id IN ({in_list}) ORDER BY id{lock}) AND ({guards})"
     )
-    params: list[str | int] = [value for pk, delta in moves for value in (pk, delta)]
-    params += [held_id, open_delta, *(pk for pk, _ in moves)]
+    params: list[str | int] = [value for pk, delta in rows for value in (pk, delta)]
+    params += [held_id, open_delta, *(pk for pk, _ in rows)]
     for pk, delta in moves:
         params += [pk, -delta]
         if pk == held_id and max_open is not None:
             params.append(max_open)
+    params += [pk for pk, _ in rows[len(moves) :]]
     with hot_cursor() as cursor:
         cursor.execute(statement, params)
         changed: int = cursor.rowcount
     return changed
+
+
+def _guard(with_max_open: bool) -> str:
+    """A tenant row's guard: its balance stays ≥ 0 (and the held row's open reservations under the maximum)."""
+    if with_max_open:
+        return "(id = %s AND balance_micros >= CAST(%s AS bigint) AND open_reservations < CAST(%s AS bigint))"
+    return "(id = %s AND balance_micros >= CAST(%s AS bigint))"
 
 
 def transaction_insert_with_entries(*, txn: LedgerTransaction, entries: list[tuple[str, int]]) -> int:
