@@ -191,6 +191,10 @@ def _member_object(
 
 def _timebox(reservation: dict[str, Any]) -> int:
     timebox = reservation.get("timebox_sec", DEFAULT_TIMEBOX_SEC)
+    # JSON Schema's integer is any number with a zero fractional part: 30.0 is the integer 30 (a generated client
+    # or a validator may send it so); 1.5 and "30" are not integers.
+    if isinstance(timebox, float) and timebox.is_integer():
+        timebox = int(timebox)
     if isinstance(timebox, bool) or not isinstance(timebox, int) or not 1 <= timebox <= DEFAULT_TIMEBOX_SEC:
         raise _invalid("reservation.timebox_sec", "must be an integer from 1 to 90")
     return timebox

@@ -413,7 +413,7 @@ def test_meta_with_only_a_trace_id_is_accepted(unlimited: Persona) -> None:
     assert accepted(unlimited.client, payload)["meta"]["trace_id"]
 
 
-@pytest.mark.parametrize("timebox", [0, 91, -1, "10", 1.5, True, None])
+@pytest.mark.parametrize("timebox", [0, 91, -1, "10", 1.5, 91.0, 0.0, True, None])
 def test_bad_timebox(unlimited: Persona, timebox: Any) -> None:
     payload = body()
     payload["reservation"]["timebox_sec"] = timebox
@@ -422,10 +422,11 @@ def test_bad_timebox(unlimited: Persona, timebox: Any) -> None:
     assert_nothing_created(unlimited)
 
 
-@pytest.mark.parametrize("timebox", [1, 90])
-def test_timebox_bounds_accepted(unlimited: Persona, timebox: int) -> None:
+@pytest.mark.parametrize("timebox", [1, 90, 30.0])
+def test_timebox_bounds_accepted(unlimited: Persona, timebox: int | float) -> None:
     receipt = accepted(unlimited.client, body(timebox_sec=timebox))
     assert receipt["poll"]["max_wait_sec"] == timebox
+    assert isinstance(receipt["poll"]["max_wait_sec"], int)  # 30.0 is JSON Schema's integer 30, stored as 30
 
 
 # --- 422: money --------------------------------------------------------------------------------------------

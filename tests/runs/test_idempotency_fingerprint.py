@@ -64,6 +64,16 @@ def test_another_timebox_than_the_default_is_another_payload(unlimited: Persona)
     assert _runs(unlimited) == 1
 
 
+def test_an_integral_number_timebox_is_the_same_payload_as_the_integer(unlimited: Persona) -> None:
+    """JSON Schema's integer 30 may arrive as 30.0 (a generated client, a JSON library): one payload."""
+    key = new_key()
+    accepted(unlimited.client, body(timebox_sec=30.0), key=key)
+    again = submit(unlimited.client, body(timebox_sec=30), key=key)
+    assert again.status_code == 202, again.content
+    assert again["Idempotent-Replayed"] == "true"
+    assert _runs(unlimited) == 1
+
+
 def test_the_stored_fingerprint_is_versioned(unlimited: Persona) -> None:
     accepted(unlimited.client, body())
     stored = Run.objects.get(tenant=unlimited.tenant).request_hash
