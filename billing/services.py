@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -389,22 +389,16 @@ def _topup(*, tenant: Tenant, amount_micros: int, actor: str, reason: str, trace
     """funding → available: credit bought or granted."""
     _require_actor_and_reason(actor, reason)
     _check_amount(amount_micros)
-    funding = Account.platform_account_for(AccountKind.FUNDING, tenant.pk)
-    if not _move_balances(tenant.pk, {AccountKind.AVAILABLE: amount_micros}, platform=(funding, -amount_micros)):
-        raise _refused(LedgerInvariantError(f"tenant {tenant.pk} has no accounts"))
-    txn = _post(
+    return _available_transfer(
         kind=Kind.TOPUP,
-        tenant_id=tenant.pk,
+        tenant=tenant,
+        counterparty=AccountKind.FUNDING,
+        amount_micros=amount_micros,
+        refusal=lambda: LedgerInvariantError(f"tenant {tenant.pk} has no accounts"),
         actor=actor,
         reason=reason,
         trace_id=trace_id,
-        legs={
-            funding: -amount_micros,
-            Account.tenant_account_id(tenant.pk, AccountKind.AVAILABLE): amount_micros,
-        },
     )
-    low_balance_watch(tenant_id=tenant.pk, rose=True)
-    return txn
 
 
 def _adjust(
@@ -418,26 +412,52 @@ def _adjust(
     if counterparty not in (AccountKind.REVENUE, AccountKind.FUNDING):
         raise ValueError("an adjustment's counterparty is REVENUE or FUNDING")
     _check_amount(abs(amount_micros))
+
+    def refusal() -> Exception:
+        return ApplicationError(
+            "INSUFFICIENT_FUNDS",
+            f"The adjustment would take {tenant.pk}'s available balance below zero.",
+            extra={
+                "available_usd": format_usd(_available_micros(tenant.pk)),
+                "required_usd": format_usd(-amount_micros),
+            },
+        )
+
+    return _available_transfer(
+        kind=Kind.ADJUSTMENT,
+        tenant=tenant,
+        counterparty=counterparty,
+        amount_micros=amount_micros,
+        refusal=refusal,
+        actor=actor,
+        reason=reason,
+        trace_id=trace_id,
+    )
+
+
+def _available_transfer(
+    *,
+    kind: str,
+    tenant: Tenant,
+    counterparty: str,
+    amount_micros: int,
+    refusal: Callable[[], Exception],
+    actor: str,
+    reason: str,
+    trace_id: str,
+) -> LedgerTransaction:
+    """`counterparty`'s platform shard → the tenant's available balance (the other way if `amount_micros` < 0):
+    the balances and the transaction, then the low-balance watch; `refusal()` is raised if a guard refuses."""
     platform = Account.platform_account_for(counterparty, tenant.pk)
     if not _move_balances(tenant.pk, {AccountKind.AVAILABLE: amount_micros}, platform=(platform, -amount_micros)):
-        available = format_usd(_available_micros(tenant.pk))
-        raise _refused(
-            ApplicationError(
-                "INSUFFICIENT_FUNDS",
-                f"The adjustment would take {tenant.pk}'s available balance below zero.",
-                extra={"available_usd": available, "required_usd": format_usd(-amount_micros)},
-            )
-        )
+        raise _refused(refusal())
     txn = _post(
-        kind=Kind.ADJUSTMENT,
+        kind=kind,
         tenant_id=tenant.pk,
         actor=actor,
         reason=reason,
         trace_id=trace_id,
-        legs={
-            platform: -amount_micros,
-            Account.tenant_account_id(tenant.pk, AccountKind.AVAILABLE): amount_micros,
-        },
+        legs={platform: -amount_micros, Account.tenant_account_id(tenant.pk, AccountKind.AVAILABLE): amount_micros},
     )
     low_balance_watch(tenant_id=tenant.pk, rose=amount_micros > 0)
     return txn
