@@ -12,7 +12,7 @@ watermarks: a ledger transaction id and an entry id) in `AccountCheckpoint`:
 Cost: the new transactions (an index range scan), the runs they touch and their entries (index lookups), the
 checkpoint rows of the accounts touched (HOT updates), and one hash join of the accounts with their checkpoint
 rows — not the history. That last pass grows with the number of accounts (two per tenant), not with the runs:
-about 0.05 s for 20,000 accounts, the price of seeing a balance changed without an entry on an account nothing
+about 0.06 s for 20,000 accounts, the price of seeing a balance changed without an entry on an account nothing
 else touched (docs/decisions.md, "The incremental audit", every account every hour).
 
 The new watermarks must be ids that no database transaction still open can commit at or below, or the
