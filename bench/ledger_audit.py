@@ -20,7 +20,9 @@ What it does:
 4. the incremental audit (billing.audit_incremental, what beat runs hourly): a first one, which reads everything
    and writes the first checkpoint; then `--new-runs` more runs are seeded the same way and the incremental audit
    is timed again (it reads only those, and every account); then one account's balance is tampered with, the
-   incremental audit must name it, and the balance is put back. Ends with one line of JSON;
+   incremental audit must name it, and the balance is put back; then an entry is appended to an old transaction
+   (its account's balance moved to match) and the incremental audit must name that transaction — in a transaction
+   rolled back after, the ledger being append-only. Ends with one line of JSON;
 5. drops the database (unless --keep).
 """
 
@@ -236,6 +238,25 @@ def _incremental_catches_a_tampered_balance() -> bool:
     return report["violation_counts"].get("balance_equals_entries") == 1
 
 
+def _incremental_catches_a_tampered_entry(tenants: int) -> bool:
+    """An entry appended after the checkpoint to an old transaction (run 2's SETTLE, of the first history), its
+    account's balance moved to match; all of it rolled back: the ledger refuses to delete an entry."""
+    from django.db import connection, transaction
+
+    settle = tenants + 4  # run 2: a full charge, on revenue shard 02
+    with transaction.atomic(), connection.cursor() as cursor:
+        _set_triggers(cursor, enabled=False)  # rolled back with the rest
+        cursor.execute(
+            "INSERT INTO billing_ledgerentry (transaction_id, account_id, amount_micros) VALUES (%s, %s, 100)",
+            [settle, "@revenue/02"],
+        )
+        cursor.execute("UPDATE billing_account SET balance_micros = balance_micros + 100 WHERE id = '@revenue/02'")
+        report, _ = _incremental()
+        transaction.set_rollback(True)
+    unbalanced = [v["subject"] for v in report["violations"] if v["invariant"] == "balanced_transaction"]
+    return unbalanced == [str(settle)]
+
+
 def _incremental_case(runs: int, tenants: int, new_runs: int) -> dict[str, Any]:
     first, first_seconds = _incremental()
     print(f"incremental audit, first (reads everything, writes the checkpoint): {first_seconds:.2f} s")
@@ -249,12 +270,15 @@ def _incremental_case(runs: int, tenants: int, new_runs: int) -> dict[str, Any]:
     )
     caught = _incremental_catches_a_tampered_balance()
     print(f"incremental audit names a tampered balance: {caught}")
+    caught_entry = _incremental_catches_a_tampered_entry(tenants)
+    print(f"incremental audit names an entry appended to an old transaction after the checkpoint: {caught_entry}")
     return {
         "incremental_first_seconds": round(first_seconds, 2),
         "incremental_seconds": round(seconds, 3),
         "incremental_transactions": report["transactions"],
-        "incremental_ok": report["ok"] and first["ok"],
+        "incremental_ok": report["ok"] and first["ok"] and caught and caught_entry,
         "incremental_catches_tampered_balance": caught,
+        "incremental_catches_tampered_entry": caught_entry,
     }
 
 

@@ -16,6 +16,7 @@ from django.test import override_settings
 from billing.audit import ledger_audit
 from billing.models import PLATFORM_SHARDS, Account, LedgerEntry, LedgerTransaction
 from billing.services import ledger_reserve, ledger_settle
+from tests.billing.test_audit import _audit_command
 from tests.helpers.money import USD
 from tests.helpers.personas import Persona, make_persona
 
@@ -90,6 +91,11 @@ def test_audit_ledger_names_the_shard_whose_balance_differs_from_its_entries() -
     assert {v.subject for v in report.violations} == {shard, other}
     (tampered,) = [v for v in report.violations if v.subject == shard]
     assert tampered.detail == f"account {shard} stores 0.0000 USD but its entries sum to 0.0100 USD"
+    # And `manage.py audit_ledger` itself: exit status 1, the same two shards (its run side also sees that these
+    # SETTLEs have no run row: the ledger services are driven here without the runs app).
+    status, body = _audit_command()
+    assert (status, body["violation_counts"]["balance_equals_entries"]) == (1, 2)
+    assert {v["subject"] for v in body["violations"] if v["invariant"] == "balance_equals_entries"} == {shard, other}
 
 
 def test_two_shards_in_one_settle_are_a_misshapen_transaction() -> None:
