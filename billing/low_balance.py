@@ -10,33 +10,19 @@ tenant hovering at its threshold would be told at every run.
 
 from __future__ import annotations
 
-from django.db.models import Subquery
-
+from billing import sql
 from billing.models import Account
 from billing.presenters import account_object
 from billing.selectors import plan_get
-from dpp.models import Tenant
 from dpp.webhooks.outbox import webhook_event_record
 
 
 def low_balance_watch(*, tenant_id: str, rose: bool) -> None:
     """After available fell (`rose` False): record balance.low if it is now below the threshold for the first
     time since it was last at or above; after it rose: re-arm once it is at or above."""
-    available = Subquery(
-        Account.objects.filter(pk=Account.tenant_account_id(tenant_id, Account.Kind.AVAILABLE)).values(
-            "balance_micros"
-        )[:1]
-    )
-    tenant = Tenant.objects.filter(pk=tenant_id, low_balance_threshold_micros__gt=0)
-    if rose:
-        tenant.filter(low_balance_notified=True, low_balance_threshold_micros__lte=available).update(
-            low_balance_notified=False
-        )
-        return
-    crossed = tenant.filter(low_balance_notified=False, low_balance_threshold_micros__gt=available).update(
-        low_balance_notified=True
-    )
-    if crossed:
+    available_id = Account.tenant_account_id(tenant_id, Account.Kind.AVAILABLE)
+    crossed = sql.low_balance_flag(tenant_id=tenant_id, available_id=available_id, fell=not rose)
+    if crossed and not rose:
         webhook_event_record(
             tenant_id=tenant_id,
             event_type="balance.low",

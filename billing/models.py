@@ -272,9 +272,9 @@ class AuditCheckpoint(models.Model):
     """How far the incremental ledger audit has summed the ledger: every transaction with id ≤ `watermark` and
     every entry with id ≤ `entry_watermark` (an entry appended later to an old transaction is still new).
 
-    Written by `billing.audit_incremental.ledger_audit_incremental` (the hourly audit), one row per audit; the newest is in
-    force. The watermark is only ever a transaction id that no open database transaction can still commit below
-    (docs/decisions.md, "The incremental audit")."""
+    Written by `billing.audit_incremental.ledger_audit_incremental` (the hourly audit), one row per audit; the
+    newest is in force. The watermark is only ever a transaction id that no open database transaction can still
+    commit below (docs/decisions.md, "The incremental audit")."""
 
     watermark = models.BigIntegerField()
     entry_watermark = models.BigIntegerField()

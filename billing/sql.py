@@ -95,6 +95,32 @@ def transaction_insert_with_entries(*, txn: LedgerTransaction, entries: list[tup
     return transaction_id
 
 
+# The tenant's available balance as this transaction sees it (after its own UPDATE of it, under that row's lock).
+_AVAILABLE = "(SELECT a.balance_micros FROM billing_account a WHERE a.id = %s)"
+_LOW_BALANCE_FELL = (
+    "UPDATE dpp_tenant SET low_balance_notified = TRUE WHERE id = %s AND low_balance_threshold_micros > 0"  # noqa: S608
+    f" AND low_balance_notified = FALSE AND low_balance_threshold_micros > {_AVAILABLE}"
+)
+_LOW_BALANCE_ROSE = (
+    "UPDATE dpp_tenant SET low_balance_notified = FALSE WHERE id = %s AND low_balance_threshold_micros > 0"  # noqa: S608
+    f" AND low_balance_notified = TRUE AND low_balance_threshold_micros <= {_AVAILABLE}"
+)
+
+
+def low_balance_flag(*, tenant_id: str, available_id: str, fell: bool) -> bool:
+    """Compare-and-set the tenant's balance.low memory against its available balance: after a fall, set it if the
+    balance is now below a threshold and it was clear; after a rise, clear it if the balance is back at or above.
+    True if it changed.
+
+    Why: it runs in every reservation's transaction; the ORM's filtered UPDATE with a subquery cost a submit about
+    as much CPU as its reservation (docs/BENCHMARKS.md, "Submit").
+    """
+    with hot_cursor() as cursor:
+        cursor.execute(_LOW_BALANCE_FELL if fell else _LOW_BALANCE_ROSE, [tenant_id, available_id])
+        changed: int = cursor.rowcount
+    return changed > 0
+
+
 def advisory_xact_lock(key: int) -> None:
     """Take PostgreSQL's transaction-level advisory lock `key` (waits for it; released at commit or rollback).
 
