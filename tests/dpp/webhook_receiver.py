@@ -1,8 +1,10 @@
 """A real local webhook receiver: a threaded HTTP server on 127.0.0.1 that records every POST and answers with
-scripted statuses (the last one repeats)."""
+scripted statuses (the last one repeats), optionally after hanging (until the sender gives up)."""
 
 from __future__ import annotations
 
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -20,13 +22,21 @@ class Receiver:
     def __init__(self, statuses: tuple[int, ...] = (200,), *, hang_s: float = 0) -> None:
         self.statuses, self.hang_s = list(statuses), hang_s
         self.received: list[Received] = []
+        self.in_flight = self.max_in_flight = 0  # requests taken and not yet answered: now, and at the most
+        self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body, time.time()))
-                time.sleep(receiver.hang_s)
+                receiver.count_in_flight(+1)
+                try:
+                    hung_up = receiver.hang(self.connection)
+                finally:
+                    receiver.count_in_flight(-1)
+                if hung_up:
+                    return
                 status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
@@ -39,6 +49,20 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def hang(self, connection: socket.socket) -> bool:
+        """Wait `hang_s` before answering, or until the sender gives up; True if it did (nobody to answer)."""
+        deadline = time.monotonic() + self.hang_s
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([connection], [], [], min(left, 0.1))
+            if readable and not connection.recv(1, socket.MSG_PEEK):
+                return True
+        return False
+
+    def count_in_flight(self, delta: int) -> None:
+        with self._lock:
+            self.in_flight += delta
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
         return f"http://{host}:{self.server.server_address[1]}{path}"

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+import requests
 from django.conf import settings
 from standardwebhooks.webhooks import Webhook
 
@@ -16,10 +17,10 @@ from dpp.models import WebhookDelivery
 from dpp.webhooks.outbox import REDRIVE_AFTER
 from reaper.services import reconcile_once
 from tests.dpp.webhook_receiver import Receiver
-from tests.e2e.harness import E2E, purge_queues
+from tests.e2e.harness import E2E, purge_queues, redis_stack
 from tests.helpers.personas import make_persona
 from tests.helpers.states import completed_run
-from tests.processes import celery_worker, process_env, wait_until
+from tests.processes import celery_worker, process_env, procfile_process, wait_until
 
 pytestmark = [*E2E]
 
@@ -87,3 +88,84 @@ def test_a_delivery_lost_between_commit_and_send_is_re_driven_by_the_reaper_with
     assert got.headers["webhook-id"] == delivery.event_id
     Webhook(endpoint["secret"]).verify(got.body, got.headers)
     assert WebhookDelivery.objects.get().attempts == 1
+
+
+def test_a_worker_killed_mid_send_leaves_a_delivery_that_arrives_again_with_its_webhook_id() -> None:
+    """The sender dies (SIGKILL, its whole process group) while the receiver holds the request unanswered: the
+    claimed attempt is never recorded, so once its lease and the re-drive delay have passed the reaper publishes
+    the delivery again and another worker sends it — the same webhook-id, signed anew, delivered at last."""
+    purge_queues()
+    receiver = Receiver(hang_s=120)  # takes the request, then answers nothing while the worker is alive
+    try:
+        persona = make_persona(plan="unlimited")
+        endpoint = _endpoint(persona, receiver)
+        with celery_worker(worker_env(), concurrency=1, name="webhooks-killed") as worker:
+            run = completed_run(persona, cost_micros=11_000)
+            wait_until(lambda: receiver.received, timeout=20, what="the first attempt reaching the receiver")
+            worker.kill()  # mid-send: the POST is out, its answer never comes
+            wait_until(lambda: not worker.alive(), timeout=10, what="the killed worker gone")
+        killed = WebhookDelivery.objects.get()
+        assert (killed.status, killed.attempts, killed.delivered_at) == ("pending", 1, None)  # claimed, not recorded
+        receiver.hang_s = 0  # the receiver answers from now on
+        with celery_worker(worker_env(), concurrency=1, name="webhooks-after-kill"):
+            # Real time: the claim's lease (10 s bound + 5 s) and then the re-drive delay (15 s) must pass.
+            wait_until(lambda: reconcile_once().webhooks_redriven == 1, timeout=60, interval=1, what="the re-drive")
+            wait_until(lambda: len(receiver.received) == 2, timeout=20, what="the second attempt")
+            wait_until(lambda: WebhookDelivery.objects.get().status == "delivered", timeout=10, what="delivered")
+    finally:
+        receiver.close()
+    first, second = receiver.received
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == killed.event_id
+    for got in (first, second):
+        payload = Webhook(endpoint["secret"]).verify(got.body, got.headers)
+        assert payload["data"]["run_id"] == str(run.pk)
+    assert WebhookDelivery.objects.get().attempts == 2
+    run.refresh_from_db()
+    assert (run.status, run.money_state) == ("COMPLETED", "SETTLED")  # the run's end is untouched by the crash
+
+
+def test_a_receiver_that_hangs_holds_no_run_and_no_api_thread() -> None:
+    """The production layout (the Procfile's `worker` for runs, `webhooks` for deliveries, gunicorn) with a receiver
+    that takes every request and never answers: with more deliveries hanging on it than the two workers have slots
+    together, runs submitted then still complete and the API answers (a delivery sent from a runs slot would leave
+    none); each hanging attempt fails at the 10 s bound and is scheduled again."""
+    receiver = Receiver(hang_s=120)
+    try:
+        allowed = {"DPP_URL_ALLOW_HTTP": "1", "DPP_URL_EXTRA_ALLOWED_NETWORKS": "127.0.0.1/32"}
+        with redis_stack(**allowed) as stack:
+            api = stack.api(stack.tenant())
+            created = api.session.post(
+                api.url("/v1/webhook-endpoints"), json={"url": receiver.url(), "events": ["run.completed"]}, timeout=10
+            )
+            assert created.status_code == 201, created.text
+            webhooks_slots, runs_slots = 4, 2  # the Procfile's webhooks and worker entries: --concurrency 4 and 2
+            with (
+                procfile_process("worker", stack.env, ready="ready"),
+                procfile_process("webhooks", stack.env, ready="ready"),
+            ):
+                hanging = [api.diagnostic(cost_usd="0.0010") for _ in range(webhooks_slots + runs_slots + 2)]
+                for run_id in hanging:
+                    assert api.wait(run_id, timeout=30)["status"] == "COMPLETED"
+                wait_until(lambda: len(receiver.received) >= webhooks_slots, timeout=20, what="every slot hanging")
+                later = [api.diagnostic(cost_usd="0.0010") for _ in range(4)]  # submitted while every slot hangs
+                for run_id in later:
+                    assert api.wait(run_id, timeout=30)["status"] == "COMPLETED"
+                    assert requests.get(f"{stack.base_url}/readyz", timeout=5).status_code == 200
+                # Never more requests in flight than the webhooks worker has slots: none was sent from a runs slot.
+                assert receiver.max_in_flight == webhooks_slots
+                wait_until(
+                    lambda: _failed_attempts(hanging) >= webhooks_slots, timeout=30, what="the attempts' 10 s bound"
+                )
+    finally:
+        receiver.close()
+    for delivery in WebhookDelivery.objects.filter(event__payload__run_id__in=hanging, attempts__gte=1):
+        assert delivery.status == "pending"  # to be tried again on the schedule of SPEC §10
+        assert delivery.next_attempt_at is not None
+        assert delivery.last_attempt_at is not None
+        assert delivery.next_attempt_at > delivery.last_attempt_at
+
+
+def _failed_attempts(run_ids: list[str]) -> int:
+    """How many of these runs' deliveries have a recorded failed attempt."""
+    rows = WebhookDelivery.objects.filter(event__payload__run_id__in=run_ids, attempts__gte=1).exclude(last_error="")
+    return rows.count()
