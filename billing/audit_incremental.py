@@ -111,15 +111,9 @@ SELECT {TXN_LEG_COLUMNS}, TRUE AS is_new
 def _fresh_tables(old: Marks) -> tuple[WorkTable, WorkTable, WorkTable]:
     """The transactions written or appended to after the watermarks `old`, with the other legs of their runs."""
     old_txn, old_entry = old
-    # What is new: the transactions after the watermark (a range of the primary key), those at or below it with an
-    # entry after the entry watermark (none, unless an entry was appended to an old transaction), and every other
-    # transaction of the runs they touch (through the unique index of RESERVE and SETTLE per run; those after the
-    # watermark are in audit_fresh already, so only older ones not in it are added: nothing for a UNION to dedupe).
-    # Each join to the history is a LATERAL lookup by an indexed key, fenced by OFFSET 0: without the fence
-    # PostgreSQL flattens the subquery into a plain join, prices 20,000 index probes above one sequential scan, and
-    # hashes the whole table (0.3 s per join at 1M runs, three times over, where the probes take 0.02 to 0.06 s).
-    # With the fence the plan does not hang on the row estimates, so these tables are not analyzed (0.15 s in all
-    # at 1M runs; a never-analyzed table is still estimated from its size in pages, enough for the checks' joins).
+    # New: the transactions after the watermark, older ones with an entry after the entry watermark, and the other
+    # transactions of the runs they touch. Each lookup into the history is a LATERAL by an indexed key fenced by
+    # OFFSET 0, so that PostgreSQL cannot flatten it into a hash join of the whole table (docs/BENCHMARKS.md).
     fresh = WorkTable(
         "audit_fresh",
         f"""

@@ -33,14 +33,12 @@ def balances_move(
     the held row's open reservations stay under `max_open`; the platform row has no guard). `open_delta` moves the
     held row's count of open reservations.
 
-    Why: the hottest statement of the platform; built through the ORM's expressions it cost more CPU than the rest
-    of a submit's queries together, and the platform row in the same statement saves a settle a round trip. The rows
-    are locked in key order first (a subquery FOR UPDATE): an UPDATE alone locks them in scan order, which can
-    differ between two statements and deadlock two accepts of one tenant; and as every movement locks its tenant's
-    rows and its shard in this one statement, all of them take those locks in the same (key) order. SQLite has no
-    row locks (it serialises writers), hence no FOR UPDATE there.
+    Why: the hottest statement of the platform (the ORM's expressions cost more CPU than the rest of a submit's
+    queries; the shard in the same statement saves a settle a round trip). Rows are locked in key order first (a
+    subquery FOR UPDATE): an UPDATE alone locks in scan order, which can differ between two statements and
+    deadlock them. SQLite has no row locks (it serialises writers), hence no FOR UPDATE there.
     """
-    rows = [*moves, *([platform] if platform is not None and platform[1] else [])]
+    rows = [*moves, *([platform] if platform and platform[1] else [])]
     whens = " ".join("WHEN %s THEN CAST(%s AS bigint)" for _ in rows)
     guards = " OR ".join(_guard(pk == held_id and max_open is not None) for pk, _ in moves)
     if len(rows) > len(moves):
@@ -59,6 +57,11 @@ def balances_move(
         if pk == held_id and max_open is not None:
             params.append(max_open)
     params += [pk for pk, _ in rows[len(moves) :]]
+    return _rowcount(statement, params)
+
+
+def _rowcount(statement: str, params: list[Any]) -> int:
+    """Execute `statement` on the hot cursor; the rows it changed."""
     with hot_cursor() as cursor:
         cursor.execute(statement, params)
         changed: int = cursor.rowcount
@@ -115,10 +118,7 @@ def low_balance_flag(*, tenant_id: str, available_id: str, fell: bool) -> bool:
     Why: it runs in every reservation's transaction; the ORM's filtered UPDATE with a subquery cost a submit about
     as much CPU as its reservation (docs/BENCHMARKS.md, "Submit").
     """
-    with hot_cursor() as cursor:
-        cursor.execute(_LOW_BALANCE_FELL if fell else _LOW_BALANCE_ROSE, [tenant_id, available_id])
-        changed: int = cursor.rowcount
-    return changed > 0
+    return _rowcount(_LOW_BALANCE_FELL if fell else _LOW_BALANCE_ROSE, [tenant_id, available_id]) > 0
 
 
 def advisory_xact_lock(key: int) -> None:
