@@ -114,14 +114,21 @@ def audit_schedule(seconds: int) -> crontab:
 
 def beat_schedule(settings: Any) -> dict[str, dict[str, Any]]:
     """A reaper pass every DPP_REAPER_INTERVAL_S; the whole ledger audit every DPP_LEDGER_AUDIT_INTERVAL_S (0: off),
-    on the clock (audit_schedule). Each expires after its interval: a backlog of passes is not worth running twice."""
+    on the clock (audit_schedule); the activity page's ended days hourly at minute 10 (runs.activity.close_days; a
+    day is closed an hour after its end, so at 01:10 UTC). Each expires after its interval: a backlog of passes is
+    not worth running twice."""
     reaper_s = settings.DPP_REAPER_INTERVAL_S
     schedule: dict[str, dict[str, Any]] = {
         "reaper-reconcile": {
             "task": "dpp.reaper.reconcile",
             "schedule": timedelta(seconds=reaper_s),
             "options": {"expires": reaper_s},
-        }
+        },
+        "close-activity-days": {
+            "task": "dpp.reaper.close_activity_days",
+            "schedule": crontab(minute=10),
+            "options": {"expires": 3600},
+        },
     }
     audit_s = settings.DPP_LEDGER_AUDIT_INTERVAL_S
     if audit_s:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import flatten_fieldsets, unquote
+from django.contrib.admin.views.main import ORDER_VAR
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -44,7 +43,8 @@ from dpp.http.errors import DependencyUnavailableError
 from dpp.money import format_usd
 from packs.registry import all_packs
 from runs import results
-from runs.models import Run, RunStatus
+from runs.activity import ACTIVITY_DAYS, activity_days
+from runs.models import CHARGE_ORDER, Run, RunStatus
 
 INPUTS_SHOWN_CHARS = 20_000
 
@@ -138,7 +138,6 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     )
     search_fields = ("id",)  # shows the search box; get_search_results does the exact, indexed lookups
     search_help_text = "A run id, an Idempotency-Key or a trace id, exactly."
-    ordering = ("-created_at", "-id")
     change_list_template = "runs/admin/run_change_list.html"
     fieldsets = (
         (None, {"fields": ("id", "tenant", "pack_type", "profile_version", "status", "money_state")}),
@@ -238,6 +237,13 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
             return HttpResponseRedirect(change_url)
         return response
 
+    def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
+        """The ties of a sort (`?o=`, which the changelist puts first) in the sort's own direction, newest first
+        under "most first": `ORDER BY money DESC, created_at DESC, id DESC` or all ASC, one index read forwards or
+        backwards (runs_charged, runs_reserved), never a mixed order that must sort every run."""
+        ascending = not request.GET.get(ORDER_VAR, "-").startswith("-")
+        return ("created_at", "id") if ascending else ("-created_at", "-id")
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
         # The inputs (up to 256 KiB a run) are read only by the detail page, which loads them on demand.
         queryset: QuerySet[Run] = super().get_queryset(request)
@@ -272,7 +278,7 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     def minimum_fee(self, obj: Run) -> str:
         return format_usd(obj.minimum_fee_micros)
 
-    @admin.display(description="charged", ordering="charged_micros")
+    @admin.display(description="charged", ordering=CHARGE_ORDER)  # open runs below every charge (runs_charged)
     def charged(self, obj: Run) -> str:
         return usd_or_dash(obj.charged_micros)
 
@@ -329,31 +335,6 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
             self.message_user(request, "These filters cannot be exported.", messages.ERROR)
             return HttpResponseRedirect(reverse("admin:runs_run_changelist"))
         return stream_csv(filename="dpp-runs.csv", header=EXPORT_HEADER, rows=_export_rows(queryset))
-
-
-ACTIVITY_DAYS = 30
-
-
-@dataclass(frozen=True)
-class ActivityDay:
-    day: date
-    runs: int
-    revenue_micros: int
-
-
-def activity_days(*, days: int) -> list[ActivityDay]:
-    """Per UTC day, oldest first, today included: the runs accepted (by created_at) and the revenue charged (the
-    runs' charges by completed_at: what SETTLE credited to @revenue; ADJUSTMENTs are not in it). Two GROUP BY
-    queries on range scans of the created_at and completed_at indexes."""
-    first = timezone.now().astimezone(UTC).date() - timedelta(days=days - 1)
-    since = datetime.combine(first, time.min, tzinfo=UTC)
-    runs = Run.objects.order_by().filter(created_at__gte=since).annotate(day=TruncDate("created_at", tzinfo=UTC))
-    counts = dict(runs.values("day").annotate(n=Count("pk")).values_list("day", "n"))
-    charged = Run.objects.order_by().filter(completed_at__gte=since, charged_micros__gt=0)
-    charged = charged.annotate(day=TruncDate("completed_at", tzinfo=UTC))
-    revenue = dict(charged.values("day").annotate(total=Sum("charged_micros")).values_list("day", "total"))
-    every_day = (first + timedelta(days=offset) for offset in range(days))
-    return [ActivityDay(day, counts.get(day, 0), revenue.get(day) or 0) for day in every_day]
 
 
 def _export_rows(queryset: QuerySet[Run]) -> Iterator[list[str]]:

@@ -21,8 +21,8 @@ import uuid
 from contextlib import AbstractContextManager
 
 from django.db import models
-from django.db.models import F, Q
-from django.db.models.functions import Mod
+from django.db.models import BigIntegerField, F, Q, Value
+from django.db.models.functions import Coalesce, Mod
 from django.db.models.lookups import Exact
 
 from dpp.models import ApiKey, Tenant
@@ -48,6 +48,11 @@ class FinalizeStage(models.TextChoices):
     CLAIMED = "CLAIMED"
     COMMITTED = "COMMITTED"
 
+
+# The admin's sort by charge: an open run (no charge yet, NULL) counts below every charge, so "most charged first"
+# ends with the open runs on PostgreSQL and SQLite alike (whose NULLs sort differently), and a plain index on the same
+# expression (runs_charged) serves both directions of the sort with no NULLS clause, which SQLite's indexes lack.
+CHARGE_ORDER = Coalesce("charged_micros", Value(-1, output_field=BigIntegerField()))
 
 OPEN_STATUSES = (RunStatus.QUEUED, RunStatus.PROCESSING)
 TERMINAL_STATUSES = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.EXPIRED)
@@ -116,7 +121,11 @@ class Run(models.Model):
             # A delegated key's list and its spend (the runs of a few keys, newest first).
             models.Index(fields=["api_key", "-created_at", "-id"], name="runs_api_key_created"),
             models.Index(fields=["tenant", "pack_type", "-created_at"], name="runs_tenant_pack_created"),
-            models.Index(fields=["-created_at", "-id"], name="runs_created"),
+            # The admin's list, newest first; its totals (SUM of both money columns over all runs or a date range)
+            # read this index alone (an index-only scan: PostgreSQL's INCLUDE; SQLite ignores it), not the runs.
+            models.Index(
+                fields=["-created_at", "-id"], include=["reserved_micros", "charged_micros"], name="runs_created_money"
+            ),
             models.Index(fields=["trace_id"], name="runs_trace"),
             models.Index(fields=["idempotency_key"], name="runs_idempotency_key"),  # admin search
             # The reaper's work lists: small partial indexes, so a pass costs what it acts on, not history.
@@ -133,6 +142,10 @@ class Run(models.Model):
                 name="runs_open_by_tenant",
             ),
             models.Index(fields=["completed_at"], name="runs_completed"),
+            # The admin's money sorts (runs.admin): the top 50 by charge or reservation, ties newest first, read
+            # off the index in either direction, within a date range too (created_at is in the index).
+            models.Index(CHARGE_ORDER, F("created_at"), F("id"), name="runs_charged"),
+            models.Index(fields=["reserved_micros", "created_at", "id"], name="runs_reserved"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["tenant", "idempotency_key"], name="runs_one_run_per_idempotency_key"),
@@ -181,3 +194,16 @@ class Run(models.Model):
     def log_ids(self) -> AbstractContextManager[None]:
         """The run's trace, tenant and run ids on every log line written inside (dpp.observability.log_context)."""
         return log_context(trace_id=self.trace_id, tenant_id=self.tenant_id, run_id=str(self.pk))
+
+
+class ClosedDay(models.Model):
+    """The activity page's figures of one UTC day that has ended (runs.activity): written once by beat, an hour
+    after midnight, never by a run's own transaction (no row that every run would have to lock, SPEC §12)."""
+
+    day = models.DateField(primary_key=True)
+    runs = models.BigIntegerField(help_text="Runs accepted that day (by created_at).")
+    revenue_micros = models.BigIntegerField(help_text="Charges of the runs that ended that day (by completed_at).")
+    computed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.day}: {self.runs} runs, {self.revenue_micros} micros"

@@ -64,7 +64,7 @@ def test_beat_runs_the_audit_every_interval_unless_it_is_0() -> None:
     assert schedule["ledger-audit"]["options"] == {"expires": 3600}
     assert schedule["reaper-reconcile"]["task"] == "dpp.reaper.reconcile" in app.tasks
     off = beat_schedule(SimpleNamespace(DPP_REAPER_INTERVAL_S=30, DPP_LEDGER_AUDIT_INTERVAL_S=0))
-    assert set(off) == {"reaper-reconcile"}
+    assert set(off) == {"reaper-reconcile", "close-activity-days"}
     assert app.conf.beat_schedule == schedule
 
 
