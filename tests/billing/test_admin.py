@@ -83,6 +83,7 @@ def test_groups_exist_after_migrate_with_the_intended_permissions(db: None) -> N
         "billing.view_auditcheckpoint",
         "billing.view_keyspend",
         "runs.view_run",
+        "runs.view_closedday",
         "reaper.view_auditflag",
     }
     assert _codenames("finance") == views | {"billing.topup", "billing.adjust"}
