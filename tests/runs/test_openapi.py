@@ -303,10 +303,12 @@ def test_schemathesis_fuzz_finds_no_5xx_and_only_problem_errors() -> None:
     }, "every operation was fuzzed in both modes"
     print(f"schemathesis: {sum(calls.values())} requests", dict(calls))
     assert sum(calls.values()) >= len(OPERATIONS) * 20
-    # The schema lets a generator draw bodies the API accepts: at least one in five generated submits is a 202.
+    # The schema lets a generator draw bodies the API accepts (before issue 17: none in 266): at least one in ten
+    # generated submits is a 202. The rest are 422 for rules no JSON Schema can state (a decision's scores must name
+    # every option, criteria names unique); the share of the first hundred draws moved between 0.17 and 0.31.
     submits = f"{GenerationMode.POSITIVE.value} POST /v1/runs"
     by_status = {status: count for (label, status), count in statuses.items() if label == submits}
     accepted = sum(count for status, count in by_status.items() if 200 <= status < 300)
     print("generated submits by status:", by_status)
     assert calls[submits] >= 50
-    assert accepted / calls[submits] >= 0.2, by_status
+    assert accepted / calls[submits] >= 0.1, by_status
