@@ -167,14 +167,18 @@ def celery_worker(
     name: str = "worker",
     extra_args: tuple[str, ...] = (),
     app: str = "config",
+    queues: tuple[str, ...] = (),
 ) -> Iterator[Process]:
-    """`celery -A config worker` (prefork); yields once it is ready to consume. `extra_args`: e.g. a prefetch."""
+    """`celery -A config worker` (prefork); yields once it is ready to consume. `extra_args`: e.g. a prefetch.
+    `queues`: the queues to consume (default: the runs', the reaper's and the webhooks' of `env`; the Procfile
+    gives each its own worker)."""
     worker_env = env or process_env()
     args = [str(BIN / "celery"), "-A", app, "worker", "--loglevel", "INFO", "--concurrency", str(concurrency)]
     args += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}-{free_port()}@%h"]
     queue = worker_env.get("DPP_TASK_QUEUE", "dpp-runs")
     webhooks = worker_env.get("DPP_WEBHOOK_QUEUE", f"{queue}-webhooks")
-    args += ["-Q", f"{queue},{queue}-reaper,{webhooks}", *extra_args]  # runs, reaper, webhooks (config.celery)
+    consumed = queues or (queue, f"{queue}-reaper", webhooks)  # runs, reaper, webhooks (config.celery)
+    args += ["-Q", ",".join(consumed), *extra_args]
     with _logged_start(Process(name, args, worker_env, _log_dir()), "ready", what="celery worker") as proc:
         yield proc
 

@@ -76,7 +76,8 @@ def _outcome(delivery: WebhookDelivery, status_code: int | None, error: str) -> 
             "webhook %s to %s: attempt %s failed: %s", delivery.event_id, delivery.endpoint_id, delivery.attempts, error
         )
         return "failed" if final else "retry"
-    if _record(delivery, now, status_code=status_code, error="", final=True):
+    recovered = delivery.endpoint.failing_since is not None  # as loaded with the delivery: no query when not failing
+    if _record(delivery, now, status_code=status_code, error="", final=True) and recovered:
         WebhookEndpoint.objects.filter(pk=delivery.endpoint_id, failing_since__isnull=False).update(failing_since=None)
     return "delivered"
 

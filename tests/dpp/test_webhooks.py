@@ -21,7 +21,7 @@ from tests.dpp.webhook_receiver import Receiver
 from tests.helpers.money import USD
 from tests.helpers.personas import Persona, make_persona
 from tests.helpers.problems import assert_problem
-from tests.helpers.states import claimed_run, completed_run, run_row, store_envelope
+from tests.helpers.states import claimed_run, completed_run, later, run_row, store_envelope
 from tests.packs.url.servers import FakeResolver
 from tests.packs.url.test_blocked import LITERALS, NAMES
 from tests.runs.keys_support import child_key, root_key
@@ -111,6 +111,34 @@ def test_a_500_then_200_gets_two_attempts_with_one_webhook_id_about_5_s_apart(
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
     assert 4.4 <= second.at - first.at <= 6
     assert WebhookDelivery.objects.get().attempts == 2
+
+
+def test_a_success_clears_the_endpoints_failing_since_and_5_days_of_failures_disable_it(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    receiver = Receiver(statuses=(500, 200, 500))
+    try:
+        persona = make_persona(plan="unlimited")
+        endpoint = WebhookEndpoint.objects.get(pk=register(persona, receiver.url())["id"])
+        with django_capture_on_commit_callbacks(execute=False):
+            completed_run(persona, cost_micros=11_000)
+            assert send_pending() == ["retry"]
+            endpoint.refresh_from_db()
+            assert endpoint.failing_since is not None
+            with later(6):
+                assert send_pending() == ["delivered"]  # the same delivery, 5 s on: the endpoint works again
+            endpoint.refresh_from_db()
+            assert endpoint.failing_since is None
+            completed_run(persona, cost_micros=11_000)
+            assert send_pending() == ["retry"]  # failing again from now
+            with later(5 * 86_400 + 60):
+                completed_run(persona, cost_micros=11_000)
+                # 5 days of nothing but failures: the endpoint is disabled, and the next delivery fails unsent
+                assert send_pending() == ["retry", "failed"]
+    finally:
+        receiver.close()
+    endpoint.refresh_from_db()
+    assert endpoint.status == "disabled"
 
 
 def test_after_a_rotation_both_secrets_sign(receiver: Receiver, django_capture_on_commit_callbacks: Any) -> None:
