@@ -70,7 +70,7 @@ def _purge() -> None:
 
 
 @contextlib.contextmanager
-def _workers(count: int, concurrency: int) -> Iterator[list[Any]]:
+def _workers(count: int, concurrency: int, pool: str) -> Iterator[list[Any]]:
     from django.conf import settings
 
     from tests.processes import celery_worker
@@ -83,6 +83,7 @@ def _workers(count: int, concurrency: int) -> Iterator[list[Any]]:
                     concurrency=concurrency,
                     name=f"bench-webhooks{i}",
                     queues=(settings.DPP_WEBHOOK_QUEUE,),
+                    extra_args=("--pool", pool),
                 )
             )
             for i in range(count)
@@ -148,7 +149,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         data = {"run_id": "bench", "status": "COMPLETED", "padding": "x" * 600}  # about a run object's size
         figures: dict[str, Any] = {"deliveries": args.deliveries}
         figures["outbox_write_s"] = round(_drain_events(persona.tenant.pk, args.deliveries, data), 2)
-        with _workers(args.workers, args.concurrency) as procs:
+        with _workers(args.workers, args.concurrency, args.pool) as procs:
             cpu = sum(group_cpu_seconds(proc.pid) for proc in procs)
             _wait_arrivals(receiver, args.deliveries, timeout=args.timeout)
             window = receiver.received[-1].at - receiver.received[0].at
@@ -180,7 +181,8 @@ def main() -> int:
     parser.add_argument("--deliveries", type=int, default=2000)
     parser.add_argument("--latency-runs", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2, help="celery worker processes on the webhooks queue")
-    parser.add_argument("--concurrency", type=int, default=1, help="pool processes per worker")
+    parser.add_argument("--concurrency", type=int, default=4, help="pool threads (or processes) per worker")
+    parser.add_argument("--pool", default="threads", choices=("prefork", "threads"), help="the workers' pool")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     args = parser.parse_args()
@@ -201,7 +203,8 @@ def main() -> int:
         connections.close_all()
         if not args.keep:
             common.recreate_database(admin, DB_NAME, drop_only=True)
-    results = {"bench": "webhooks", "workers": args.workers, "concurrency": args.concurrency, **figures}
+    results = {"bench": "webhooks", "workers": args.workers, "pool": args.pool, "concurrency": args.concurrency}
+    results |= figures
     results |= {"goal_p50_ms": GOAL_P50_MS, "goal_per_s": GOAL_PER_S, "load_average": load_average()}
     results["cpus"] = os.cpu_count()
     results["ok"] = results["commit_to_delivery_p50_ms"] <= GOAL_P50_MS and results["deliveries_per_s"] >= GOAL_PER_S

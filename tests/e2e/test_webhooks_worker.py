@@ -138,7 +138,7 @@ def test_a_receiver_that_hangs_holds_no_run_and_no_api_thread() -> None:
                 api.url("/v1/webhook-endpoints"), json={"url": receiver.url(), "events": ["run.completed"]}, timeout=10
             )
             assert created.status_code == 201, created.text
-            webhooks_slots, runs_slots = 4, 2  # the Procfile's webhooks and worker entries: --concurrency 4 and 2
+            webhooks_slots, runs_slots = 8, 2  # the Procfile's webhooks and worker entries: --concurrency 8 and 2
             with (
                 procfile_process("worker", stack.env, ready="ready"),
                 procfile_process("webhooks", stack.env, ready="ready"),
