@@ -128,3 +128,119 @@ def advisory_xact_lock(key: int) -> None:
     """
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+# --- What the database keeps itself (SPEC §2.1), installed by billing's migrations ----------------------------------
+
+# Why: only the database holds every writer to it — at commit, each ledger transaction touched has at least two
+# entries summing to exactly zero (a deferred constraint trigger, as django-hordak's `check_leg`), and the ledger is
+# append-only.
+_LEDGER_TRIGGERS_PG = """
+CREATE FUNCTION billing_check_balanced() RETURNS trigger AS $$
+DECLARE
+    txn_id bigint;
+    total numeric;
+    legs integer;
+BEGIN
+    IF TG_TABLE_NAME = 'billing_ledgerentry' THEN
+        txn_id := NEW.transaction_id;
+    ELSE
+        txn_id := NEW.id;
+    END IF;
+    SELECT COALESCE(SUM(amount_micros), 0), COUNT(*) INTO total, legs
+      FROM billing_ledgerentry WHERE transaction_id = txn_id;
+    IF total <> 0 OR legs < 2 THEN
+        RAISE EXCEPTION 'ledger transaction % is unbalanced: % entries summing to % micros', txn_id, legs, total
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE CONSTRAINT TRIGGER billing_entry_balanced
+    AFTER INSERT ON billing_ledgerentry DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION billing_check_balanced();
+CREATE CONSTRAINT TRIGGER billing_transaction_balanced
+    AFTER INSERT ON billing_ledgertransaction DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION billing_check_balanced();
+
+CREATE FUNCTION billing_append_only() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION 'the ledger is append-only: % on % is refused', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'integrity_constraint_violation';
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER billing_entry_append_only BEFORE UPDATE OR DELETE ON billing_ledgerentry
+    FOR EACH ROW EXECUTE FUNCTION billing_append_only();
+CREATE TRIGGER billing_transaction_append_only BEFORE UPDATE OR DELETE ON billing_ledgertransaction
+    FOR EACH ROW EXECUTE FUNCTION billing_append_only();
+"""
+_LEDGER_TRIGGERS_PG_DROP = """
+DROP TRIGGER IF EXISTS billing_entry_balanced ON billing_ledgerentry;
+DROP TRIGGER IF EXISTS billing_transaction_balanced ON billing_ledgertransaction;
+DROP TRIGGER IF EXISTS billing_entry_append_only ON billing_ledgerentry;
+DROP TRIGGER IF EXISTS billing_transaction_append_only ON billing_ledgertransaction;
+DROP FUNCTION IF EXISTS billing_check_balanced();
+DROP FUNCTION IF EXISTS billing_append_only();
+"""
+_LEDGER_TABLES = {"billing_entry": "billing_ledgerentry", "billing_transaction": "billing_ledgertransaction"}
+# SQLite (the embedded mode) has no deferred triggers: the append-only rule only.
+_LEDGER_TRIGGERS_SQLITE = {
+    trigger: f"""CREATE TRIGGER IF NOT EXISTS {trigger} BEFORE {op} ON {table}
+        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;"""
+    for name, table in _LEDGER_TABLES.items()
+    for op in ("UPDATE", "DELETE")
+    for trigger in (f"{name}_append_only_{op.lower()}",)
+}
+LEDGER_TRIGGERS = {
+    "postgresql": frozenset(f"{name}_{rule}" for name in _LEDGER_TABLES for rule in ("balanced", "append_only")),
+    "sqlite": frozenset(_LEDGER_TRIGGERS_SQLITE),
+}
+_TRIGGER_LIST = {
+    "postgresql": "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+    " AND tgrelid IN ('billing_ledgerentry'::regclass, 'billing_ledgertransaction'::regclass)",
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name LIKE 'billing_ledger%'",
+}
+
+
+def ledger_triggers(using: Any = connection) -> set[str]:
+    """The names of the ledger's triggers present in the database of `using` (a connection)."""
+    with using.cursor() as cursor:
+        cursor.execute(_TRIGGER_LIST[using.vendor])
+        return {name for (name,) in cursor.fetchall()}
+
+
+def ledger_triggers_ensure(schema_editor: Any) -> None:
+    """Install the ledger's triggers where any is missing, leaving those present (idempotent).
+
+    Why a check and not a plain CREATE: SQLite drops a table's triggers when a migration rebuilds the table, so a
+    migration that alters a ledger table on SQLite must end by calling this again.
+    """
+    vendor = schema_editor.connection.vendor
+    if vendor == "sqlite":
+        for statement in _LEDGER_TRIGGERS_SQLITE.values():
+            schema_editor.execute(statement)
+    elif vendor == "postgresql" and LEDGER_TRIGGERS[vendor] - ledger_triggers(schema_editor.connection):
+        schema_editor.execute(_LEDGER_TRIGGERS_PG_DROP, params=None)
+        schema_editor.execute(_LEDGER_TRIGGERS_PG, params=None)
+
+
+def ledger_triggers_drop(schema_editor: Any) -> None:
+    vendor = schema_editor.connection.vendor
+    if vendor == "postgresql":
+        schema_editor.execute(_LEDGER_TRIGGERS_PG_DROP, params=None)
+    elif vendor == "sqlite":
+        for name in _LEDGER_TRIGGERS_SQLITE:
+            schema_editor.execute(f"DROP TRIGGER IF EXISTS {name}")
+
+
+def checkpoint_fillfactor(schema_editor: Any, *, percent: int | None) -> None:
+    """Set (or with None reset) the fill factor of the incremental audit's per-account checkpoint (PostgreSQL only).
+
+    Why: half of each page left free lets the hourly UPDATE of the touched accounts' rows be HOT (no index written).
+    """
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    setting = "RESET (fillfactor)" if percent is None else f"SET (fillfactor = {int(percent)})"
+    schema_editor.execute(f"ALTER TABLE billing_accountcheckpoint {setting}")

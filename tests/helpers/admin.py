@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 from collections.abc import Iterable, Iterator
-from types import SimpleNamespace
 from typing import Any
 
 from django.apps import apps
@@ -15,11 +13,12 @@ from django.db import connection
 from django.http import StreamingHttpResponse
 from django.test import Client
 
+from billing import bootstrap
+
 
 def ensure_staff_groups() -> None:
-    """The groups of migration billing 0005, put back if a transactional test flushed them (it is idempotent)."""
-    migration = importlib.import_module("billing.migrations.0005_staff_groups")
-    migration.create_groups(apps, SimpleNamespace(connection=connection))
+    """The groups of migration billing 0002, put back if a transactional test flushed them (it is idempotent)."""
+    bootstrap.ensure_staff_groups(apps, connection.alias)
 
 
 def staff_client(username: str, *, groups: Iterable[str] = (), superuser: bool = False) -> Client:
