@@ -17,9 +17,10 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.contenttypes import views as contenttype_views
 from django.contrib.contenttypes.fields import GenericForeignKey
@@ -28,9 +29,9 @@ from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import CharField, Field, ForeignObjectRel, Model, QuerySet, Sum
 from django.forms import Form
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # django-stubs' generics; at run time the classes take no sub
     _Paginator = Paginator[Any]
     _ModelAdmin = admin.ModelAdmin[Any]
     _TabularInline = admin.TabularInline[Any, Any]
+    from django.template.response import _TemplateForResponseT
 else:
     _Paginator, _ModelAdmin, _TabularInline = Paginator, admin.ModelAdmin, admin.TabularInline
 
@@ -100,7 +102,7 @@ class DppModelAdmin(_ModelAdmin):
     show_facets = admin.ShowFacets.NEVER  # facet counts are one COUNT per filter choice
     list_per_page = 50
     list_max_show_all = 200
-    change_list_template = "dpp/admin/change_list.html"
+    change_list_template: ClassVar[_TemplateForResponseT | None] = "dpp/admin/change_list.html"
     # (label, column or annotation in micros) of each money column summed over the filtered rows; see totals_of.
     totals: tuple[tuple[str, str], ...] = ()
     # The filters of which one must be active for the totals to be summed (empty: always), where summing every row
@@ -109,6 +111,8 @@ class DppModelAdmin(_ModelAdmin):
     totals_hint = ""
     # Shown when an add, change or delete is refused: why these rows are not edited here.
     refusal = "These rows are read-only in the admin: they change only through DPP's own services."
+    # Whether the search box matches exactly, on an index (`exact_matches`), never with a LIKE.
+    search_exact = False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
@@ -155,6 +159,30 @@ class DppModelAdmin(_ModelAdmin):
         except PermissionDenied:
             return self.refused(request, "Delete")
 
+    def object_or_changelist(self, request: HttpRequest, object_id: str) -> Any | HttpResponseRedirect:
+        """The row of a page about one object (a statement, a top-up, a result) for someone who may view this
+        list (else 403), or the way back to the list, saying there is no such row."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        obj = self.get_object(request, unquote(object_id))
+        if obj is not None:
+            return obj
+        self.message_user(request, f"There is no {self.opts.verbose_name} {unquote(object_id)!r}.", messages.WARNING)
+        changelist = f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"
+        return HttpResponseRedirect(reverse(changelist, current_app=self.admin_site.name))
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        if not self.search_exact:
+            return super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        return (self.exact_matches(queryset, term) if term else queryset), False
+
+    def exact_matches(self, queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
+        """The rows whose first search field is `term` (stripped, not empty)."""
+        return queryset.filter(**{self.search_fields[0]: term})
+
     def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
         """None — the admin's "does not exist" — for an id that no row can have, before the database sees it: a
         NUL (PostgreSQL text cannot hold one: a DataError, a 500) or a value longer than the key's column."""
@@ -166,7 +194,10 @@ class DppModelAdmin(_ModelAdmin):
 
 
 class CsvExportMixin:
-    """Adds `<changelist>/export/` (named `<app>_<model>_export`) served by the admin's `export_view`."""
+    """Adds `<changelist>/export/` (named `<app>_<model>_export`) served by the admin's `export_view`, and its link
+    above the list."""
+
+    change_list_template: ClassVar[_TemplateForResponseT | None] = "dpp/admin/export_change_list.html"
 
     def get_urls(self) -> list[URLPattern]:
         model_admin: Any = self
@@ -206,13 +237,20 @@ class ReadOnlyTabularInline(_TabularInline):
 class InputFilter(admin.SimpleListFilter):
     """An exact-match filter typed into a box: for columns with too many values to list (tenant, account, run).
 
-    Subclasses set `title`, `parameter_name`, `lookup` (the ORM lookup, on an indexed column) and may override
-    `clean` (None = the value cannot match anything, e.g. a malformed UUID: the list is empty, not an error).
+    Subclasses set `lookup` (the ORM lookup, on an indexed column), which names the filter: "run_id" is the filter
+    "run", `?run=`, its box saying "run id" unless `placeholder` says more; they may override `clean` (None = the
+    value cannot match anything, e.g. a malformed UUID: the list is empty, not an error).
     """
 
     template = "dpp/admin/input_filter.html"
     lookup: str = ""
     placeholder: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.lookup.removesuffix("_id")
+        cls.title = cls.parameter_name = name
+        cls.placeholder = cls.placeholder or f"{name} id"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return []
@@ -241,6 +279,34 @@ class InputFilter(admin.SimpleListFilter):
             # The other active parameters, so that typing a value keeps them.
             "hidden": [(name, value) for name, value in changelist.params.items() if name != self.parameter_name],
         }
+
+
+class StateFilter(admin.SimpleListFilter):
+    """Two states told apart by whether a timestamp is set (a key's revoked_at, a flag's resolved_at): no SELECT
+    DISTINCT, no count. Made by `state_filter`."""
+
+    title = "state"
+    column = ""
+    # The (value, label) of each choice: the timestamp NULL, then set.
+    when_null = ("", "")
+    when_set = ("", "")
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        return [self.when_null, self.when_set]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value in (self.when_null[0], self.when_set[0]):
+            return queryset.filter(**{f"{self.column}__isnull": value == self.when_null[0]})
+        return queryset
+
+
+def state_filter(
+    parameter_name: str, *, column: str, when_null: tuple[str, str], when_set: tuple[str, str]
+) -> type[StateFilter]:
+    """A `StateFilter` on `column`, as `?<parameter_name>=<value>`."""
+    attributes = {"parameter_name": parameter_name, "column": column, "when_null": when_null, "when_set": when_set}
+    return type(f"{parameter_name.capitalize()}Filter", (StateFilter,), attributes)
 
 
 class FinanceDateFilter(DateRangeQuickSelectListFilter):  # type: ignore[misc]  # rangefilter has no types
@@ -296,14 +362,26 @@ def compact_instant(value: dt.datetime | None) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d\u00a0%H:%M:%S") if value else "—"
 
 
+def column(description: str, field: str, show: Callable[[Any], str], *, sortable: bool = True) -> Callable[..., str]:
+    """A list column or a read-only field of a ModelAdmin: the row's `field` through `show`, sorted by `field`."""
+
+    @admin.display(description=description, ordering=field if sortable else None)
+    def cell(model_admin: admin.ModelAdmin[Any], obj: Any) -> str:
+        return show(getattr(obj, field))
+
+    return cell
+
+
+def tenant_link(tenant_id: str) -> str:
+    """A tenant's id linking to its page."""
+    return format_html('<a href="{}">{}</a>', reverse("admin:dpp_tenant_change", args=[quote(tenant_id)]), tenant_id)
+
+
 _TENANT_ID_RE = re.compile(r"[a-z0-9_-]{3,64}")
 
 
 class TenantFilter(InputFilter):
-    title = "tenant"
-    parameter_name = "tenant"
     lookup = "tenant_id"
-    placeholder = "tenant id"
 
     def clean(self, value: str) -> object | None:
         value = value.strip()

@@ -16,7 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from dpp.admin_tools import FinanceDateFilter, ReadOnlyModelAdmin, compact_instant, form_page
+from dpp.admin_tools import FinanceDateFilter, ReadOnlyModelAdmin, column, compact_instant, form_page, state_filter
 from reaper.models import AuditFlag
 from reaper.services import audit_flag_resolve
 
@@ -37,17 +37,7 @@ class ResolveForm(forms.Form):
         return note
 
 
-class OpenFilter(admin.SimpleListFilter):
-    title = "state"
-    parameter_name = "open"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[AuditFlag]) -> list[tuple[str, str]]:
-        return [("yes", "open"), ("no", "resolved")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[AuditFlag]) -> QuerySet[AuditFlag]:
-        if self.value() in ("yes", "no"):
-            return queryset.filter(resolved_at__isnull=self.value() == "yes")
-        return queryset
+OpenFilter = state_filter("open", column="resolved_at", when_null=("yes", "open"), when_set=("no", "resolved"))
 
 
 @admin.register(AuditFlag)
@@ -56,6 +46,7 @@ class AuditFlagAdmin(ReadOnlyModelAdmin):
     list_filter = (OpenFilter, "kind", ("created_at", FinanceDateFilter))
     search_fields = ("subject",)
     search_help_text = "A run id or a tenant id, exactly."
+    search_exact = True
     # Open flags (resolved_at NULL) first, newest first; then the most recently resolved.
     ordering = (F("resolved_at").desc(nulls_first=True), "-created_at")
     fields = (
@@ -73,15 +64,11 @@ class AuditFlagAdmin(ReadOnlyModelAdmin):
     )
     readonly_fields = fields
     actions = ("resolve",)
+    created = column("created (UTC)", "created_at", compact_instant)
+    resolved = column("resolved (UTC)", "resolved_at", compact_instant)
 
     def has_resolve_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(RESOLVE_PERMISSION)
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[AuditFlag], search_term: str
-    ) -> tuple[QuerySet[AuditFlag], bool]:
-        term = search_term.strip()
-        return (queryset.filter(subject=term) if term else queryset), False
 
     @admin.display(description="state", ordering="resolved_at")
     def state(self, obj: AuditFlag) -> str:
@@ -89,14 +76,6 @@ class AuditFlagAdmin(ReadOnlyModelAdmin):
         if obj.is_open:
             return format_html('<span class="dpp-alarm" title="{}">{}</span>', "needs a person", "⚠ OPEN")
         return format_html('<span class="dpp-resolved">{}</span>', "resolved")
-
-    @admin.display(description="created (UTC)", ordering="created_at")
-    def created(self, obj: AuditFlag) -> str:
-        return compact_instant(obj.created_at)
-
-    @admin.display(description="resolved (UTC)", ordering="resolved_at")
-    def resolved(self, obj: AuditFlag) -> str:
-        return compact_instant(obj.resolved_at)
 
     @admin.display(description="run")
     def run(self, obj: AuditFlag) -> str:

@@ -14,10 +14,10 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.utils import flatten_fieldsets, unquote
+from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import ORDER_VAR
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -32,6 +32,7 @@ from dpp.admin_tools import (
     ReadOnlyModelAdmin,
     TenantFilter,
     changelist_queryset,
+    column,
     compact_instant,
     csv_text,
     parse_uuid,
@@ -48,34 +49,43 @@ from runs.models import CHARGE_ORDER, Run, RunStatus
 
 INPUTS_SHOWN_CHARS = 20_000
 
-EXPORT_HEADER = (
-    "run_id",
-    "tenant_id",
-    "pack_type",
-    "status",
-    "money_state",
-    "reserved_usd",
-    "minimum_fee_usd",
-    "charged_usd",
-    "released_usd",
-    "reason_code",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "idempotency_key",
-    "trace_id",
+
+def _usd_or_blank(micros: int | None) -> str:
+    return "" if micros is None else format_usd(micros)
+
+
+def _iso_or_blank(value: datetime | None) -> str:
+    return value.isoformat() if value else ""
+
+
+# (CSV header, the column read, how its cell is written), in the export's order.
+EXPORT_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("run_id", "pk", str),
+    ("tenant_id", "tenant_id", str),
+    ("pack_type", "pack_type", str),
+    ("status", "status", str),
+    ("money_state", "money_state", str),
+    ("reserved_usd", "reserved_micros", format_usd),
+    ("minimum_fee_usd", "minimum_fee_micros", format_usd),
+    ("charged_usd", "charged_micros", _usd_or_blank),
+    ("released_usd", "released_micros", _usd_or_blank),
+    ("reason_code", "reason_code", str),
+    ("created_at", "created_at", _iso_or_blank),
+    ("started_at", "started_at", _iso_or_blank),
+    ("completed_at", "completed_at", _iso_or_blank),
+    ("idempotency_key", "idempotency_key", csv_text),
+    ("trace_id", "trace_id", csv_text),
 )
+EXPORT_HEADER = tuple(header for header, _, _ in EXPORT_COLUMNS)
 
 
-def _instant(field: str, label: str) -> Callable[[admin.ModelAdmin[Run], Run], str]:
-    """A timestamp of the run to the millisecond, in UTC: steps of one run are often within the same minute."""
+def _millis(value: datetime | None) -> str:
+    """A timestamp to the millisecond, in UTC: steps of one run are often within the same minute."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds") if value else "-"
 
-    @admin.display(description=label)
-    def show(model_admin: admin.ModelAdmin[Run], run: Run) -> str:
-        value: datetime | None = getattr(run, field)
-        return value.astimezone(UTC).isoformat(timespec="milliseconds") if value else "-"
 
-    return show
+def _instant(field: str, label: str) -> Callable[..., str]:
+    return column(label, field, _millis, sortable=False)
 
 
 def _released(run: Run) -> int | None:
@@ -136,9 +146,9 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
         "reaper, cancel), each with its ledger transaction. A money correction is an ADJUSTMENT, from the "
         "tenant's page."
     )
-    search_fields = ("id",)  # shows the search box; get_search_results does the exact, indexed lookups
+    search_fields = ("id",)  # shows the search box; exact_matches does the exact, indexed lookups
     search_help_text = "A run id, an Idempotency-Key or a trace id, exactly."
-    change_list_template = "runs/admin/run_change_list.html"
+    search_exact = True
     fieldsets = (
         (None, {"fields": ("id", "tenant", "pack_type", "profile_version", "status", "money_state")}),
         ("Money (USD)", {"fields": ("reserved", "minimum_fee", "charged", "released")}),
@@ -177,6 +187,9 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     cancel_requested = _instant("cancel_requested_at", "cancel requested")
     lease_expires = _instant("lease_expires_at", "lease expires")
     redriven = _instant("published_at", "last re-publish by the reaper (attempted)")
+    created_utc = column("created (UTC)", "created_at", compact_instant)
+    reserved = column("reserved", "reserved_micros", format_usd)
+    minimum_fee = column("minimum fee", "minimum_fee_micros", format_usd, sortable=False)
 
     def get_urls(self) -> list[URLPattern]:
         wrap: Callable[..., Any] = self.admin_site.admin_view
@@ -220,12 +233,9 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
 
     def result_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
         """The stored envelope, as GET /v1/runs/{id}/result serves it to its owner (a signed URL on S3)."""
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        run = self.get_object(request, unquote(object_id))
-        if run is None:
-            self.message_user(request, f"There is no run {unquote(object_id)!r}.", messages.WARNING)
-            return HttpResponseRedirect(reverse("admin:runs_run_changelist", current_app=self.admin_site.name))
+        run: Run | HttpResponseRedirect = self.object_or_changelist(request, object_id)
+        if isinstance(run, HttpResponseRedirect):
+            return run
         change_url = reverse("admin:runs_run_change", args=[run.pk], current_app=self.admin_site.name)
         try:
             response = results.result_response(run) if run.result_key else None
@@ -249,34 +259,17 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
         queryset: QuerySet[Run] = super().get_queryset(request)
         return queryset.defer("inputs")
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Run], search_term: str
-    ) -> tuple[QuerySet[Run], bool]:
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        # Exact matches only, each on an index: the primary key, runs_trace, and the idempotency key.
+    def exact_matches(self, queryset: QuerySet[Run], term: str) -> QuerySet[Run]:
+        # Each on an index: the primary key, runs_trace, and the idempotency key.
         match = Q(trace_id=term) | Q(idempotency_key=term)
         run_id = parse_uuid(term)
         if run_id is not None:
             match |= Q(pk=run_id)
-        return queryset.filter(match), False
+        return queryset.filter(match)
 
     @admin.display(description="run")
     def short_id(self, obj: Run) -> str:
         return short_id(obj.pk)  # the list links it to the run's page (list_display_links)
-
-    @admin.display(description="created (UTC)", ordering="created_at")
-    def created_utc(self, obj: Run) -> str:
-        return compact_instant(obj.created_at)
-
-    @admin.display(description="reserved", ordering="reserved_micros")
-    def reserved(self, obj: Run) -> str:
-        return format_usd(obj.reserved_micros)
-
-    @admin.display(description="minimum fee")
-    def minimum_fee(self, obj: Run) -> str:
-        return format_usd(obj.minimum_fee_micros)
 
     @admin.display(description="charged", ordering=CHARGE_ORDER)  # open runs below every charge (runs_charged)
     def charged(self, obj: Run) -> str:
@@ -338,41 +331,10 @@ class RunAdmin(CsvExportMixin, ReadOnlyModelAdmin):
 
 
 def _export_rows(queryset: QuerySet[Run]) -> Iterator[list[str]]:
-    fields = (
-        "pk",
-        "tenant_id",
-        "pack_type",
-        "status",
-        "money_state",
-        "reserved_micros",
-        "minimum_fee_micros",
-        "charged_micros",
-        "reason_code",
-        "created_at",
-        "started_at",
-        "completed_at",
-        "idempotency_key",
-        "trace_id",
-    )
-    rows = queryset.select_related(None).values_list(*fields)
+    columns = [name for _, name, _ in EXPORT_COLUMNS]
+    # No charge yet is no release either: NULL minus anything is NULL.
+    released = F("reserved_micros") - F("charged_micros")
+    rows = queryset.select_related(None).annotate(released_micros=released).values_list(*columns)
     # A server-side cursor on PostgreSQL: rows arrive in chunks while the response is being sent.
     for row in rows.iterator(chunk_size=2000):
-        values = dict(zip(fields, row, strict=True))
-        charged = values["charged_micros"]
-        yield [
-            str(values["pk"]),
-            values["tenant_id"],
-            values["pack_type"],
-            values["status"],
-            values["money_state"],
-            format_usd(values["reserved_micros"]),
-            format_usd(values["minimum_fee_micros"]),
-            format_usd(charged) if charged is not None else "",
-            format_usd(values["reserved_micros"] - charged) if charged is not None else "",
-            values["reason_code"],
-            values["created_at"].isoformat(),
-            values["started_at"].isoformat() if values["started_at"] else "",
-            values["completed_at"].isoformat() if values["completed_at"] else "",
-            csv_text(values["idempotency_key"]),
-            csv_text(values["trace_id"]),
-        ]
+        yield [show(value) for (_, _, show), value in zip(EXPORT_COLUMNS, row, strict=True)]

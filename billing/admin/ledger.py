@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin
-from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ORDER_VAR
 from django.core.exceptions import PermissionDenied
 from django.db.models import BigIntegerField, CharField, OuterRef, Q, QuerySet, Subquery, Sum, Value
@@ -32,10 +31,12 @@ from dpp.admin_tools import (
     ReadOnlyTabularInline,
     TenantFilter,
     active_range,
+    column,
     compact_instant,
     csv_text,
     form_page,
     parse_row_id,
+    parse_uuid,
     short_link,
     stream_csv,
 )
@@ -84,21 +85,11 @@ def run_link(run_id: uuid.UUID | None) -> str:
     return short_link(reverse("admin:runs_run_change", args=[run_id]), run_id)
 
 
-def tenant_link(tenant_id: str) -> str:
-    return format_html('<a href="{}">{}</a>', reverse("admin:dpp_tenant_change", args=[quote(tenant_id)]), tenant_id)
-
-
 class RunFilter(InputFilter):
-    title = "run"
-    parameter_name = "run"
     lookup = "run_id"
-    placeholder = "run id"
 
     def clean(self, value: str) -> object | None:
-        try:
-            return uuid.UUID(value.strip())
-        except ValueError:
-            return None
+        return parse_uuid(value)
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         # Only RESERVE and SETTLE carry a run: saying so lets PostgreSQL use the partial unique index.
@@ -151,6 +142,7 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     )
     search_fields = ("id",)
     search_help_text = "A transaction id or a run id, exactly."
+    search_exact = True
     fields = (
         "id",
         "kind",
@@ -167,7 +159,7 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     readonly_fields = fields
     inlines = (LedgerEntryInline,)
     ordering = ("-id",)
-    change_list_template = "billing/admin/ledgertransaction_change_list.html"
+    created = column("created (UTC)", "created_at", compact_instant)
 
     @admin.display(description="trace id")
     def trace(self, obj: LedgerTransaction) -> str:
@@ -216,30 +208,18 @@ class LedgerTransactionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
         )
         return [(label, format_usd(sums[key] or 0)) for (label, _), key in zip(self.totals, sums, strict=True)]
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[LedgerTransaction], search_term: str
-    ) -> tuple[QuerySet[LedgerTransaction], bool]:
-        term = search_term.strip()
-        if not term:
-            return queryset, False
+    def exact_matches(self, queryset: QuerySet[LedgerTransaction], term: str) -> QuerySet[LedgerTransaction]:
         row_id = parse_row_id(term)
         if row_id is not None:
-            return queryset.filter(pk=row_id), False
-        if term.isdigit():
-            return queryset.none(), False
-        try:
-            run_id = uuid.UUID(term)
-        except ValueError:
-            return queryset.none(), False
-        return queryset.filter(run_id=run_id, kind__in=LedgerTransaction.RUN_KINDS), False
+            return queryset.filter(pk=row_id)
+        run_id = None if term.isdigit() else parse_uuid(term)
+        if run_id is None:
+            return queryset.none()
+        return queryset.filter(run_id=run_id, kind__in=LedgerTransaction.RUN_KINDS)
 
     @admin.display(description="run", ordering="run_id")
     def run(self, obj: LedgerTransaction) -> str:
         return run_link(obj.run_id)
-
-    @admin.display(description="created (UTC)", ordering="created_at")
-    def created(self, obj: LedgerTransaction) -> str:
-        return compact_instant(obj.created_at)
 
     @admin.display(description="actor")
     def short_actor(self, obj: LedgerTransaction) -> str:
@@ -342,17 +322,12 @@ def _export_rows(queryset: QuerySet[LedgerTransaction]) -> Iterator[list[str]]:
 
 
 class AccountFilter(InputFilter):
-    title = "account"
-    parameter_name = "account"
     lookup = "account_id"
     placeholder = "e.g. acme/available, @revenue/00"
 
 
 class TransactionFilter(InputFilter):
-    title = "transaction"
-    parameter_name = "transaction"
     lookup = "transaction_id"
-    placeholder = "transaction id"
 
     def clean(self, value: str) -> object | None:
         return parse_row_id(value)
@@ -413,18 +388,13 @@ class AccountAdmin(ReadOnlyModelAdmin):
     list_filter = ("kind", TenantFilter)
     search_fields = ("id",)
     search_help_text = "An account id, exactly (acme/available, acme/held, @revenue/00, @funding/15)."
+    search_exact = True
     fields = ("id", "tenant_id", "kind", "balance", "entries_sum", "created_at", "entries_link")
     readonly_fields = fields
     ordering = ("id",)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         return super().changelist_view(request, {**(extra_context or {}), "balances": balances_by_kind()})
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Account], search_term: str
-    ) -> tuple[QuerySet[Account], bool]:
-        term = search_term.strip()
-        return (queryset.filter(pk=term) if term else queryset), False
 
     @admin.display(description="sum of its entries (USD)")
     def entries_sum(self, obj: Account) -> str:

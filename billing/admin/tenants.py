@@ -15,20 +15,28 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
 
 from billing.admin.forms import STALE_FORM, AdjustForm, TopupForm
 from billing.models import Account, KeySpend, LedgerTransaction, Plan, TenantPlan
 from billing.selectors import balances_get, statement_get, statement_month_parse
 from billing.services import ledger_manual_post
-from dpp.admin_tools import DppModelAdmin, ReadOnlyTabularInline, TenantFilter, form_page, staff_actor, usd_or_dash
+from dpp.admin_tools import (
+    DppModelAdmin,
+    ReadOnlyTabularInline,
+    TenantFilter,
+    form_page,
+    staff_actor,
+    state_filter,
+    tenant_link,
+    usd_or_dash,
+)
 from dpp.http.errors import ApplicationError
 from dpp.models import ApiKey, Tenant
 from dpp.money import format_usd
@@ -174,12 +182,9 @@ class TenantAdmin(DppModelAdmin):
     def statement_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """The tenant's statement of a month (?month=YYYY-MM, this month by default): totals and every line with
         the running balance, from billing.selectors.statement_get, as the API and `manage.py statement` show it."""
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        tenant = self.get_object(request, unquote(object_id))
-        if tenant is None:
-            self.message_user(request, f"There is no tenant {unquote(object_id)!r}.", messages.WARNING)
-            return HttpResponseRedirect(reverse("admin:dpp_tenant_changelist", current_app=self.admin_site.name))
+        tenant: Tenant | HttpResponseRedirect = self.object_or_changelist(request, object_id)
+        if isinstance(tenant, HttpResponseRedirect):
+            return tenant
         month = request.GET.get("month") or timezone.now().strftime("%Y-%m")
         try:
             start, end = statement_month_parse(month)
@@ -207,12 +212,11 @@ class TenantAdmin(DppModelAdmin):
     def _movement_view(
         self, request: HttpRequest, object_id: str, form_class: type[TopupForm | AdjustForm], permission: str
     ) -> HttpResponse:
-        if not (request.user.has_perm(permission) and self.has_view_permission(request)):
+        if not request.user.has_perm(permission):
             raise PermissionDenied
-        tenant = self.get_object(request, unquote(object_id))
-        if tenant is None:
-            self.message_user(request, f"There is no tenant {unquote(object_id)!r}.", messages.WARNING)
-            return HttpResponseRedirect(reverse("admin:dpp_tenant_changelist", current_app=self.admin_site.name))
+        tenant: Tenant | HttpResponseRedirect = self.object_or_changelist(request, object_id)
+        if isinstance(tenant, HttpResponseRedirect):
+            return tenant
         if request.method == "POST":
             form = form_class(request.POST)
             if form.is_valid():
@@ -275,17 +279,7 @@ class TenantAdmin(DppModelAdmin):
         return HttpResponseRedirect(change_url)
 
 
-class RevokedFilter(admin.SimpleListFilter):
-    title = "state"
-    parameter_name = "revoked"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[ApiKey]) -> list[tuple[str, str]]:
-        return [("no", "active"), ("yes", "revoked")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
-        if self.value() in ("yes", "no"):
-            return queryset.filter(revoked_at__isnull=self.value() == "no")
-        return queryset
+RevokedFilter = state_filter("revoked", column="revoked_at", when_null=("no", "active"), when_set=("yes", "revoked"))
 
 
 @admin.register(ApiKey)
@@ -294,21 +288,6 @@ class ApiKeyAdmin(DppModelAdmin):
     shows its place in its tenant's tree (depth, parent), its limits (SPEC §8) and the spend of its current window
     (its own counter; a key without a spend limit of its own counts against the keys above it). Read-only."""
 
-    list_display = (
-        "prefix",
-        "tenant_link",
-        "label",
-        "place",
-        "limits",
-        "spend",
-        "created_at",
-        "last_used_at",
-        "expires_at",
-        "revoked_at",
-    )
-    list_filter = (RevokedFilter, TenantFilter)
-    search_fields = ("prefix",)
-    search_help_text = "The key's 16-character prefix, exactly (e.g. dpp_live_AbC1234)."
     fields = (
         "prefix",
         "tenant_link",
@@ -323,6 +302,12 @@ class ApiKeyAdmin(DppModelAdmin):
         "revoked_at",
     )
     readonly_fields = fields
+    # The list shows every field but whether the key may create keys below it.
+    list_display = tuple(name for name in fields if name != "can_manage_keys")
+    list_filter = (RevokedFilter, TenantFilter)
+    search_fields = ("prefix",)
+    search_help_text = "The key's 16-character prefix, exactly (e.g. dpp_live_AbC1234)."
+    search_exact = True  # on the indexed prefix
     actions = ("revoke_selected",)
     ordering = ("-created_at",)
 
@@ -373,17 +358,9 @@ class ApiKeyAdmin(DppModelAdmin):
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(REVOKE_PERMISSION)
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[ApiKey], search_term: str
-    ) -> tuple[QuerySet[ApiKey], bool]:
-        term = search_term.strip()
-        # Exact match on the indexed prefix: never a LIKE.
-        return (queryset.filter(prefix=term) if term else queryset), False
-
     @admin.display(description="tenant", ordering="tenant_id")
     def tenant_link(self, obj: ApiKey) -> str:
-        url = reverse("admin:dpp_tenant_change", args=[quote(obj.tenant_id)])
-        return format_html('<a href="{}">{}</a>', url, obj.tenant_id)
+        return tenant_link(obj.tenant_id)
 
     @admin.action(description="Revoke selected keys", permissions=["revoke"])
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

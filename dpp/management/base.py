@@ -1,5 +1,7 @@
 """A base for ops commands: `--json` prints one JSON object on stdout; every error is one line and exit status 1.
 
+A command's docstring is its help, and its `arguments` are declared as data (`Arg`), as click's commands are.
+
 An error is one line on stderr and, with `--json`, `{"error": "<message>"}` on stdout (docs/operations.md §6):
 a refusal of the command itself, a usage error (argparse's exit status 2 and usage text would break a script
 that parses stdout), and a database error reaching the top (an unreachable server, an overflow) alike.
@@ -21,17 +23,35 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, InterfaceError, OperationalError, models
 
 from dpp.http.errors import ApplicationError
+from dpp.models import Tenant
 
 # SQLSTATE classes of a server that cannot be reached or is going away: 08 connection exception,
 # 57P admin shutdown / cannot connect now. A failure to connect has no SQLSTATE at all.
 _UNREACHABLE_SQLSTATES = ("08", "57P")
 
 
+class Arg:
+    """One argument of a command, as argparse's `add_argument` takes it."""
+
+    def __init__(self, *names: str, **options: Any) -> None:
+        self.names = names
+        self.options = options
+
+
 class DppCommand(BaseCommand):
     as_json = False
+    # The command's own arguments, after --json which every command takes.
+    arguments: tuple[Arg, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__:  # the docstring as one line, as argparse shows it
+            cls.help = " ".join(cls.__doc__.split())
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        for argument in self.arguments:
+            parser.add_argument(*argument.names, **argument.options)
 
     def run_from_argv(self, argv: list[str]) -> None:
         self.as_json = "--json" in argv[2:]
@@ -73,6 +93,23 @@ class DppCommand(BaseCommand):
         raise CommandError(message, returncode=code)
 
 
+class TenantCommand(DppCommand):
+    """A command on one existing tenant, named by its first argument: an unknown id fails before anything is done."""
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("tenant_id")
+        super().add_arguments(parser)
+
+    def run(self, **options: Any) -> None:
+        tenant = Tenant.objects.filter(pk=options["tenant_id"]).first()
+        if tenant is None:
+            self.fail(f"no tenant {options['tenant_id']!r}")
+        self.run_for(tenant, **options)
+
+    def run_for(self, tenant: Tenant, **options: Any) -> None:
+        raise NotImplementedError
+
+
 def fits(model: type[models.Model], field: str) -> Callable[[str], str]:
     """An argparse `type` for a value stored in `model.field`: a value longer than its column is a usage error
     naming the limit, not a database error after the fact."""
@@ -84,6 +121,15 @@ def fits(model: type[models.Model], field: str) -> Callable[[str], str]:
         return value
 
     return check
+
+
+def actor_option(model: type[models.Model], recorded: str) -> Arg:
+    """`--actor`, kept in `model.actor`: who asks for the change (`actor` gives the default)."""
+    return Arg(
+        "--actor",
+        type=fits(model, "actor"),
+        help=f"who asks for it, recorded {recorded} (default: cli:<your login name>)",
+    )
 
 
 def actor(given: str | None) -> str:

@@ -1,21 +1,19 @@
 from typing import Any
 
-from django.core.management.base import CommandParser
-
 from billing.services import tenant_onboard
-from dpp.management.base import DppCommand, fits
+from dpp.management.base import Arg, DppCommand, fits
 from dpp.models import Tenant
 from dpp.services import api_key_issue
 
 
 class Command(DppCommand):
-    help = "Create a tenant with its ledger accounts and plan; prints a new API key once."
+    """Create a tenant with its ledger accounts and plan; prints a new API key once."""
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        super().add_arguments(parser)
-        parser.add_argument("tenant_id", help="3-64 characters of [a-z0-9_-]")
-        parser.add_argument("--name", default="", type=fits(Tenant, "name"))
-        parser.add_argument("--plan", default="starter")
+    arguments = (
+        Arg("tenant_id", help="3-64 characters of [a-z0-9_-]"),
+        Arg("--name", default="", type=fits(Tenant, "name")),
+        Arg("--plan", default="starter"),
+    )
 
     def run(self, **options: Any) -> None:
         tenant = tenant_onboard(

@@ -1,11 +1,10 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from django.core.management.base import CommandParser
 from django.utils.dateparse import parse_datetime
 
 from billing.selectors import plan_get
-from dpp.management.base import DppCommand, fits
+from dpp.management.base import Arg, TenantCommand, fits
 from dpp.models import ApiKey, SpendWindow, Tenant
 from dpp.money import parse_max_cost, parse_usd
 from dpp.services import KeyLimits, api_key_issue
@@ -18,21 +17,20 @@ def _instant(value: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
-class Command(DppCommand):
-    help = "Issue a new API key for a tenant, optionally below another key and with limits (SPEC §8); prints it once."
+class Command(TenantCommand):
+    """Issue a new API key for a tenant, optionally below another key and with limits (SPEC §8); prints it once."""
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        super().add_arguments(parser)
-        parser.add_argument("tenant_id")
-        parser.add_argument("--label", default="", type=fits(ApiKey, "label"))
-        parser.add_argument("--test", action="store_true", help="a dpp_test_ key instead of dpp_live_")
-        parser.add_argument("--parent", help="the 16-character prefix of the key to put it below")
-        parser.add_argument("--spend-limit", help="USD the key's runs may commit per window, e.g. 5.0000")
-        parser.add_argument("--window", choices=SpendWindow.values, help="the spend limit's window (UTC)")
-        parser.add_argument("--max-cost-per-run", help="the largest max_cost_usd the key may submit, e.g. 0.5000")
-        parser.add_argument("--packs", help="comma-separated pack types the key may run (default: the plan's)")
-        parser.add_argument("--expires", help="when the key stops working (ISO 8601, e.g. 2027-01-01T00:00:00Z)")
-        parser.add_argument("--can-manage-keys", action="store_true", help="the key may create keys below it")
+    arguments = (
+        Arg("--label", default="", type=fits(ApiKey, "label")),
+        Arg("--test", action="store_true", help="a dpp_test_ key instead of dpp_live_"),
+        Arg("--parent", help="the 16-character prefix of the key to put it below"),
+        Arg("--spend-limit", help="USD the key's runs may commit per window, e.g. 5.0000"),
+        Arg("--window", choices=SpendWindow.values, help="the spend limit's window (UTC)"),
+        Arg("--max-cost-per-run", help="the largest max_cost_usd the key may submit, e.g. 0.5000"),
+        Arg("--packs", help="comma-separated pack types the key may run (default: the plan's)"),
+        Arg("--expires", help="when the key stops working (ISO 8601, e.g. 2027-01-01T00:00:00Z)"),
+        Arg("--can-manage-keys", action="store_true", help="the key may create keys below it"),
+    )
 
     def _limits(self, options: dict[str, Any]) -> KeyLimits:
         packs = options["packs"]
@@ -48,10 +46,7 @@ class Command(DppCommand):
             expires_at=_instant(options["expires"]) if options["expires"] else None,
         )
 
-    def run(self, **options: Any) -> None:
-        tenant = Tenant.objects.filter(pk=options["tenant_id"]).first()
-        if tenant is None:
-            self.fail(f"no tenant {options['tenant_id']!r}")
+    def run_for(self, tenant: Tenant, **options: Any) -> None:
         parent = None
         if options["parent"]:
             parent = ApiKey.objects.filter(tenant=tenant, prefix=options["parent"], revoked_at__isnull=True).first()

@@ -1,12 +1,11 @@
 import secrets
 from typing import Any
 
-from django.core.management.base import CommandParser
 from django.db import transaction
 
 from billing.selectors import balances_get, plan_get
 from billing.services import ledger_topup, tenant_onboard
-from dpp.management.base import DppCommand
+from dpp.management.base import Arg, DppCommand
 from dpp.models import ApiKey, Tenant
 from dpp.money import format_usd
 from dpp.services import IssuedKey, api_key_issue, api_key_revoke_by_id
@@ -28,17 +27,13 @@ def _fresh_demo_key(tenant: Tenant) -> IssuedKey:
 
 
 class Command(DppCommand):
-    help = (
-        "A demo tenant with credit and a fresh API key, for the quick start (safe to run again: the previous demo "
-        "key is revoked)."
-    )
+    """A demo tenant with credit and a fresh API key, for the quick start (safe to run again: the previous demo
+    key is revoked)."""
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        super().add_arguments(parser)
-        parser.add_argument("--tenant", default="demo")
-        parser.add_argument(
-            "--base-url", default=DEMO_BASE_URL, help=f"where the API answers (default {DEMO_BASE_URL})"
-        )
+    arguments = (
+        Arg("--tenant", default="demo"),
+        Arg("--base-url", default=DEMO_BASE_URL, help=f"where the API answers (default {DEMO_BASE_URL})"),
+    )
 
     def run(self, **options: Any) -> None:
         tenant = Tenant.objects.filter(pk=options["tenant"]).first()

@@ -1,33 +1,23 @@
 from typing import Any
 
-from django.core.management.base import CommandParser
-
 from billing.models import TenantPlan
 from billing.selectors import plan_get
 from billing.services import plan_assign
 from dpp.http.errors import ApplicationError
-from dpp.management.base import DppCommand, actor, fits
+from dpp.management.base import Arg, TenantCommand, actor, actor_option
 from dpp.models import Tenant
 
 
-class Command(DppCommand):
-    help = "Move a tenant to another plan (SPEC §4.2); the previous one is closed and kept in its history."
+class Command(TenantCommand):
+    """Move a tenant to another plan (SPEC §4.2); the previous one is closed and kept in its history."""
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        super().add_arguments(parser)
-        parser.add_argument("tenant_id")
-        parser.add_argument("plan", help="a plan code, e.g. starter or unlimited")
-        parser.add_argument("--reason", required=True, help="recorded in the plan history (ticket, contract)")
-        parser.add_argument(
-            "--actor",
-            type=fits(TenantPlan, "actor"),
-            help="who asks for it, recorded in the history (default: cli:<your login name>)",
-        )
+    arguments = (
+        Arg("plan", help="a plan code, e.g. starter or unlimited"),
+        Arg("--reason", required=True, help="recorded in the plan history (ticket, contract)"),
+        actor_option(TenantPlan, "in the history"),
+    )
 
-    def run(self, **options: Any) -> None:
-        tenant = Tenant.objects.filter(pk=options["tenant_id"]).first()
-        if tenant is None:
-            self.fail(f"no tenant {options['tenant_id']!r}")
+    def run_for(self, tenant: Tenant, **options: Any) -> None:
         previous = plan_get(tenant_id=tenant.pk).code
         if previous == options["plan"]:
             payload = {"tenant_id": tenant.pk, "plan": previous, "previous_plan": previous, "changed": False}

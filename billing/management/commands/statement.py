@@ -1,29 +1,25 @@
 import json
 from typing import Any
 
-from django.core.management.base import CommandParser
 from rest_framework.utils.encoders import JSONEncoder
 
 from billing.apis import StatementApi
 from billing.selectors import statement_get
 from dpp.http.renderers import csv_text
-from dpp.management.base import DppCommand
+from dpp.management.base import Arg, TenantCommand
 from dpp.models import Tenant
 
 
-class Command(DppCommand):
-    help = "A tenant's statement of a UTC calendar month (SPEC §13): what GET /v1/statements/{month} shows."
+class Command(TenantCommand):
+    """A tenant's statement of a UTC calendar month (SPEC §13): what GET /v1/statements/{month} shows."""
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        super().add_arguments(parser)
-        parser.add_argument("tenant_id")
-        parser.add_argument("month", help="YYYY-MM")
-        parser.add_argument("--csv", action="store_true", help="the lines as CSV, as the API's text/csv")
+    arguments = (
+        Arg("month", help="YYYY-MM"),
+        Arg("--csv", action="store_true", help="the lines as CSV, as the API's text/csv"),
+    )
 
-    def run(self, **options: Any) -> None:
-        if not Tenant.objects.filter(pk=options["tenant_id"]).exists():
-            self.fail(f"no tenant {options['tenant_id']!r}")
-        statement = statement_get(tenant_id=options["tenant_id"], month=options["month"])
+    def run_for(self, tenant: Tenant, **options: Any) -> None:
+        statement = statement_get(tenant_id=tenant.pk, month=options["month"])
         if options["csv"]:
             self.stdout.write(csv_text(StatementApi.csv_columns, statement["lines"]), ending="")
         elif self.as_json:

@@ -1,35 +1,24 @@
 from typing import Any
 
-from django.core.management.base import CommandParser
-
 from billing.models import LedgerTransaction
 from billing.selectors import balances_get
 from billing.services import ledger_manual_post, manual_amount_parse
 from dpp.http.errors import ApplicationError
-from dpp.management.base import DppCommand, actor, fits
+from dpp.management.base import Arg, TenantCommand, actor, actor_option
 from dpp.models import Tenant
 from dpp.money import format_usd
 
 
-class Command(DppCommand):
-    help = "Add credit to a tenant (a TOPUP transaction: funding → available)."
+class Command(TenantCommand):
+    """Add credit to a tenant (a TOPUP transaction: funding → available)."""
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        super().add_arguments(parser)
-        parser.add_argument("tenant_id")
-        parser.add_argument("amount_usd", help='e.g. "25.0000" (up to 4 decimals)')
-        parser.add_argument("--reason", required=True)
-        parser.add_argument(
-            "--actor",
-            type=fits(LedgerTransaction, "actor"),
-            help="who asks for it, recorded on the transaction (default: cli:<your login name>)",
-        )
+    arguments = (
+        Arg("amount_usd", help='e.g. "25.0000" (up to 4 decimals)'),
+        Arg("--reason", required=True),
+        actor_option(LedgerTransaction, "on the transaction"),
+    )
 
-    def run(self, **options: Any) -> None:
-        tenant = Tenant.objects.filter(pk=options["tenant_id"]).first()
-        if tenant is None:
-            self.fail(f"no tenant {options['tenant_id']!r}")
-            return
+    def run_for(self, tenant: Tenant, **options: Any) -> None:
         try:
             amount = manual_amount_parse(options["amount_usd"])
             txn = ledger_manual_post(

@@ -2,24 +2,20 @@ import getpass
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import CommandParser
-
-from dpp.management.base import DppCommand
+from dpp.management.base import Arg, DppCommand
 from dpp.services import STAFF_GROUPS, staff_user_create
 
 
 class Command(DppCommand):
-    help = (
-        "A staff login for the admin (/admin/) in the finance or ops group; the password is prompted for, or read "
-        "from --password-file (its first line)."
-    )
+    """A staff login for the admin (/admin/) in the finance or ops group; the password is prompted for, or read
+    from --password-file (its first line)."""
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        super().add_arguments(parser)
-        parser.add_argument("username")
-        parser.add_argument("--group", required=True, choices=STAFF_GROUPS)
-        parser.add_argument("--email", default="")
-        parser.add_argument("--password-file", type=Path, help="a file whose first line is the password")
+    arguments = (
+        Arg("username"),
+        Arg("--group", required=True, choices=STAFF_GROUPS),
+        Arg("--email", default=""),
+        Arg("--password-file", type=Path, help="a file whose first line is the password"),
+    )
 
     def run(self, **options: Any) -> None:
         try:

@@ -1,17 +1,13 @@
 from typing import Any
 
-from django.core.management.base import CommandParser
-
-from dpp.management.base import DppCommand
+from dpp.management.base import Arg, DppCommand
 from dpp.services import api_key_revoke
 
 
 class Command(DppCommand):
-    help = "Revoke an API key by its 16-character prefix (as shown in the admin)."
+    """Revoke an API key by its 16-character prefix (as shown in the admin)."""
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        super().add_arguments(parser)
-        parser.add_argument("key_prefix")
+    arguments = (Arg("key_prefix"),)
 
     def run(self, **options: Any) -> None:
         api_key = api_key_revoke(key_prefix=options["key_prefix"])

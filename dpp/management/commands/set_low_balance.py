@@ -1,19 +1,17 @@
 from typing import Any
 
-from django.core.management.base import CommandParser
-
-from dpp.management.base import DppCommand
+from dpp.management.base import Arg, DppCommand
 from dpp.money import format_usd, parse_usd
 from dpp.services import tenant_low_balance_set
 
 
 class Command(DppCommand):
-    help = "Set the available balance under which the tenant's webhooks get balance.low (0 turns it off)."
+    """Set the available balance under which the tenant's webhooks get balance.low (0 turns it off)."""
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        super().add_arguments(parser)
-        parser.add_argument("tenant_id")
-        parser.add_argument("amount_usd", help='e.g. "5.0000"; 0 turns balance.low off')
+    arguments = (
+        Arg("tenant_id"),
+        Arg("amount_usd", help='e.g. "5.0000"; 0 turns balance.low off'),
+    )
 
     def run(self, **options: Any) -> None:
         micros = parse_usd(options["amount_usd"].strip(), field="amount_usd")

@@ -23,7 +23,7 @@ def _text(report: AuditReport) -> str:
 
 
 class Command(DppCommand):
-    help = "Check every invariant of the ledger and the runs (SPEC §2.1, §3.3); exit status 0 only if all hold."
+    """Check every invariant of the ledger and the runs (SPEC §2.1, §3.3); exit status 0 only if all hold."""
 
     def run(self, **options: Any) -> None:
         report = full_audit()

@@ -1,9 +1,9 @@
 import uuid
 from typing import Any
 
-from django.core.management.base import CommandError, CommandParser
+from django.core.management.base import CommandError
 
-from dpp.management.base import DppCommand
+from dpp.management.base import Arg, DppCommand
 from reaper.models import AuditFlag
 from reaper.services import reconcile_once
 from runs.models import Run
@@ -12,12 +12,12 @@ COUNTS = ("expired_leases", "rolled_forward", "rolled_back", "redriven", "expire
 
 
 class Command(DppCommand):
-    help = "One reaper pass now: expire leases, roll finalizations forward or back, re-drive and expire queued runs."
+    """One reaper pass now: expire leases, roll finalizations forward or back, re-drive and expire queued runs."""
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        super().add_arguments(parser)
-        parser.add_argument("--dry-run", action="store_true", help="say what would be done; change nothing")
-        parser.add_argument("--run", dest="run_id", help="only this run")
+    arguments = (
+        Arg("--dry-run", action="store_true", help="say what would be done; change nothing"),
+        Arg("--run", dest="run_id", help="only this run"),
+    )
 
     def run(self, **options: Any) -> None:
         run_id = None
