@@ -17,7 +17,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -103,28 +103,27 @@ def _refused(error: Exception) -> Exception:
     return error
 
 
+@dataclass(frozen=True)
+class _Note:
+    """Who posts a transaction and why, as it records them (a person's movements name both; a run's, its trace)."""
+
+    actor: str = ""
+    reason: str = ""
+    trace_id: str = ""
+
+
+def _tenant_legs(tenant_id: str, deltas: Mapping[str, int]) -> dict[str, int]:
+    """The tenant's side of a movement as ledger legs: `deltas` (by account kind) keyed by the accounts' ids."""
+    return {Account.tenant_account_id(tenant_id, kind): delta for kind, delta in deltas.items()}
+
+
 def _post(
-    *,
-    kind: str,
-    tenant_id: str,
-    legs: Mapping[str, int],
-    run_id: uuid.UUID | None = None,
-    actor: str = "",
-    reason: str = "",
-    trace_id: str = "",
+    kind: str, tenant_id: str, legs: Mapping[str, int], *, run_id: uuid.UUID | None = None, note: _Note
 ) -> LedgerTransaction:
     """Write the transaction and its entries (the caller moves the balances in the same database transaction)."""
     if sum(legs.values()) != 0:
         raise LedgerInvariantError(f"unbalanced {kind}: {dict(legs)}")
-    txn = LedgerTransaction(
-        kind=kind,
-        tenant_id=tenant_id,
-        run_id=run_id,
-        actor=actor,
-        reason=reason,
-        trace_id=trace_id,
-        created_at=timezone.now(),
-    )
+    txn = LedgerTransaction(kind=kind, tenant_id=tenant_id, run_id=run_id, created_at=timezone.now(), **asdict(note))
     entries = [(account_id, amount) for account_id, amount in legs.items() if amount]
     if connection.vendor == "postgresql":
         txn.pk = sql.transaction_insert_with_entries(txn=txn, entries=entries)
@@ -160,20 +159,11 @@ def ledger_reserve(
     _check_amount(amount_micros)
     # The entries first, the balances last: the UPDATE takes the tenant's row locks, held until the commit that
     # follows it at once (the same invariants hold at commit either way; a refusal rolls all of it back).
-    txn = _post(
-        kind=Kind.RESERVE,
-        tenant_id=tenant_id,
-        run_id=run_id,
-        trace_id=trace_id,
-        legs={
-            Account.tenant_account_id(tenant_id, AccountKind.AVAILABLE): -amount_micros,
-            Account.tenant_account_id(tenant_id, AccountKind.HELD): amount_micros,
-        },
-    )
+    deltas: dict[str, int] = {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}
+    txn = _post(Kind.RESERVE, tenant_id, _tenant_legs(tenant_id, deltas), run_id=run_id, note=_Note(trace_id=trace_id))
     # The key counters just before the accounts (the lock order), and both as late as possible: every submit of
     # the tenant waits for these row locks, held until commit.
     key_spend_reserve(key_chain=key_chain, amount_micros=amount_micros, accepted_at=accepted_at or timezone.now())
-    deltas: dict[str, int] = {AccountKind.AVAILABLE: -amount_micros, AccountKind.HELD: amount_micros}
     if not _move_balances(tenant_id, deltas, open_delta=1, max_open=max_open):
         raise _refused(_reserve_refusal(tenant_id, amount_micros, max_open))
     low_balance_watch(tenant_id=tenant_id, rose=False)
@@ -236,22 +226,12 @@ def ledger_settle(
         raise LedgerInvariantError(f"charge {charge_micros} exceeds reservation {reserved_micros}")
     released = reserved_micros - charge_micros
     revenue = Account.platform_account_for(AccountKind.REVENUE, run_id)
-    txn = _post(
-        kind=Kind.SETTLE,
-        tenant_id=tenant_id,
-        run_id=run_id,
-        trace_id=trace_id,
-        reason=reason,
-        legs={
-            Account.tenant_account_id(tenant_id, AccountKind.HELD): -reserved_micros,
-            Account.tenant_account_id(tenant_id, AccountKind.AVAILABLE): released,
-            revenue: charge_micros,
-        },
-    )
+    deltas: dict[str, int] = {AccountKind.HELD: -reserved_micros, AccountKind.AVAILABLE: released}
+    legs = {**_tenant_legs(tenant_id, deltas), revenue: charge_micros}
+    txn = _post(Kind.SETTLE, tenant_id, legs, run_id=run_id, note=_Note(reason=reason, trace_id=trace_id))
     # As in ledger_reserve: the balances last, so that their row locks are held as briefly as possible.
     if counted_run is not None:  # the counters before the accounts (the lock order)
         key_spend_release(run=counted_run, released_micros=released)
-    deltas: dict[str, int] = {AccountKind.AVAILABLE: released, AccountKind.HELD: -reserved_micros}
     if not _move_balances(tenant_id, deltas, open_delta=-1, platform=(revenue, charge_micros)):
         raise _refused(LedgerInvariantError(f"held balance of {tenant_id} is below the reservation of run {run_id}"))
     return txn
@@ -385,30 +365,23 @@ def _require_actor_and_reason(actor: str, reason: str) -> None:
         raise ApplicationError("VALIDATION_ERROR", "An actor is needed: who asks for this change.")
 
 
-def _topup(*, tenant: Tenant, amount_micros: int, actor: str, reason: str, trace_id: str = "") -> LedgerTransaction:
+def _topup(*, tenant: Tenant, amount_micros: int, note: _Note) -> LedgerTransaction:
     """funding → available: credit bought or granted."""
-    _require_actor_and_reason(actor, reason)
+    _require_actor_and_reason(note.actor, note.reason)
     _check_amount(amount_micros)
-    return _available_transfer(
-        kind=Kind.TOPUP,
-        tenant=tenant,
-        counterparty=AccountKind.FUNDING,
-        amount_micros=amount_micros,
-        refusal=lambda: LedgerInvariantError(f"tenant {tenant.pk} has no accounts"),
-        actor=actor,
-        reason=reason,
-        trace_id=trace_id,
-    )
+
+    def refusal() -> Exception:
+        return LedgerInvariantError(f"tenant {tenant.pk} has no accounts")
+
+    return _available_transfer(Kind.TOPUP, tenant, AccountKind.FUNDING, amount_micros, note, refusal=refusal)
 
 
-def _adjust(
-    *, tenant: Tenant, amount_micros: int, counterparty: str, actor: str, reason: str, trace_id: str = ""
-) -> LedgerTransaction:
+def _adjust(*, tenant: Tenant, amount_micros: int, counterparty: str, note: _Note) -> LedgerTransaction:
     """A manual correction between the tenant's available balance and revenue or funding.
 
     `amount_micros` > 0 credits the tenant (e.g. a refund from revenue); < 0 debits it (never below zero).
     """
-    _require_actor_and_reason(actor, reason)
+    _require_actor_and_reason(note.actor, note.reason)
     if counterparty not in (AccountKind.REVENUE, AccountKind.FUNDING):
         raise ValueError("an adjustment's counterparty is REVENUE or FUNDING")
     _check_amount(abs(amount_micros))
@@ -423,42 +396,19 @@ def _adjust(
             },
         )
 
-    return _available_transfer(
-        kind=Kind.ADJUSTMENT,
-        tenant=tenant,
-        counterparty=counterparty,
-        amount_micros=amount_micros,
-        refusal=refusal,
-        actor=actor,
-        reason=reason,
-        trace_id=trace_id,
-    )
+    return _available_transfer(Kind.ADJUSTMENT, tenant, counterparty, amount_micros, note, refusal=refusal)
 
 
 def _available_transfer(
-    *,
-    kind: str,
-    tenant: Tenant,
-    counterparty: str,
-    amount_micros: int,
-    refusal: Callable[[], Exception],
-    actor: str,
-    reason: str,
-    trace_id: str,
+    kind: str, tenant: Tenant, counterparty: str, amount_micros: int, note: _Note, *, refusal: Callable[[], Exception]
 ) -> LedgerTransaction:
     """`counterparty`'s platform shard → the tenant's available balance (the other way if `amount_micros` < 0):
     the balances and the transaction, then the low-balance watch; `refusal()` is raised if a guard refuses."""
     platform = Account.platform_account_for(counterparty, tenant.pk)
-    if not _move_balances(tenant.pk, {AccountKind.AVAILABLE: amount_micros}, platform=(platform, -amount_micros)):
+    deltas: dict[str, int] = {AccountKind.AVAILABLE: amount_micros}
+    if not _move_balances(tenant.pk, deltas, platform=(platform, -amount_micros)):
         raise _refused(refusal())
-    txn = _post(
-        kind=kind,
-        tenant_id=tenant.pk,
-        actor=actor,
-        reason=reason,
-        trace_id=trace_id,
-        legs={platform: -amount_micros, Account.tenant_account_id(tenant.pk, AccountKind.AVAILABLE): amount_micros},
-    )
+    txn = _post(kind, tenant.pk, {platform: -amount_micros, **_tenant_legs(tenant.pk, deltas)}, note=note)
     low_balance_watch(tenant_id=tenant.pk, rose=amount_micros > 0)
     return txn
 
@@ -468,7 +418,7 @@ def ledger_topup(
     *, tenant: Tenant, amount_micros: int, actor: str, reason: str, trace_id: str = ""
 ) -> LedgerTransaction:
     """funding → available: credit bought or granted."""
-    return _topup(tenant=tenant, amount_micros=amount_micros, actor=actor, reason=reason, trace_id=trace_id)
+    return _topup(tenant=tenant, amount_micros=amount_micros, note=_Note(actor, reason, trace_id))
 
 
 @transaction.atomic(durable=True)
@@ -476,14 +426,8 @@ def ledger_adjust(
     *, tenant: Tenant, amount_micros: int, counterparty: str, actor: str, reason: str, trace_id: str = ""
 ) -> LedgerTransaction:
     """A manual correction between the tenant's available balance and revenue or funding (`_adjust`)."""
-    return _adjust(
-        tenant=tenant,
-        amount_micros=amount_micros,
-        counterparty=counterparty,
-        actor=actor,
-        reason=reason,
-        trace_id=trace_id,
-    )
+    note = _Note(actor, reason, trace_id)
+    return _adjust(tenant=tenant, amount_micros=amount_micros, counterparty=counterparty, note=note)
 
 
 # --- money moved by a person (the admin's forms, the `topup` command) ----------------------------------------
@@ -548,16 +492,11 @@ def ledger_manual_post(
         earlier = _manual_posted(trace_id)
         if earlier is not None:
             return _manual_replay(earlier, tenant=tenant, kind=kind)
+    note = _Note(actor, reason, trace_id)
     try:
         with transaction.atomic():  # a savepoint: the unique index may refuse the INSERT (below)
             txn = _manual_move(
-                tenant=tenant,
-                kind=kind,
-                amount_micros=amount_micros,
-                counterparty=counterparty,
-                actor=actor,
-                reason=reason,
-                trace_id=trace_id,
+                tenant=tenant, kind=kind, amount_micros=amount_micros, counterparty=counterparty, note=note
             )
     except IntegrityError:
         # A twin with this trace id committed after our look (SQLite has no advisory lock; or it was posted
@@ -569,20 +508,11 @@ def ledger_manual_post(
     return ManualPost(transaction=txn, replayed=False)
 
 
-def _manual_move(
-    *, tenant: Tenant, kind: str, amount_micros: int, counterparty: str, actor: str, reason: str, trace_id: str
-) -> LedgerTransaction:
+def _manual_move(*, tenant: Tenant, kind: str, amount_micros: int, counterparty: str, note: _Note) -> LedgerTransaction:
     if kind == Kind.TOPUP:
-        return _topup(tenant=tenant, amount_micros=amount_micros, actor=actor, reason=reason, trace_id=trace_id)
+        return _topup(tenant=tenant, amount_micros=amount_micros, note=note)
     if kind == Kind.ADJUSTMENT:
-        return _adjust(
-            tenant=tenant,
-            amount_micros=amount_micros,
-            counterparty=counterparty,
-            actor=actor,
-            reason=reason,
-            trace_id=trace_id,
-        )
+        return _adjust(tenant=tenant, amount_micros=amount_micros, counterparty=counterparty, note=note)
     raise ValueError(f"a manual movement is a TOPUP or an ADJUSTMENT, not {kind!r}")
 
 

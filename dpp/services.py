@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
 from django.conf import settings
@@ -110,18 +110,14 @@ def api_key_chain(*, api_key: ApiKey) -> tuple[KeyNode, ...]:
 
 
 def api_key_node(api_key: ApiKey) -> KeyNode:
-    limits = KeyLimits.of(api_key)
+    """The key in a chain: who it is, whether it is usable, and the limits it carries (KeyLimits.of, its expiry too)."""
     return KeyNode(
         id=api_key.pk,
         prefix=api_key.prefix,
         depth=api_key.depth,
         created_at=api_key.created_at,
-        expires_at=api_key.expires_at,
         revoked_at=api_key.revoked_at,
-        spend_limit_micros=limits.spend_limit_micros,
-        spend_window=limits.spend_window,
-        max_cost_per_run_micros=limits.max_cost_per_run_micros,
-        allowed_packs=limits.allowed_packs,
+        **asdict(KeyLimits.of(api_key)),
     )
 
 

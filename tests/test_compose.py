@@ -13,7 +13,6 @@ import json
 import re
 import shlex
 import subprocess
-import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +21,7 @@ import yaml
 from django.conf import settings
 
 from config.env import LIBRARY_VARS, READ
+from tests.helpers.children import python_child
 from tests.processes import PROCFILE, ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -234,15 +234,7 @@ def endpoint_problems(env: dict[str, str], stand_in_name: str | None) -> list[st
 def settings_under(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Import the settings in a child whose environment is only `env` (plus PATH), as in a container."""
     child_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "config.settings", **env}
-    return subprocess.run(
-        [sys.executable, "-c", _CHILD],
-        check=False,
-        cwd=ROOT,
-        env=child_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return python_child(["-c", _CHILD], child_env)
 
 
 def dockerfile_problems(text: str) -> list[str]:

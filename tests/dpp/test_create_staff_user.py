@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,8 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from tests.helpers.admin import ensure_staff_groups
-from tests.processes import ROOT, process_env
+from tests.helpers.children import python_child
+from tests.processes import process_env
 
 PASSWORD = "correct horse battery staple"
 
@@ -82,17 +81,7 @@ def test_the_password_is_prompted_for_twice() -> None:
 
 def manage_with_input(args: list[str], env: dict[str, str], stdin: str) -> str:
     """`manage.py <args>` in a new session (no controlling terminal) with `stdin`; its stdout."""
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        start_new_session=True,
-        check=False,
-    )
+    done = python_child(["manage.py", *args], env, stdin=stdin, new_session=True)
     if done.returncode != 0:
         raise RuntimeError(done.stdout + done.stderr)
     return done.stdout
