@@ -213,7 +213,7 @@ class LedgerTransaction(models.Model):
 
     class Meta:
         ordering = ("-id",)
-        # Manual money movements from the admin (groups `finance`, migration 0005).
+        # Manual money movements from the admin (groups `finance`, billing migration 0002).
         permissions = [("topup", "Can top up tenant credit"), ("adjust", "Can make a manual adjustment")]
         indexes = [
             models.Index(fields=["tenant", "-id"], name="billing_txn_tenant_id"),

@@ -249,7 +249,7 @@ def tenant_set_status(*, tenant: Tenant, status: str, actor: str) -> bool:
     return updated == 1
 
 
-STAFF_GROUPS = ("finance", "ops")  # made by billing's migration 0005 (SPEC §1)
+STAFF_GROUPS = ("finance", "ops")  # made by billing's migration 0002 (SPEC §1)
 
 
 @transaction.atomic
