@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -110,13 +109,8 @@ def main() -> int:
     parser.add_argument("--only", help="time only the pages whose name contains this")
     args = parser.parse_args()
 
-    admin_url = common.admin_url()
-    if not args.reuse:
-        common.recreate_database(admin_url, DB_NAME)
-    try:
-        common.setup_django(common.db_url(admin_url, DB_NAME))
+    with common.django_database(DB_NAME, keep=args.keep, reuse=args.reuse):
         from django.core.management import call_command
-        from django.db import connection
 
         from runs.activity import close_days
 
@@ -137,10 +131,6 @@ def main() -> int:
             results[name] = round(median, 1)
             flag = "ok" if median <= GOAL_MS else "OVER"
             print(f"{name:32} {median:8.1f} ms  ({', '.join(f'{t:.0f}' for t in timings)})  {flag}  {url}")
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT current_setting('server_version')")
-            (server_version,) = cursor.fetchone()
-        connection.close()
         summary = {
             "bench": "admin_lists",
             "runs": args.runs,
@@ -151,13 +141,9 @@ def main() -> int:
             "ok": all(value <= GOAL_MS for value in results.values()),
             "load_average": round(load_before, 1),
             "cpus": os.cpu_count(),
-            "postgresql": server_version,
+            "postgresql": common.server_version(),
         }
-        print(json.dumps(summary))
-        return 0 if summary["ok"] else 1
-    finally:
-        if not (args.keep or args.reuse):
-            common.recreate_database(admin_url, DB_NAME, drop_only=True)
+        return common.report(summary)
 
 
 if __name__ == "__main__":

@@ -296,13 +296,8 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help=f"time the audit on a kept {DB_NAME}, no re-seeding")
     args = parser.parse_args()
 
-    admin_url = common.admin_url()
-    if not args.reuse:
-        common.recreate_database(admin_url, DB_NAME)
-    try:
-        common.setup_django(common.db_url(admin_url, DB_NAME))
+    with common.django_database(DB_NAME, keep=args.keep, reuse=args.reuse):
         from django.core.management import call_command
-        from django.db import connection
 
         if not args.reuse:
             step = time.perf_counter()
@@ -332,10 +327,6 @@ def main() -> int:
             incremental = _incremental_case(args.runs, args.tenants, args.new_runs)
         share = incremental["incremental_seconds"] / seconds
         print(f"incremental / full: {100 * share:.2f} % (goal ≤ {100 * GOAL_INCREMENTAL_SHARE:.0f} %)")
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT current_setting('server_version')")
-            (server_version,) = cursor.fetchone()
-        connection.close()
         result = {
             "bench": "ledger_audit",
             "runs": args.runs,
@@ -353,14 +344,10 @@ def main() -> int:
             "incremental_share": round(share, 4),
             "goal_incremental_share": GOAL_INCREMENTAL_SHARE,
             "ok": report["ok"] and status == 0 and incremental["incremental_ok"],
-            "postgresql": server_version,
+            "postgresql": common.server_version(),
             "cpus": os.cpu_count(),
         }
-        print(json.dumps(result))
-        return 0 if result["ok"] else 1
-    finally:
-        if not (args.keep or args.reuse):
-            common.recreate_database(admin_url, DB_NAME, drop_only=True)
+        return common.report(result)
 
 
 if __name__ == "__main__":

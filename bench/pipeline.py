@@ -380,10 +380,7 @@ def _run_broker(broker: str, args: argparse.Namespace, var_dir: Path) -> dict[st
     if args.prefetch:
         child += ["--prefetch", str(args.prefetch)]
     # A fresh database per broker: one broker's history must not weigh on the next one's reaper passes.
-    common.recreate_database(common.admin_url(), DB_NAME)
-    database_url = common.db_url(common.admin_url(), DB_NAME)
-    migrate_env = {**os.environ, "DATABASE_URL": database_url, "DPP_VAR_DIR": str(var_dir)}
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=migrate_env, check=True)
+    common.migrated_database(DB_NAME, DPP_VAR_DIR=str(var_dir))
     with contextlib.ExitStack() as stack:
         moto = stack.enter_context(_moto(var_dir)) if broker == "sqs" else None
         env = _env(broker, var_dir, moto)

@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,10 +33,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from bench import common  # noqa: E402
-from bench.pipeline import group_cpu_seconds, load_average  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: `bench` and the project
+from bench import common
+from bench.pipeline import group_cpu_seconds, load_average
 
 DB_NAME = "dpp_bench_webhooks"
 QUEUE = "dpp-bench-webhooks"
@@ -188,13 +186,8 @@ def main() -> int:
     args = parser.parse_args()
     print(f"load average before: {load_average()} ({os.cpu_count()} cores; other sessions may share the machine)")
     var_dir = Path(tempfile.mkdtemp(prefix="dpp-bench-webhooks-"))
-    admin = common.admin_url()
-    common.recreate_database(admin, DB_NAME)
     os.environ.update(_environment(var_dir))
-    url = common.db_url(admin, DB_NAME)
-    migrate_env = {**os.environ, "DATABASE_URL": url}
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=migrate_env, check=True)
-    common.setup_django(url)
+    common.setup_django(common.migrated_database(DB_NAME))
     try:
         figures = measure(args)
     finally:
@@ -202,7 +195,7 @@ def main() -> int:
 
         connections.close_all()
         if not args.keep:
-            common.recreate_database(admin, DB_NAME, drop_only=True)
+            common.recreate_database(common.admin_url(), DB_NAME, drop_only=True)
     results = {"bench": "webhooks", "workers": args.workers, "pool": args.pool, "concurrency": args.concurrency}
     results |= figures
     results |= {"goal_p50_ms": GOAL_P50_MS, "goal_per_s": GOAL_PER_S, "load_average": load_average()}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -95,6 +95,19 @@ class PackResult:
         cost = self.cost_micros
         if type(cost) is not int or cost < 0 or cost % GRANULE_MICROS:
             raise ValueError(f"cost_micros must be a non-negative int multiple of 100, got {cost!r}")
+
+
+def inputs_schema(properties: dict[str, Any], *, required: Sequence[str] = ()) -> dict[str, Any]:
+    """A pack's JSON Schema of inputs: an object of exactly these members, those in `required` required."""
+    schema: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = list(required)
+    schema["properties"] = properties
+    return schema
 
 
 def ceil_div(numerator: int, denominator: int) -> int:

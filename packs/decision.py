@@ -35,7 +35,7 @@ from fractions import Fraction
 from typing import Any, ClassVar
 
 from dpp.money import format_usd
-from packs.base import FieldError, Pack, PackContext, PackResult, UrlPolicy
+from packs.base import FieldError, Pack, PackContext, PackResult, UrlPolicy, inputs_schema
 
 METHODS = ("weighted_sum", "topsis")
 BASE_MICROS = 5_000
@@ -46,12 +46,8 @@ _NAME_MAX = 200
 _SCAN_STEPS = 1000
 _BISECT_TOLERANCE = 1e-12
 
-INPUT_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["question", "options", "criteria", "scores"],
-    "properties": {
+INPUT_SCHEMA = inputs_schema(
+    {
         "question": {"type": "string", "minLength": 1, "maxLength": 2000},
         "options": {
             "type": "array",
@@ -91,7 +87,8 @@ INPUT_SCHEMA: dict[str, Any] = {
         },
         "method": {"enum": list(METHODS), "default": "weighted_sum"},
     },
-}
+    required=["question", "options", "criteria", "scores"],
+)
 
 
 @dataclass(frozen=True)

@@ -17,16 +17,13 @@ import time
 from typing import Any, ClassVar
 
 from dpp.money import MAX_COST_MICROS, format_usd, usd_micros
-from packs.base import FieldError, Pack, PackContext, PackError, PackResult, UrlPolicy
+from packs.base import FieldError, Pack, PackContext, PackError, PackResult, UrlPolicy, inputs_schema
 
 MAX_SLEEP_MS = 60_000
 _SLICE_S = 0.05
 
-INPUT_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
+INPUT_SCHEMA = inputs_schema(
+    {
         "sleep_ms": {"type": "integer", "minimum": 0, "maximum": MAX_SLEEP_MS, "default": 0},
         "cost_usd": {
             "type": "string",
@@ -37,7 +34,7 @@ INPUT_SCHEMA: dict[str, Any] = {
         },
         "outcome": {"enum": ["succeed", "fail"], "default": "succeed"},
     },
-}
+)
 
 
 class DiagnosticPack(Pack):

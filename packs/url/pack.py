@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from dpp.http.outbound.addresses import block_reason
 from dpp.http.outbound.target import InvalidUrlError, parse_target
 from dpp.money import format_usd
-from packs.base import FieldError, Pack, PackContext, PackError, PackResult, UrlPolicy, ceil_div
+from packs.base import FieldError, Pack, PackContext, PackError, PackResult, UrlPolicy, ceil_div, inputs_schema
 from packs.url.client import fetch
 from packs.url.extract import extract
 
@@ -31,12 +31,8 @@ FLOOR_MICROS = BASE_MICROS + PER_BLOCK_MICROS
 DEFAULT_MAX_BYTES = 1_048_576
 MAX_BYTES = 10_485_760
 
-INPUT_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["url"],
-    "properties": {
+INPUT_SCHEMA = inputs_schema(
+    {
         "url": {
             "type": "string",
             "minLength": 1,
@@ -46,7 +42,8 @@ INPUT_SCHEMA: dict[str, Any] = {
         },
         "max_bytes": {"type": "integer", "minimum": 1, "maximum": MAX_BYTES, "default": DEFAULT_MAX_BYTES},
     },
-}
+    required=["url"],
+)
 
 
 class UrlPack(Pack):

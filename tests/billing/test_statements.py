@@ -17,24 +17,14 @@ from billing.selectors import balances_get, statement_get
 from billing.services import ledger_adjust, ledger_topup
 from dpp.money import format_usd, parse_usd
 from tests.helpers.admin import ensure_staff_groups, staff_client
-from tests.helpers.money import USD
+from tests.helpers.money import LEDGER_ITEM_KEYS, USD
 from tests.helpers.personas import Persona, make_persona
 from tests.helpers.problems import assert_problem
 from tests.helpers.states import cancel, completed_run, fail, leased_run, queued_run
 
 pytestmark = pytest.mark.django_db
 
-LINE_KEYS = (  # in the CSV's column order
-    "transaction_id",
-    "kind",
-    "run_id",
-    "created_at",
-    "reason",
-    "available_delta_usd",
-    "held_delta_usd",
-    "charged_usd",
-    "available_usd",
-)
+LINE_KEYS = (*LEDGER_ITEM_KEYS, "available_usd")  # in the CSV's column order
 
 
 def _micros(statement: dict[str, Any], member: str) -> int:

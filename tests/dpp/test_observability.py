@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from dpp.observability import ContextFilter, JsonFormatter, log_context
+from tests.helpers.api import header_tokens
 from tests.helpers.personas import Persona
 
 
@@ -59,7 +60,7 @@ def test_cors_exposes_dpp_headers_to_allowed_origins(settings, owner: Persona) -
     settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
     response = owner.client.get("/v1/account", HTTP_ORIGIN="https://app.example.com")
     assert response["Access-Control-Allow-Origin"] == "https://app.example.com"
-    exposed = {h.strip().lower() for h in response["Access-Control-Expose-Headers"].split(",")}
+    exposed = header_tokens(response, "Access-Control-Expose-Headers")
     assert {
         "x-dpp-cost-reserved",
         "x-dpp-cost-minimum-fee",
@@ -82,7 +83,7 @@ def test_cors_exposes_dpp_headers_to_allowed_origins(settings, owner: Persona) -
 def test_cors_exposes_the_result_digest_headers(settings, owner: Persona) -> None:
     settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
     response = owner.client.get("/v1/account", HTTP_ORIGIN="https://app.example.com")
-    exposed = {h.strip().lower() for h in response["Access-Control-Expose-Headers"].split(",")}
+    exposed = header_tokens(response, "Access-Control-Expose-Headers")
     assert {"etag", "x-dpp-result-sha256"} <= exposed  # what GET /v1/runs/{id}/result sends besides the body
 
 

@@ -17,6 +17,7 @@ from dpp.http.problems import problem_response
 from dpp.observability import tracestate_from_headers, tracestate_var
 from runs.dispatch import publish_run
 from runs.tasks import execute_run
+from tests.helpers.api import header_tokens
 from tests.helpers.personas import make_persona
 from tests.helpers.states import queued_run as submit
 
@@ -99,7 +100,7 @@ def test_cors_lets_a_browser_send_the_trace_and_conditional_headers(settings: An
         HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
         HTTP_ACCESS_CONTROL_REQUEST_HEADERS="traceparent, tracestate",
     ).options("/v1/runs")
-    allowed = {h.strip().lower() for h in preflight["Access-Control-Allow-Headers"].split(",")}
+    allowed = header_tokens(preflight, "Access-Control-Allow-Headers")
     assert {
         "authorization",
         "content-type",

@@ -4,8 +4,10 @@ with the same webhook-id."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -40,26 +42,28 @@ def local_receivers(settings: Any) -> None:
     settings.DPP_URL_EXTRA_ALLOWED_NETWORKS = (ipaddress.ip_network("127.0.0.1/32"),)
 
 
-def _endpoint(persona: Any, receiver: Receiver) -> dict[str, Any]:
-    response = persona.client.post(
-        "/v1/webhook-endpoints", {"url": receiver.url(), "events": ["run.completed"]}, format="json"
-    )
-    assert response.status_code == 201
-    return response.json()
+@contextlib.contextmanager
+def _subscribed(*, hang_s: float = 0) -> Iterator[tuple[Receiver, Any, dict[str, Any]]]:
+    """Purged queues, a local receiver (closed after) and an `unlimited` tenant with an endpoint on it for
+    run.completed: (receiver, persona, endpoint)."""
+    purge_queues()
+    receiver = Receiver(hang_s=hang_s)
+    try:
+        persona = make_persona(plan="unlimited")
+        response = persona.client.post(
+            "/v1/webhook-endpoints", {"url": receiver.url(), "events": ["run.completed"]}, format="json"
+        )
+        assert response.status_code == 201
+        yield receiver, persona, response.json()
+    finally:
+        receiver.close()
 
 
 def test_a_worker_delivers_a_runs_end_after_its_commit() -> None:
-    purge_queues()
-    receiver = Receiver()
-    try:
-        persona = make_persona(plan="unlimited")
-        endpoint = _endpoint(persona, receiver)
-        with celery_worker(worker_env(), concurrency=1, name="webhooks"):
-            run = completed_run(persona, cost_micros=11_000)
-            wait_until(lambda: receiver.received, timeout=20, what="the delivery")
-            wait_until(lambda: WebhookDelivery.objects.get().status == "delivered", timeout=10, what="delivered")
-    finally:
-        receiver.close()
+    with _subscribed() as (receiver, persona, endpoint), celery_worker(worker_env(), concurrency=1, name="webhooks"):
+        run = completed_run(persona, cost_micros=11_000)
+        wait_until(lambda: receiver.received, timeout=20, what="the delivery")
+        wait_until(lambda: WebhookDelivery.objects.get().status == "delivered", timeout=10, what="delivered")
     [got] = receiver.received
     payload = Webhook(endpoint["secret"]).verify(got.body, got.headers)
     assert payload["data"]["run_id"] == str(run.pk)
@@ -67,11 +71,7 @@ def test_a_worker_delivers_a_runs_end_after_its_commit() -> None:
 
 
 def test_a_delivery_lost_between_commit_and_send_is_re_driven_by_the_reaper_with_its_webhook_id() -> None:
-    purge_queues()
-    receiver = Receiver()
-    try:
-        persona = make_persona(plan="unlimited")
-        endpoint = _endpoint(persona, receiver)
+    with _subscribed() as (receiver, persona, endpoint):
         completed_run(persona, cost_micros=11_000)  # committed and published, with no worker up
         purge_queues()  # ...and the task lost: the process that held it died between the commit and the send
         delivery = WebhookDelivery.objects.get()
@@ -82,8 +82,6 @@ def test_a_delivery_lost_between_commit_and_send_is_re_driven_by_the_reaper_with
             assert reconcile_once().webhooks_redriven == 1
             wait_until(lambda: receiver.received, timeout=20, what="the re-driven delivery")
             wait_until(lambda: WebhookDelivery.objects.get().status == "delivered", timeout=10, what="delivered")
-    finally:
-        receiver.close()
     [got] = receiver.received
     assert got.headers["webhook-id"] == delivery.event_id
     Webhook(endpoint["secret"]).verify(got.body, got.headers)
@@ -94,11 +92,8 @@ def test_a_worker_killed_mid_send_leaves_a_delivery_that_arrives_again_with_its_
     """The sender dies (SIGKILL, its whole process group) while the receiver holds the request unanswered: the
     claimed attempt is never recorded, so once its lease and the re-drive delay have passed the reaper publishes
     the delivery again and another worker sends it — the same webhook-id, signed anew, delivered at last."""
-    purge_queues()
-    receiver = Receiver(hang_s=120)  # takes the request, then answers nothing while the worker is alive
-    try:
-        persona = make_persona(plan="unlimited")
-        endpoint = _endpoint(persona, receiver)
+    # The receiver takes the request, then answers nothing while the worker is alive.
+    with _subscribed(hang_s=120) as (receiver, persona, endpoint):
         with celery_worker(worker_env(), concurrency=1, name="webhooks-killed") as worker:
             run = completed_run(persona, cost_micros=11_000)
             wait_until(lambda: receiver.received, timeout=20, what="the first attempt reaching the receiver")
@@ -112,8 +107,6 @@ def test_a_worker_killed_mid_send_leaves_a_delivery_that_arrives_again_with_its_
             wait_until(lambda: reconcile_once().webhooks_redriven == 1, timeout=60, interval=1, what="the re-drive")
             wait_until(lambda: len(receiver.received) == 2, timeout=20, what="the second attempt")
             wait_until(lambda: WebhookDelivery.objects.get().status == "delivered", timeout=10, what="delivered")
-    finally:
-        receiver.close()
     first, second = receiver.received
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == killed.event_id
     for got in (first, second):

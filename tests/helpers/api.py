@@ -74,3 +74,8 @@ def assert_rate_headers(response: Any, policy: str, limit: int) -> tuple[int, in
     assert 0 <= remaining <= limit
     assert 0 <= reset <= 60
     return remaining, reset
+
+
+def header_tokens(response: Any, name: str) -> set[str]:
+    """The comma-separated members of header `name`, lower-cased (header names compare without case)."""
+    return {token.strip().lower() for token in response[name].split(",")}

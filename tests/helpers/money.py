@@ -12,6 +12,16 @@ from tests.helpers.personas import Persona
 
 USD = MICROS_PER_USD
 MONEY_RE = re.compile(r"-?\d+\.\d{4}")
+LEDGER_ITEM_KEYS = (  # a ledger item's members, in the order the statement's lines and CSV columns repeat them
+    "transaction_id",
+    "kind",
+    "run_id",
+    "created_at",
+    "reason",
+    "available_delta_usd",
+    "held_delta_usd",
+    "charged_usd",
+)
 
 
 def balances(persona: Persona) -> tuple[int, int]:

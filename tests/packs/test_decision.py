@@ -484,7 +484,9 @@ def _float_topsis_winner(problem: Problem, weights: list[Fraction]) -> int:
     return max(range(len(scores)), key=lambda i: (scores[i], -i))
 
 
-def _check_sensitivity(data: dict[str, Any], winner_at: Any, delta: float) -> None:
+def _check_sensitivity(data: dict[str, Any], method: str, winner_at: Any, delta: float) -> None:
+    data["method"] = method
+    assume(len(data["criteria"]) > 1)
     problem = Problem.from_inputs(data)
     out = decide(data)
     winner = data["options"].index(out["winner"])
@@ -511,17 +513,13 @@ def _check_sensitivity(data: dict[str, Any], winner_at: Any, delta: float) -> No
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(problems())
 def test_weighted_sum_sensitivity_is_the_nearest_exact_flip(data: dict[str, Any]) -> None:
-    data["method"] = "weighted_sum"
-    assume(len(data["criteria"]) > 1)
-    _check_sensitivity(data, _exact_weighted_sum_winner, delta=2e-6)
+    _check_sensitivity(data, "weighted_sum", _exact_weighted_sum_winner, delta=2e-6)
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)
 @given(problems())
 def test_topsis_sensitivity_is_the_nearest_flip(data: dict[str, Any]) -> None:
-    data["method"] = "topsis"
-    assume(len(data["criteria"]) > 1)
-    _check_sensitivity(data, _float_topsis_winner, delta=1e-5)
+    _check_sensitivity(data, "topsis", _float_topsis_winner, delta=1e-5)
 
 
 def test_weighted_sum_scores_match_the_oracle_on_the_worked_example() -> None:

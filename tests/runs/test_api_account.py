@@ -18,23 +18,13 @@ from runs import services
 from runs.models import Run
 from tests.helpers.api import accepted, accepted_at, body
 from tests.helpers.inputs import DIAGNOSTIC_FAIL
-from tests.helpers.money import MONEY_RE, USD, balances
+from tests.helpers.money import LEDGER_ITEM_KEYS, MONEY_RE, USD, balances
 from tests.helpers.personas import Persona, make_persona
 from tests.helpers.problems import assert_problem, field_errors
 from tests.helpers.states import execute, expire_queued, fail, lease, run_row
 
 pytestmark = pytest.mark.django_db
 
-LEDGER_ITEM_KEYS = {
-    "transaction_id",
-    "kind",
-    "run_id",
-    "created_at",
-    "reason",
-    "available_delta_usd",
-    "held_delta_usd",
-    "charged_usd",
-}
 USAGE_DAY_KEYS = {"date", "runs", "completed", "failed", "canceled", "expired", "charged_usd", "reserved_usd"}
 
 
@@ -66,7 +56,7 @@ def _ledger(persona: Persona, **params: Any) -> dict[str, Any]:
     page: dict[str, Any] = response.json()
     assert page.keys() == {"data", "next_cursor"}
     for item in page["data"]:
-        assert item.keys() == LEDGER_ITEM_KEYS
+        assert item.keys() == set(LEDGER_ITEM_KEYS)
         for member in ("available_delta_usd", "held_delta_usd", "charged_usd"):
             assert MONEY_RE.fullmatch(item[member])
         assert datetime.fromisoformat(item["created_at"].replace("Z", "+00:00")).utcoffset() is not None

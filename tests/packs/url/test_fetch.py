@@ -8,6 +8,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,31 +111,34 @@ def tls_ca(tmp_path: Path) -> tuple[trustme.CA, str]:
     return ca, str(ca_file)
 
 
+@dataclass
+class HttpsOrigin:
+    """An HTTPS server, the SNI names it got, and the file of the CA that issued its certificate."""
+
+    server: Server
+    sni: list[str | None]
+    ca_file: str
+
+    def policy(self, names: dict[str, list[str] | list[list[str]]] | None = None, **more: Any) -> UrlPolicy:
+        """The loopback allowed, the test CA trusted, and `names` resolved by a fake resolver (none: the real one)."""
+        resolver = None if names is None else FakeResolver(names)
+        return UrlPolicy(extra_allowed_networks=LOOPBACK_ONE, resolver=resolver, ca_file=self.ca_file, **more)
+
+
 @pytest.fixture
-def https_origin(servers: Callable[..., Server], tls_ca: tuple[trustme.CA, str]) -> tuple[Server, list[str | None]]:
+def https_origin(servers: Callable[..., Server], tls_ca: tuple[trustme.CA, str]) -> HttpsOrigin:
     """An HTTPS server whose certificate names secure.test and 127.0.0.1; records the SNI it gets."""
-    ca, _ = tls_ca
+    ca, ca_file = tls_ca
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("secure.test", "127.0.0.1").configure_cert(server_tls)
     sni: list[str | None] = []
     server_tls.sni_callback = lambda sock, name, context: sni.append(name)
-    origin = servers(default=respond(200, b"over tls"), tls=server_tls)
-    return origin, sni
+    return HttpsOrigin(servers(default=respond(200, b"over tls"), tls=server_tls), sni, ca_file)
 
 
-def _tls_policy(
-    tls_ca: tuple[trustme.CA, str], names: dict[str, list[str] | list[list[str]]] | None = None, **more: Any
-) -> UrlPolicy:
-    """The loopback allowed, the test CA trusted, and `names` resolved by a fake resolver (none: the real one)."""
-    resolver = None if names is None else FakeResolver(names)
-    return UrlPolicy(extra_allowed_networks=LOOPBACK_ONE, resolver=resolver, ca_file=tls_ca[1], **more)
-
-
-def test_https_by_name_verifies_the_certificate_for_the_name(
-    https_origin: tuple[Server, list[str | None]], tls_ca: tuple[trustme.CA, str]
-) -> None:
-    origin, sni = https_origin
-    policy = _tls_policy(tls_ca, {"secure.test": ["127.0.0.1"]})
+def test_https_by_name_verifies_the_certificate_for_the_name(https_origin: HttpsOrigin) -> None:
+    origin, sni = https_origin.server, https_origin.sni
+    policy = https_origin.policy({"secure.test": ["127.0.0.1"]})
 
     data = run(f"https://secure.test:{origin.port}/doc", policy)
 
@@ -147,23 +151,16 @@ def test_https_by_name_verifies_the_certificate_for_the_name(
     assert [(seen.path, seen.host) for seen in origin.seen] == [("/doc", f"secure.test:{origin.port}")]
 
 
-def test_https_to_an_ip_literal_checks_the_ip_in_the_certificate(
-    https_origin: tuple[Server, list[str | None]], tls_ca: tuple[trustme.CA, str]
-) -> None:
-    origin, sni = https_origin
-    policy = _tls_policy(tls_ca)
-
-    data = run(f"https://127.0.0.1:{origin.port}/", policy)
+def test_https_to_an_ip_literal_checks_the_ip_in_the_certificate(https_origin: HttpsOrigin) -> None:
+    data = run(f"https://127.0.0.1:{https_origin.server.port}/", https_origin.policy())
 
     assert data["status"] == 200
-    assert sni == [None]  # no SNI for an address
+    assert https_origin.sni == [None]  # no SNI for an address
 
 
-def test_https_certificate_for_another_name_fails(
-    https_origin: tuple[Server, list[str | None]], tls_ca: tuple[trustme.CA, str]
-) -> None:
-    origin, _ = https_origin
-    policy = _tls_policy(tls_ca, {"other.test": ["127.0.0.1"]})
+def test_https_certificate_for_another_name_fails(https_origin: HttpsOrigin) -> None:
+    origin = https_origin.server
+    policy = https_origin.policy({"other.test": ["127.0.0.1"]})
 
     error = fetch_error(f"https://other.test:{origin.port}/", policy)
 
@@ -172,8 +169,8 @@ def test_https_certificate_for_another_name_fails(
     assert origin.seen == []
 
 
-def test_https_without_the_test_ca_is_not_trusted(https_origin: tuple[Server, list[str | None]]) -> None:
-    origin, _ = https_origin
+def test_https_without_the_test_ca_is_not_trusted(https_origin: HttpsOrigin) -> None:
+    origin = https_origin.server
     policy = UrlPolicy(extra_allowed_networks=LOOPBACK_ONE, resolver=FakeResolver({"secure.test": ["127.0.0.1"]}))
 
     error = fetch_error(f"https://secure.test:{origin.port}/", policy)
@@ -290,22 +287,22 @@ def test_a_sixth_redirect_fails(servers: Callable[..., Server]) -> None:
 
 
 def test_redirect_from_https_to_http_is_refused_unless_http_is_allowed(
-    servers: Callable[..., Server], https_origin: tuple[Server, list[str | None]], tls_ca: tuple[trustme.CA, str]
+    servers: Callable[..., Server], https_origin: HttpsOrigin
 ) -> None:
     plain = servers(default=respond(200, b"plain"))
-    origin, _ = https_origin
+    origin = https_origin.server
     origin.default = redirect(plain.url("/downgraded"))
     names: dict[str, list[str] | list[list[str]]] = {"secure.test": ["127.0.0.1"]}
     url = f"https://secure.test:{origin.port}/"
 
-    error = fetch_error(url, _tls_policy(tls_ca, names))
+    error = fetch_error(url, https_origin.policy(names))
     assert error.reason_code == "FETCH_FAILED"
     assert "http is not allowed" in error.detail
     assert isinstance(error, FetchError)
     assert error.redirect_chain == [{"url": url, "status": 302}]
     assert plain.seen == []
 
-    allowed = _tls_policy(tls_ca, names, allow_http=True)
+    allowed = https_origin.policy(names, allow_http=True)
     assert run(url, allowed)["text"] == "plain"
     assert plain.paths == ["/downgraded"]
 
