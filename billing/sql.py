@@ -235,12 +235,10 @@ def ledger_triggers_drop(schema_editor: Any) -> None:
             schema_editor.execute(f"DROP TRIGGER IF EXISTS {name}")
 
 
-def checkpoint_fillfactor(schema_editor: Any, *, percent: int | None) -> None:
-    """Set (or with None reset) the fill factor of the incremental audit's per-account checkpoint (PostgreSQL only).
+def checkpoint_fillfactor(schema_editor: Any, *, percent: int) -> None:
+    """Set the fill factor of the incremental audit's per-account checkpoint (PostgreSQL only).
 
     Why: half of each page left free lets the hourly UPDATE of the touched accounts' rows be HOT (no index written).
     """
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    setting = "RESET (fillfactor)" if percent is None else f"SET (fillfactor = {int(percent)})"
-    schema_editor.execute(f"ALTER TABLE billing_accountcheckpoint {setting}")
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(f"ALTER TABLE billing_accountcheckpoint SET (fillfactor = {int(percent)})")

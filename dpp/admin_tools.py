@@ -497,7 +497,6 @@ def form_page(
     method: str = "post",
     hidden: Iterable[tuple[str, object]] = (),
     items: Iterable[object] = (),
-    status: int = 200,
 ) -> TemplateResponse:
     """An admin page holding one form (a top-up, an export, an action's confirmation)."""
     context = {
@@ -512,4 +511,4 @@ def form_page(
         "hidden": list(hidden),
         "items": list(items),
     }
-    return TemplateResponse(request, "dpp/admin/form_page.html", context, status=status)
+    return TemplateResponse(request, "dpp/admin/form_page.html", context)
